@@ -1,0 +1,334 @@
+//! Comment-preserving edits of a config file (`config set`, `models set`,
+//! aliases, fallbacks) and redacted reads (`config get`, CFG-7).
+//!
+//! Edits go through `jsonc-parser`'s concrete syntax tree, so comments,
+//! blank lines, unquoted keys and trailing commas the user wrote survive.
+//! Every write re-validates the new text first, keeps the previous file as
+//! `<file>.bak`, and replaces the file atomically.
+
+use std::path::{Path, PathBuf};
+
+use jsonc_parser::cst::{CstContainerNode, CstInputValue, CstNode, CstObject, CstRootNode};
+use serde_json::Value;
+
+use crate::diag::ConfigError;
+use crate::path::{render, Segment};
+use crate::secret::SecretValue;
+use crate::source::Source;
+use crate::tree::{self, json5_options};
+
+/// An editable config text.
+pub struct Document {
+    root: CstRootNode,
+}
+
+impl Document {
+    /// Parses text; a syntax error is reported like any load error.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let source = Source::new(path, text);
+        tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
+        let root = CstRootNode::parse(text, &json5_options()).map_err(|e| {
+            ConfigError::BadValue {
+                path: String::new(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self { root })
+    }
+
+    /// The current text.
+    pub fn text(&self) -> String {
+        self.root.to_string()
+    }
+
+    /// Sets the value at `path`, creating missing objects on the way.
+    pub fn set(&mut self, path: &[Segment], value: &Value) -> Result<(), ConfigError> {
+        let (last, parents) = path.split_last().ok_or_else(|| ConfigError::BadPath {
+            path: String::new(),
+            reason: "empty path".into(),
+        })?;
+        let mut container = Container::Object(self.root.object_value_or_set());
+        for (i, seg) in parents.iter().enumerate() {
+            let here = render(&path[..=i]);
+            container = match (container, seg) {
+                (Container::Object(obj), Segment::Key(k)) => match obj.get(k) {
+                    Some(prop) => match prop.value() {
+                        Some(node) => Container::from_node(node, &here)?,
+                        None => Container::Object(obj.object_value_or_set(k)),
+                    },
+                    None => {
+                        // Create an object, or an array when the next step indexes.
+                        match path.get(i + 1) {
+                            Some(Segment::Index(_)) => {
+                                return Err(ConfigError::PathNotFound(here));
+                            }
+                            _ => Container::Object(obj.object_value_or_set(k)),
+                        }
+                    }
+                },
+                (Container::Array(arr), Segment::Index(n)) => {
+                    let node = arr
+                        .elements()
+                        .into_iter()
+                        .nth(*n)
+                        .ok_or_else(|| ConfigError::PathNotFound(here.clone()))?;
+                    Container::from_node(node, &here)?
+                }
+                (Container::Object(_), Segment::Index(_)) => {
+                    return Err(ConfigError::BadPath {
+                        path: here,
+                        reason: "indexes an object".into(),
+                    })
+                }
+                (Container::Array(_), Segment::Key(_)) => {
+                    return Err(ConfigError::BadPath {
+                        path: here,
+                        reason: "uses a key on an array".into(),
+                    })
+                }
+            };
+        }
+        let input = to_input(value);
+        match (container, last) {
+            (Container::Object(obj), Segment::Key(k)) => match obj.get(k) {
+                Some(prop) => prop.set_value(input),
+                None => {
+                    obj.append(k, input);
+                }
+            },
+            (Container::Array(arr), Segment::Index(n)) => {
+                let elements = arr.elements();
+                if *n < elements.len() {
+                    if let Some(old) = elements.into_iter().nth(*n) {
+                        arr.insert(*n, input);
+                        old.remove();
+                    }
+                } else if *n == elements.len() {
+                    arr.append(input);
+                } else {
+                    return Err(ConfigError::PathNotFound(render(path)));
+                }
+            }
+            _ => {
+                return Err(ConfigError::BadPath {
+                    path: render(path),
+                    reason: "does not match the shape of the file".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the value at `path`; `false` when it was not there.
+    pub fn remove(&mut self, path: &[Segment]) -> bool {
+        let Some(node) = self.find(path) else {
+            return false;
+        };
+        // Remove the whole property (key and value) when the target is one.
+        match node.parent() {
+            Some(CstContainerNode::ObjectProp(prop)) => prop.remove(),
+            _ => node.remove(),
+        }
+        true
+    }
+
+    fn find(&self, path: &[Segment]) -> Option<CstNode> {
+        let mut node = self.root.value()?;
+        for seg in path {
+            node = match (seg, node) {
+                (Segment::Key(k), CstNode::Container(CstContainerNode::Object(o))) => {
+                    o.get(k)?.value()?
+                }
+                (Segment::Index(n), CstNode::Container(CstContainerNode::Array(a))) => {
+                    a.elements().into_iter().nth(*n)?
+                }
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+}
+
+enum Container {
+    Object(CstObject),
+    Array(jsonc_parser::cst::CstArray),
+}
+
+impl Container {
+    fn from_node(node: CstNode, path: &str) -> Result<Self, ConfigError> {
+        match node {
+            CstNode::Container(CstContainerNode::Object(o)) => Ok(Container::Object(o)),
+            CstNode::Container(CstContainerNode::Array(a)) => Ok(Container::Array(a)),
+            _ => Err(ConfigError::BadPath {
+                path: path.to_string(),
+                reason: "is not an object or array".into(),
+            }),
+        }
+    }
+}
+
+fn to_input(v: &Value) -> CstInputValue {
+    match v {
+        Value::Null => CstInputValue::Null,
+        Value::Bool(b) => CstInputValue::Bool(*b),
+        Value::Number(n) => CstInputValue::Number(n.to_string()),
+        Value::String(s) => CstInputValue::String(s.clone()),
+        Value::Array(a) => CstInputValue::Array(a.iter().map(to_input).collect()),
+        Value::Object(o) => {
+            CstInputValue::Object(o.iter().map(|(k, v)| (k.clone(), to_input(v))).collect())
+        }
+    }
+}
+
+/// Reads the value at `path` from a parsed file, with secrets redacted.
+pub fn get_redacted(text: &str, file: &Path, path: &[Segment]) -> Result<Value, ConfigError> {
+    let source = Source::new(file, text);
+    let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
+    let mut value = root.map(|n| n.to_json()).unwrap_or(Value::Object(Default::default()));
+    let mut keys: Vec<String> = Vec::new();
+    for seg in path {
+        value = match (seg, value) {
+            (Segment::Key(k), Value::Object(mut o)) => {
+                keys.push(k.clone());
+                o.remove(k)
+                    .ok_or_else(|| ConfigError::PathNotFound(render(path)))?
+            }
+            (Segment::Index(i), Value::Array(mut a)) if *i < a.len() => a.swap_remove(*i),
+            _ => return Err(ConfigError::PathNotFound(render(path))),
+        };
+    }
+    redact(&mut value, &keys);
+    Ok(value)
+}
+
+/// True when a key path holds secrets (SEC-3).
+fn is_secret_path(keys: &[String]) -> bool {
+    let Some(last) = keys.last() else {
+        return false;
+    };
+    let lower = last.to_ascii_lowercase();
+    let parent = keys.len().checked_sub(2).and_then(|i| keys.get(i));
+    lower == "apikey"
+        || lower == "token"
+        || lower == "password"
+        || lower.contains("secret")
+        || lower.ends_with("_key")
+        || lower.ends_with("-key")
+        || lower == "authorization"
+        || matches!(parent.map(String::as_str), Some("headers") | Some("env") | Some("vars"))
+}
+
+fn redact(value: &mut Value, keys: &[String]) {
+    match value {
+        Value::String(s) if is_secret_path(keys) => {
+            *s = SecretValue::resolve(s, &|_| None).redacted();
+        }
+        Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                let mut child = keys.to_vec();
+                child.push(k.clone());
+                redact(v, &child);
+            }
+        }
+        Value::Array(a) => {
+            for v in a.iter_mut() {
+                redact(v, keys);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes `text` to `path` atomically, keeping the previous content as
+/// `<path>.bak`. Returns the backup path when there was a previous file.
+pub fn write_with_backup(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let write_err = |source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+    }
+    let backup = if path.exists() {
+        let mut b = path.as_os_str().to_owned();
+        b.push(".bak");
+        let b = PathBuf::from(b);
+        std::fs::copy(path, &b).map_err(write_err)?;
+        Some(b)
+    } else {
+        None
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).map_err(write_err)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        // Keep the user's permissions (a 600 file holding keys stays 600).
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).map_err(write_err)?;
+    Ok(backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::parse;
+
+    const TEXT: &str = r#"{
+  // my local box
+  models: {
+    providers: {
+      lmstudio: {
+        baseUrl: "http://127.0.0.1:1234/v1", // LM Studio
+        apiKey: "sk-real-secret",
+        models: [{ id: "a" }],
+      },
+    },
+  },
+}
+"#;
+
+    #[test]
+    fn set_keeps_comments_and_creates_objects() {
+        let mut doc = Document::parse(Path::new("c.json5"), TEXT).unwrap();
+        doc.set(
+            &parse("agents.defaults.model.primary").unwrap(),
+            &Value::from("lmstudio/a"),
+        )
+        .unwrap();
+        doc.set(
+            &parse("models.providers.lmstudio.models[0].contextWindow").unwrap(),
+            &Value::from(4096),
+        )
+        .unwrap();
+        let text = doc.text();
+        assert!(text.contains("// my local box"), "{text}");
+        assert!(text.contains("// LM Studio"), "{text}");
+        let v = tree::parse_value(&text).unwrap();
+        assert_eq!(v["agents"]["defaults"]["model"]["primary"], "lmstudio/a");
+        assert_eq!(
+            v["models"]["providers"]["lmstudio"]["models"][0]["contextWindow"],
+            4096
+        );
+    }
+
+    #[test]
+    fn remove_deletes_property() {
+        let mut doc = Document::parse(Path::new("c.json5"), TEXT).unwrap();
+        assert!(doc.remove(&parse("models.providers.lmstudio.apiKey").unwrap()));
+        assert!(!doc.remove(&parse("models.nope").unwrap()));
+        let v = tree::parse_value(&doc.text()).unwrap();
+        assert!(v["models"]["providers"]["lmstudio"].get("apiKey").is_none());
+    }
+
+    #[test]
+    fn get_redacts_secrets() {
+        let v = get_redacted(TEXT, Path::new("c"), &parse("models.providers.lmstudio").unwrap())
+            .unwrap();
+        assert_eq!(v["apiKey"], "***");
+        assert_eq!(v["baseUrl"], "http://127.0.0.1:1234/v1");
+        let err = get_redacted(TEXT, Path::new("c"), &parse("models.x").unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "Config path not found: models.x");
+    }
+}
