@@ -1,0 +1,181 @@
+//! `clawgate config validate | get | set` (CFG-7).
+
+use clap::Subcommand;
+use clawgate_config::edit::{self, Document};
+use clawgate_config::{path, tree, ConfigError, Diagnostic};
+use serde_json::json;
+
+use super::output::{emit, json};
+use super::{exit, CliError, CliResult, Ctx};
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file: syntax, types, keys, refs, aliases.
+    Validate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the value at a key path, with secrets redacted.
+    Get {
+        /// Key path, e.g. models.providers.lmstudio.baseUrl or
+        /// agents.defaults.models["lmstudio/m"].alias
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the value at a key path (JSON5), keeping comments and a backup.
+    Set {
+        path: String,
+        /// The new value as JSON5: 196608, "text", true, { alias: "X" }
+        value: String,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: ConfigCommand) -> CliResult {
+    match cmd {
+        ConfigCommand::Validate { json } => validate(ctx, json),
+        ConfigCommand::Get { path, json } => get(ctx, &path, json),
+        ConfigCommand::Set { path, value } => set(ctx, &path, &value),
+    }
+}
+
+fn diag_json(d: &Diagnostic) -> serde_json::Value {
+    json!({
+        "file": d.file.display().to_string(),
+        "line": d.line,
+        "column": d.column,
+        "path": d.path,
+        "message": d.message,
+    })
+}
+
+fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
+    let file = ctx
+        .location
+        .file()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "(none)".into());
+    match clawgate_catalog::load(ctx.location.file(), &Ctx::env) {
+        Ok(snap) => {
+            let reg = &snap.registry;
+            let providers = reg.providers.len();
+            let models = reg.models().count();
+            if as_json {
+                json(&json!({
+                    "ok": true,
+                    "file": file,
+                    "source": ctx.location.describe(),
+                    "providers": providers,
+                    "models": models,
+                    "warnings": snap.warnings.iter().map(diag_json).collect::<Vec<_>>(),
+                    "errors": [],
+                }))
+            } else {
+                for w in &snap.warnings {
+                    eprintln!("{w}");
+                }
+                emit(&format!(
+                    "ok: {} ({providers} providers, {models} models, {} warnings)\n",
+                    ctx.location.describe(),
+                    snap.warnings.len()
+                ))
+            }
+        }
+        Err(ConfigError::Invalid(errors)) => {
+            if as_json {
+                json(&json!({
+                    "ok": false,
+                    "file": file,
+                    "errors": errors.iter().map(diag_json).collect::<Vec<_>>(),
+                    "warnings": [],
+                }))?;
+            } else {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+            }
+            Err(CliError::msg(
+                exit::INVALID_CONFIG,
+                format!("{file} is invalid ({} errors)", errors.len()),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
+    let segments =
+        path::parse(key).map_err(|reason| CliError::new(exit::USAGE, ConfigError::BadPath {
+            path: key.to_string(),
+            reason,
+        }))?;
+    let Some(file) = ctx.location.file() else {
+        return Err(ConfigError::PathNotFound(key.to_string()).into());
+    };
+    let text = read(file)?;
+    let value = edit::get_redacted(&text, file, &segments)?;
+    match (&value, as_json) {
+        (serde_json::Value::String(s), false) => emit(&format!("{s}\n")),
+        _ => json(&value),
+    }
+}
+
+pub fn read(file: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(file).map_err(|source| {
+        CliError::from(ConfigError::Read {
+            path: file.to_path_buf(),
+            source,
+        })
+    })
+}
+
+/// Applies `change` to the config text, checks the result fully, then
+/// writes it with a backup. An invalid result is refused; the file is not
+/// touched.
+pub fn edit_config(
+    ctx: &Ctx,
+    change: impl FnOnce(&mut Document) -> Result<(), CliError>,
+) -> Result<std::path::PathBuf, CliError> {
+    let file = ctx.file_for_writing().to_path_buf();
+    let text = if file.exists() {
+        read(&file)?
+    } else {
+        "{\n}\n".to_string()
+    };
+    let mut doc = Document::parse(&file, &text)?;
+    change(&mut doc)?;
+    let new_text = doc.text();
+    if let Err(e) = clawgate_catalog::load_text(&file, &new_text, &Ctx::env) {
+        return Err(CliError::new(
+            exit::INVALID_CONFIG,
+            anyhow::anyhow!("the change would make the config invalid; nothing was written:\n{e}"),
+        ));
+    }
+    if let Some(backup) = edit::write_with_backup(&file, &new_text)? {
+        eprintln!("backup of the previous file: {}", backup.display());
+    }
+    Ok(file)
+}
+
+fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
+    let segments = path::parse(key).map_err(|reason| {
+        CliError::new(
+            exit::USAGE,
+            ConfigError::BadPath {
+                path: key.to_string(),
+                reason,
+            },
+        )
+    })?;
+    let parsed = tree::parse_value(value).map_err(|reason| {
+        CliError::new(
+            exit::USAGE,
+            ConfigError::BadValue {
+                path: key.to_string(),
+                reason,
+            },
+        )
+    })?;
+    let file = edit_config(ctx, |doc| doc.set(&segments, &parsed).map_err(CliError::from))?;
+    emit(&format!("set {} in {}\n", path::render(&segments), file.display()))
+}

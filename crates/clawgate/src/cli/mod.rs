@@ -1,0 +1,138 @@
+//! Command-line interface (GW-4): argument definitions, shared context and
+//! exit codes. Each command family has its own module.
+
+mod config_cmd;
+mod models_cmd;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clawgate_catalog::Snapshot;
+use clawgate_config::{ConfigError, Location};
+
+/// Exit codes scripts can rely on (documented in README.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Something failed at run time.
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The config file is invalid (or a change would make it invalid).
+    pub const INVALID_CONFIG: u8 = 3;
+    /// A named thing does not exist: config file, key path, model, alias.
+    pub const NOT_FOUND: u8 = 4;
+}
+
+/// An error with the exit code it maps to.
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+    pub fn msg(code: u8, msg: impl Into<String>) -> Self {
+        Self::new(code, anyhow::anyhow!(msg.into()))
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        let code = match &e {
+            ConfigError::Invalid(_) => exit::INVALID_CONFIG,
+            ConfigError::NotFound(_) | ConfigError::PathNotFound(_) => exit::NOT_FOUND,
+            ConfigError::BadPath { .. } | ConfigError::BadValue { .. } => exit::USAGE,
+            ConfigError::Read { .. } | ConfigError::Write { .. } => exit::FAILURE,
+        };
+        CliError::new(code, e)
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+#[derive(Parser)]
+#[command(
+    name = "clawgate",
+    version,
+    about = "Local-first AI agent gateway: your own model servers first, hosted models as fallbacks"
+)]
+struct Cli {
+    /// Config file (default: $CLAWGATE_CONFIG, ./clawgate.json5, ~/.clawgate/clawgate.json5).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate, read and change the config file.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
+    },
+    /// List models, set the default, manage aliases and fallbacks.
+    Models {
+        #[command(subcommand)]
+        command: models_cmd::ModelsCommand,
+    },
+}
+
+/// What every command needs: where the config is and how to read env vars.
+pub struct Ctx {
+    pub location: Location,
+}
+
+impl Ctx {
+    pub fn env(name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    /// Loads and fully checks the config, printing its warnings to stderr.
+    pub fn snapshot(&self) -> Result<Snapshot, CliError> {
+        let snap = clawgate_catalog::load(self.location.file(), &Ctx::env)?;
+        for w in &snap.warnings {
+            eprintln!("{w}");
+        }
+        Ok(snap)
+    }
+
+    pub fn file_for_writing(&self) -> &Path {
+        self.location.write_target()
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let result = (|| -> CliResult {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let location =
+            clawgate_config::locate(cli.config.as_deref(), &Ctx::env, &cwd, home.as_deref())?;
+        let ctx = Ctx { location };
+        match cli.command {
+            Command::Config { command } => config_cmd::run(&ctx, command),
+            Command::Models { command } => models_cmd::run(&ctx, command),
+        }
+    })();
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.code)
+        }
+    }
+}
