@@ -87,6 +87,9 @@ pub struct Provider {
     pub origin: Origin,
     /// The config wrote a `models` list (only those models exist then).
     pub models_declared: bool,
+    /// `agents.defaults.models` has `"<id>/*"`: any model id of the server
+    /// may be used even with a declared list (OpenClaw's vLLM rule).
+    pub wildcard: bool,
     pub models: Vec<Model>,
 }
 
@@ -170,10 +173,11 @@ impl Provider {
         self.models.iter().find(|m| m.id.eq_ignore_ascii_case(id))
     }
 
-    /// Whether a model id the catalog does not list may still be used here
-    /// (hosted catalogs lag; undeclared local servers are discovered).
+    /// Whether a model id the catalog does not list may still be used here:
+    /// hosted catalogs lag, undeclared local servers are discovered, and a
+    /// `provider/*` entry opens a declared list.
     pub fn allows_uncatalogued(&self) -> bool {
-        !self.models_declared || self.builtin
+        !self.models_declared || self.hosted || self.wildcard
     }
 }
 
@@ -234,6 +238,7 @@ fn from_builtin(id: &str, b: &BuiltinProvider, env: EnvLookup<'_>) -> Provider {
         configured: false,
         origin: Origin::Catalog,
         models_declared: false,
+        wildcard: false,
         models: b.models.iter().map(|m| from_builtin_model(id, m)).collect(),
     }
 }
@@ -326,6 +331,7 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
         configured: true,
         origin: Origin::Config,
         models_declared: false,
+        wildcard: false,
         models: Vec::new(),
     });
     p.configured = true;
@@ -402,5 +408,12 @@ pub fn build_providers(config: &Config, env: EnvLookup<'_>) -> IndexMap<String, 
     // Keep configured providers first (in file order), then the catalog's:
     // the order decides the local-first default (REF-3) and listings.
     out.sort_by(|_, a, _, b| b.configured.cmp(&a.configured));
+    for key in config.agents.defaults.models.keys() {
+        if let Some(id) = key.strip_suffix("/*") {
+            if let Some(p) = out.values_mut().find(|p| p.id.eq_ignore_ascii_case(id)) {
+                p.wildcard = true;
+            }
+        }
+    }
     out
 }

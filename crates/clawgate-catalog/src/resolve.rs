@@ -190,7 +190,7 @@ impl Registry {
         if let Ok(r) = ModelRef::parse(input) {
             let ids: Vec<&str> = self.providers.keys().map(String::as_str).collect();
             let hint = clawgate_config::nearest(r.provider(), &ids)
-                .map(|s| format!("; did you mean \"{s}\"?"))
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
                 .unwrap_or_default();
             return Err(ResolveError::UnknownProvider {
                 input: input.to_string(),

@@ -119,7 +119,7 @@ fn check_ref(reg: &Registry, value: &str, loc: &Loc, what: &str, out: &mut Out<'
             ),
         ),
         Ok(_) => {}
-        Err(e) => out.error(loc, format!("{what} {value:?}: {e}")),
+        Err(e) => out.error(loc, format!("{what}: {e}")),
     }
 }
 

@@ -616,7 +616,7 @@ impl<'a> Decoder<'a> {
             let v = &e.value;
             match e.key.as_str() {
                 "baseUrl" | "baseURL" => {
-                    if p.base_url.is_some() {
+                    if e.key == "baseURL" && entries.iter().any(|x| x.key == "baseUrl") {
                         self.error(e.key_span, &kp, "baseUrl is given twice (baseUrl and baseURL)");
                     }
                     p.base_url = self.http_url(v, &kp);
