@@ -90,11 +90,19 @@ mod tests {
                 p.api
             );
             assert!(p.base_url.starts_with("http"), "{id}");
-            assert_eq!(p.hosted, p.api_key_env.is_some(), "{id}: hosted needs a key env");
+            assert_eq!(
+                p.hosted,
+                p.api_key_env.is_some(),
+                "{id}: hosted needs a key env"
+            );
             for m in &p.models {
                 assert!(m.context_window > 0 && m.max_tokens > 0, "{id}/{}", m.id);
                 assert!(m.max_tokens <= m.context_window, "{id}/{}", m.id);
-                assert!(m.cost.input > 0.0 && m.cost.output >= m.cost.input, "{id}/{}", m.id);
+                assert!(
+                    m.cost.input > 0.0 && m.cost.output >= m.cost.input,
+                    "{id}/{}",
+                    m.id
+                );
                 assert!(m.input.iter().all(|i| i == "text" || i == "image"));
             }
         }

@@ -113,8 +113,9 @@ pub fn load_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Snapshot
 
 fn finish(loaded: clawgate_config::Loaded, env: EnvLookup<'_>) -> Result<Snapshot, ConfigError> {
     let (registry, diags) = Registry::build(loaded.config, env);
-    let (errors, mut warnings): (Vec<_>, Vec<_>) =
-        diags.into_iter().partition(|d| d.severity == Severity::Error);
+    let (errors, mut warnings): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }

@@ -369,7 +369,11 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
     if let Some(rows) = &pc.models {
         p.models_declared = true;
         for row in rows {
-            match p.models.iter_mut().find(|m| m.id.eq_ignore_ascii_case(&row.id)) {
+            match p
+                .models
+                .iter_mut()
+                .find(|m| m.id.eq_ignore_ascii_case(&row.id))
+            {
                 Some(existing) => overlay_model(existing, row, pc),
                 None => p.models.push(configured_model(pc, row)),
             }

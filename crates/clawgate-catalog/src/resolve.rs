@@ -147,9 +147,11 @@ fn list(items: impl Iterator<Item = String>) -> String {
 
 impl Registry {
     pub fn provider(&self, id: &str) -> Option<&Provider> {
-        self.providers
-            .get(id)
-            .or_else(|| self.providers.values().find(|p| p.id.eq_ignore_ascii_case(id)))
+        self.providers.get(id).or_else(|| {
+            self.providers
+                .values()
+                .find(|p| p.id.eq_ignore_ascii_case(id))
+        })
     }
 
     /// Resolves a ref, alias or bare id (REF-1, REF-2).
@@ -299,18 +301,12 @@ impl Registry {
     fn agent(&self, agent: Option<&str>) -> Result<Option<&AgentSettings>, ResolveError> {
         match agent {
             None | Some("default") | Some("openclaw") => Ok(None),
-            Some(id) => self
-                .config
-                .agents
-                .entries
-                .get(id)
-                .map(Some)
-                .ok_or_else(|| {
-                    ResolveError::UnknownAgent(
-                        id.to_string(),
-                        list(self.config.agents.entries.keys().cloned()),
-                    )
-                }),
+            Some(id) => self.config.agents.entries.get(id).map(Some).ok_or_else(|| {
+                ResolveError::UnknownAgent(
+                    id.to_string(),
+                    list(self.config.agents.entries.keys().cloned()),
+                )
+            }),
         }
     }
 

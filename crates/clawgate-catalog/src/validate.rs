@@ -20,8 +20,12 @@ impl Out<'_> {
             .push(Diagnostic::at(Severity::Error, self.file, loc, msg.into()));
     }
     fn warn(&mut self, loc: &Loc, msg: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::at(Severity::Warning, self.file, loc, msg.into()));
+        self.diags.push(Diagnostic::at(
+            Severity::Warning,
+            self.file,
+            loc,
+            msg.into(),
+        ));
     }
 }
 
@@ -157,7 +161,10 @@ fn agent(reg: &Registry, a: &AgentSettings, out: &mut Out<'_>) {
         };
         if r.model() == "*" {
             if let Some(alias) = &opts.alias {
-                out.error(&alias.loc, "an alias cannot point at a wildcard \"provider/*\" entry");
+                out.error(
+                    &alias.loc,
+                    "an alias cannot point at a wildcard \"provider/*\" entry",
+                );
             }
             continue;
         }
@@ -170,7 +177,10 @@ fn agent(reg: &Registry, a: &AgentSettings, out: &mut Out<'_>) {
             if p.allows_uncatalogued() {
                 out.warn(
                     &key.loc,
-                    format!("{target}, which the catalog of \"{}\" does not list; defaults apply", p.id),
+                    format!(
+                        "{target}, which the catalog of \"{}\" does not list; defaults apply",
+                        p.id
+                    ),
                 );
             } else {
                 let known: Vec<&str> = p.models.iter().map(|m| m.id.as_str()).collect();
@@ -199,12 +209,17 @@ fn agent(reg: &Registry, a: &AgentSettings, out: &mut Out<'_>) {
                     format!("allow entry names unknown provider \"{provider}\"{hint}"),
                 );
             } else if e.ends_with('*') && !e.ends_with("/*") {
-                out.error(&entry.loc, "wildcards are only allowed as a trailing \"/*\"");
+                out.error(
+                    &entry.loc,
+                    "wildcards are only allowed as a trailing \"/*\"",
+                );
             }
         } else if reg.alias_target(e).is_none() {
             out.error(
                 &entry.loc,
-                format!("{e:?} is neither a provider/model ref, a \"provider/*\" wildcard nor an alias"),
+                format!(
+                    "{e:?} is neither a provider/model ref, a \"provider/*\" wildcard nor an alias"
+                ),
             );
         }
     }
@@ -216,7 +231,10 @@ fn auth(reg: &Registry, out: &mut Out<'_>) {
         if reg.provider(&p.provider).is_none() {
             out.error(
                 &p.loc,
-                format!("auth profile \"{}\" names unknown provider \"{}\"", p.id, p.provider),
+                format!(
+                    "auth profile \"{}\" names unknown provider \"{}\"",
+                    p.id, p.provider
+                ),
             );
         }
     }

@@ -1,17 +1,20 @@
 //! Resolution, chains, policy and merge semantics against real fixture
 //! files (REF-1..4, FO-1 chain shape, CFG-5).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use clawgate_catalog::{
-    load, load_text, ContextSource, DefaultRule, Registry, ResolveError, Role, SelectionSource,
-    Via,
+    load, load_text, ContextSource, DefaultRule, Registry, ResolveError, Role, SelectionSource, Via,
 };
 use clawgate_config::DataPolicy;
 use clawgate_core::ModelRef;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/configs").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/configs")
+        .join(name)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -28,7 +31,11 @@ fn reg_text(text: &str) -> Result<Registry, String> {
         .map_err(|e| e.to_string())
 }
 
-fn chain_refs(reg: &Registry, agent: Option<&str>, req: Option<(&str, SelectionSource)>) -> Vec<String> {
+fn chain_refs(
+    reg: &Registry,
+    agent: Option<&str>,
+    req: Option<(&str, SelectionSource)>,
+) -> Vec<String> {
     reg.chain(agent, req)
         .unwrap()
         .candidates
@@ -62,7 +69,10 @@ fn ref_2_alias_then_unique_id_then_error() {
     let c = r.resolve("claude-haiku-4-5").unwrap();
     assert_eq!(c.reference().to_string(), "anthropic/claude-haiku-4-5");
     // Aliases are case-insensitive.
-    assert_eq!(r.resolve("minimax").unwrap().via, Via::Alias("minimax".into()));
+    assert_eq!(
+        r.resolve("minimax").unwrap().via,
+        Via::Alias("minimax".into())
+    );
     let err = r.resolve("minimx").unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -70,7 +80,10 @@ fn ref_2_alias_then_unique_id_then_error() {
     );
     let err = r.resolve("anthropc/claude-opus-4-5").unwrap_err();
     assert!(matches!(err, ResolveError::UnknownProvider { .. }));
-    assert!(err.to_string().contains("(did you mean \"anthropic\"?)"), "{err}");
+    assert!(
+        err.to_string().contains("(did you mean \"anthropic\"?)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -96,7 +109,10 @@ fn uncatalogued_models_follow_provider_rules() {
     let h = r.resolve("anthropic/claude-next").unwrap();
     assert!(!h.catalogued);
     assert_eq!(h.model.max_tokens, 8192);
-    assert_eq!(h.model.effective_context(), (200_000, ContextSource::Assumed));
+    assert_eq!(
+        h.model.effective_context(),
+        (200_000, ContextSource::Assumed)
+    );
     // A declared local list is closed...
     let err = r.resolve("lmstudio/other").unwrap_err();
     assert_eq!(
@@ -119,7 +135,10 @@ fn ref_3_default_model_rules() {
     assert_eq!(rule, DefaultRule::Configured);
     let empty = load(None, &env).unwrap().registry;
     assert!(empty.default_model().is_none());
-    assert!(matches!(empty.chain(None, None), Err(ResolveError::NoDefault)));
+    assert!(matches!(
+        empty.chain(None, None),
+        Err(ResolveError::NoDefault)
+    ));
 }
 
 #[test]
@@ -137,7 +156,10 @@ fn ref_4_policy_names_the_key() {
     );
     // A per-agent list replaces the default one.
     let err = r
-        .check_policy(Some("private"), &ModelRef::parse("anthropic/claude-sonnet-4-5").unwrap())
+        .check_policy(
+            Some("private"),
+            &ModelRef::parse("anthropic/claude-sonnet-4-5").unwrap(),
+        )
         .unwrap_err();
     assert_eq!(err.key, "agents.entries.private.modelPolicy.allow");
     // No list: everything allowed.
@@ -152,17 +174,31 @@ fn fo_1_chain_shapes() {
     let hybrid = reg("seed-hybrid-hosted-primary.json5");
     assert_eq!(
         chain_refs(&hybrid, None, None),
-        ["anthropic/claude-sonnet-4-5", "lmstudio/minimax-m2.1-gs32", "anthropic/claude-opus-4-5"]
+        [
+            "anthropic/claude-sonnet-4-5",
+            "lmstudio/minimax-m2.1-gs32",
+            "anthropic/claude-opus-4-5"
+        ]
     );
     // Explicit user selection: strict.
-    let c = hybrid.chain(None, Some(("Opus", SelectionSource::User))).unwrap();
+    let c = hybrid
+        .chain(None, Some(("Opus", SelectionSource::User)))
+        .unwrap();
     assert!(c.strict);
     assert_eq!(c.candidates.len(), 1);
     assert_eq!(c.candidates[0].role, Role::Requested);
     // Configured request: requested, fallbacks (deduped), then primary.
     assert_eq!(
-        chain_refs(&hybrid, None, Some(("anthropic/claude-opus-4-5", SelectionSource::Configured))),
-        ["anthropic/claude-opus-4-5", "lmstudio/minimax-m2.1-gs32", "anthropic/claude-sonnet-4-5"]
+        chain_refs(
+            &hybrid,
+            None,
+            Some(("anthropic/claude-opus-4-5", SelectionSource::Configured))
+        ),
+        [
+            "anthropic/claude-opus-4-5",
+            "lmstudio/minimax-m2.1-gs32",
+            "anthropic/claude-sonnet-4-5"
+        ]
     );
     let rich = reg("rich.json5");
     // The "Sonnet" alias in fallbacks resolves; order is kept.
@@ -207,10 +243,18 @@ fn cfg_5_merge_overrides_field_by_field_and_replace_drops_catalog() {
     assert_eq!(s.context_window, Some(200_000), "catalog field kept");
     assert_eq!(s.context_tokens, Some(100_000), "config field wins");
     assert_eq!(s.cost.input, 3.0);
-    assert_eq!(s.effective_context(), (100_000, ContextSource::ConfigTokens));
+    assert_eq!(
+        s.effective_context(),
+        (100_000, ContextSource::ConfigTokens)
+    );
     assert!(merged.provider("openai").is_some());
     // Other catalog models of the provider stay.
-    assert!(merged.resolve("anthropic/claude-opus-4-5").unwrap().catalogued);
+    assert!(
+        merged
+            .resolve("anthropic/claude-opus-4-5")
+            .unwrap()
+            .catalogued
+    );
 
     let replaced = reg_text(
         r#"{ models: { mode: "replace", providers: {
@@ -228,7 +272,10 @@ fn cfg_4_model_defaults() {
     let r = reg("seed-other-openai-proxy.json5");
     let m = r.resolve("local/my-local-model").unwrap().model;
     assert_eq!(m.max_tokens, 8192);
-    assert_eq!(m.effective_context(), (120_000, ContextSource::ConfigWindow));
+    assert_eq!(
+        m.effective_context(),
+        (120_000, ContextSource::ConfigWindow)
+    );
     let bare = reg_text(
         r#"{ models: { providers: { box: { baseUrl: "http://gpu-box:8000/v1", models: [{ id: "q" }] } } } }"#,
     )
@@ -253,7 +300,10 @@ fn cfg_3_secrets_resolve_but_never_print() {
     // env.vars from the file fill ${VAR} when the process lacks it.
     let v = r.provider("vllm-rig").unwrap();
     let auth = v.headers.get("Authorization").unwrap();
-    assert_eq!(auth.resolved.as_ref().unwrap().expose(), "Bearer from-file-token");
+    assert_eq!(
+        auth.resolved.as_ref().unwrap().expose(),
+        "Bearer from-file-token"
+    );
     let lm = r.provider("lmstudio").unwrap();
     assert!(lm.api_key.as_ref().unwrap().is_marker());
 }

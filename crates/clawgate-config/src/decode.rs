@@ -335,9 +335,11 @@ impl<'a> Decoder<'a> {
                         }
                     }
                 }
-                k if keys::ENV_FOREIGN.contains(&k) => {
-                    self.warn(e.key_span, &p, "OpenClaw setting not used by clawgate; ignored")
-                }
+                k if keys::ENV_FOREIGN.contains(&k) => self.warn(
+                    e.key_span,
+                    &p,
+                    "OpenClaw setting not used by clawgate; ignored",
+                ),
                 // OpenClaw also takes inline `env: { NAME: "value" }`.
                 k if crate::secret::is_env_name(k) => {
                     if let Some(s) = self.string(&e.value, &p) {
@@ -617,7 +619,11 @@ impl<'a> Decoder<'a> {
             match e.key.as_str() {
                 "baseUrl" | "baseURL" => {
                     if e.key == "baseURL" && entries.iter().any(|x| x.key == "baseUrl") {
-                        self.error(e.key_span, &kp, "baseUrl is given twice (baseUrl and baseURL)");
+                        self.error(
+                            e.key_span,
+                            &kp,
+                            "baseUrl is given twice (baseUrl and baseURL)",
+                        );
                     }
                     p.base_url = self.http_url(v, &kp);
                 }
@@ -805,10 +811,7 @@ impl<'a> Decoder<'a> {
         };
         let id_path = child(path, "id");
         let id = self.nonempty_string(&id_entry.value, &id_path)?;
-        if let Some(rest) = id
-            .strip_prefix(provider)
-            .and_then(|r| r.strip_prefix('/'))
-        {
+        if let Some(rest) = id.strip_prefix(provider).and_then(|r| r.strip_prefix('/')) {
             self.error(
                 id_entry.value.span,
                 &id_path,
@@ -1120,7 +1123,12 @@ impl<'a> Decoder<'a> {
                         let Some(fields) = self.object(&pe.value, &pp) else {
                             continue;
                         };
-                        self.check_keys(fields, &pp, keys::AUTH_PROFILE, keys::AUTH_PROFILE_FOREIGN);
+                        self.check_keys(
+                            fields,
+                            &pp,
+                            keys::AUTH_PROFILE,
+                            keys::AUTH_PROFILE_FOREIGN,
+                        );
                         let mut provider = None;
                         let mut api_key = None;
                         for f in fields {

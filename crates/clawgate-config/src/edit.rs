@@ -27,12 +27,11 @@ impl Document {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let source = Source::new(path, text);
         tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
-        let root = CstRootNode::parse(text, &json5_options()).map_err(|e| {
-            ConfigError::BadValue {
+        let root =
+            CstRootNode::parse(text, &json5_options()).map_err(|e| ConfigError::BadValue {
                 path: String::new(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Self { root })
     }
 
@@ -184,7 +183,9 @@ fn to_input(v: &Value) -> CstInputValue {
 pub fn get_redacted(text: &str, file: &Path, path: &[Segment]) -> Result<Value, ConfigError> {
     let source = Source::new(file, text);
     let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
-    let mut value = root.map(|n| n.to_json()).unwrap_or(Value::Object(Default::default()));
+    let mut value = root
+        .map(|n| n.to_json())
+        .unwrap_or(Value::Object(Default::default()));
     let mut keys: Vec<String> = Vec::new();
     for seg in path {
         value = match (seg, value) {
@@ -215,7 +216,10 @@ fn is_secret_path(keys: &[String]) -> bool {
         || lower.ends_with("_key")
         || lower.ends_with("-key")
         || lower == "authorization"
-        || matches!(parent.map(String::as_str), Some("headers") | Some("env") | Some("vars"))
+        || matches!(
+            parent.map(String::as_str),
+            Some("headers") | Some("env") | Some("vars")
+        )
 }
 
 fn redact(value: &mut Value, keys: &[String]) {
@@ -324,8 +328,12 @@ mod tests {
 
     #[test]
     fn get_redacts_secrets() {
-        let v = get_redacted(TEXT, Path::new("c"), &parse("models.providers.lmstudio").unwrap())
-            .unwrap();
+        let v = get_redacted(
+            TEXT,
+            Path::new("c"),
+            &parse("models.providers.lmstudio").unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["apiKey"], "***");
         assert_eq!(v["baseUrl"], "http://127.0.0.1:1234/v1");
         let err = get_redacted(TEXT, Path::new("c"), &parse("models.x").unwrap()).unwrap_err();

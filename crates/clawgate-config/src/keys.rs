@@ -5,11 +5,46 @@
 pub const ROOT: &[&str] = &["agents", "models", "gateway", "auth", "env"];
 /// OpenClaw top-level sections outside the model layer.
 pub const ROOT_FOREIGN: &[&str] = &[
-    "$schema", "$include", "meta", "wizard", "diagnostics", "logging", "update", "browser", "ui",
-    "tools", "bindings", "broadcast", "audio", "messages", "commands", "approvals", "session",
-    "cron", "hooks", "web", "channels", "discovery", "canvasHost", "talk", "memory", "skills",
-    "plugins", "secrets", "acp", "mcp", "media", "nodeHost", "identity", "agent", "routing",
-    "heartbeat", "sandbox", "telemetry", "voice", "experimental",
+    "$schema",
+    "$include",
+    "meta",
+    "wizard",
+    "diagnostics",
+    "logging",
+    "update",
+    "browser",
+    "ui",
+    "tools",
+    "bindings",
+    "broadcast",
+    "audio",
+    "messages",
+    "commands",
+    "approvals",
+    "session",
+    "cron",
+    "hooks",
+    "web",
+    "channels",
+    "discovery",
+    "canvasHost",
+    "talk",
+    "memory",
+    "skills",
+    "plugins",
+    "secrets",
+    "acp",
+    "mcp",
+    "media",
+    "nodeHost",
+    "identity",
+    "agent",
+    "routing",
+    "heartbeat",
+    "sandbox",
+    "telemetry",
+    "voice",
+    "experimental",
 ];
 
 pub const ENV_FOREIGN: &[&str] = &["shellEnv"];
@@ -27,15 +62,53 @@ pub const AGENT: &[&str] = &[
     "params",
 ];
 pub const AGENT_FOREIGN: &[&str] = &[
-    "workspace", "repoRoot", "skipBootstrap", "bootstrapMaxChars", "bootstrapTotalMaxChars",
-    "userTimezone", "timeFormat", "imageModel", "pdfModel", "imageMaxDimensionPx",
-    "elevatedDefault", "thinkingDefault", "reasoningDefault", "verboseDefault",
-    "blockStreamingDefault", "blockStreamingBreak", "blockStreamingChunk",
-    "blockStreamingCoalesce", "humanDelay", "typingMode", "typingIntervalSeconds", "heartbeat",
-    "maxConcurrent", "subagents", "sandbox", "contextPruning", "memorySearch", "cliBackends",
-    "mediaMaxMb", "envelopeTimezone", "envelopeTimestamp", "envelopeElapsed", "contextLimits",
-    "utilityModel", "mediaModels", "experimental", "tools", "skills", "identity", "groupChat",
-    "agentRuntime", "name", "default", "agentDir", "llm", "memory", "runtime",
+    "workspace",
+    "repoRoot",
+    "skipBootstrap",
+    "bootstrapMaxChars",
+    "bootstrapTotalMaxChars",
+    "userTimezone",
+    "timeFormat",
+    "imageModel",
+    "pdfModel",
+    "imageMaxDimensionPx",
+    "elevatedDefault",
+    "thinkingDefault",
+    "reasoningDefault",
+    "verboseDefault",
+    "blockStreamingDefault",
+    "blockStreamingBreak",
+    "blockStreamingChunk",
+    "blockStreamingCoalesce",
+    "humanDelay",
+    "typingMode",
+    "typingIntervalSeconds",
+    "heartbeat",
+    "maxConcurrent",
+    "subagents",
+    "sandbox",
+    "contextPruning",
+    "memorySearch",
+    "cliBackends",
+    "mediaMaxMb",
+    "envelopeTimezone",
+    "envelopeTimestamp",
+    "envelopeElapsed",
+    "contextLimits",
+    "utilityModel",
+    "mediaModels",
+    "experimental",
+    "tools",
+    "skills",
+    "identity",
+    "groupChat",
+    "agentRuntime",
+    "name",
+    "default",
+    "agentDir",
+    "llm",
+    "memory",
+    "runtime",
 ];
 
 pub const MODEL_SELECTION: &[&str] = &["primary", "fallbacks"];
@@ -52,8 +125,15 @@ pub const COMPACTION: &[&str] = &[
     "timeoutSeconds",
 ];
 pub const COMPACTION_FOREIGN: &[&str] = &[
-    "memoryFlush", "recentTurnsPreserve", "thinkingLevel", "qualityGuard",
-    "postCompactionSections", "identifierPolicy", "customInstructions", "notifyUser", "provider",
+    "memoryFlush",
+    "recentTurnsPreserve",
+    "thinkingLevel",
+    "qualityGuard",
+    "postCompactionSections",
+    "identifierPolicy",
+    "customInstructions",
+    "notifyUser",
+    "provider",
     "maxHistoryShare",
 ];
 
@@ -113,8 +193,16 @@ pub const MODEL: &[&str] = &[
     "headers",
 ];
 pub const MODEL_FOREIGN: &[&str] = &[
-    "agentRuntime", "mediaInput", "metadataSource", "contextWindows", "contextWindowDefault",
-    "thinkingLevelMap", "status", "replaces", "replacedBy", "tags",
+    "agentRuntime",
+    "mediaInput",
+    "metadataSource",
+    "contextWindows",
+    "contextWindowDefault",
+    "thinkingLevelMap",
+    "status",
+    "replaces",
+    "replacedBy",
+    "tags",
 ];
 
 pub const COST: &[&str] = &["input", "output", "cacheRead", "cacheWrite"];
@@ -133,9 +221,20 @@ pub const COMPAT: &[&str] = &[
 
 pub const GATEWAY: &[&str] = &["bind", "port", "auth", "http"];
 pub const GATEWAY_FOREIGN: &[&str] = &[
-    "mode", "controlUi", "tailscale", "remote", "reload", "tls", "trustedProxies",
-    "customBindHost", "nodes", "push", "channelHealthCheckMinutes", "allowRealIpFallback",
-    "webchat", "canvasHost",
+    "mode",
+    "controlUi",
+    "tailscale",
+    "remote",
+    "reload",
+    "tls",
+    "trustedProxies",
+    "customBindHost",
+    "nodes",
+    "push",
+    "channelHealthCheckMinutes",
+    "allowRealIpFallback",
+    "webchat",
+    "canvasHost",
 ];
 pub const GATEWAY_AUTH: &[&str] = &["mode", "token", "password"];
 pub const GATEWAY_AUTH_FOREIGN: &[&str] = &["allowTailscale", "rateLimit", "trustedProxy"];
@@ -154,7 +253,12 @@ pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()), *c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
         .filter(|(d, c)| *d <= (c.len() / 3).clamp(1, 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

@@ -112,9 +112,15 @@ mod tests {
 
     #[test]
     fn prints_and_parses() {
-        let p = child(&child(&child("agents", "defaults"), "models"), "anthropic/claude-opus-4-5");
+        let p = child(
+            &child(&child("agents", "defaults"), "models"),
+            "anthropic/claude-opus-4-5",
+        );
         let p = child(&p, "alias");
-        assert_eq!(p, "agents.defaults.models[\"anthropic/claude-opus-4-5\"].alias");
+        assert_eq!(
+            p,
+            "agents.defaults.models[\"anthropic/claude-opus-4-5\"].alias"
+        );
         let segs = parse(&p).unwrap();
         assert_eq!(segs.len(), 5);
         assert_eq!(render(&segs), p);

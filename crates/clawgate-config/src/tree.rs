@@ -121,7 +121,10 @@ fn convert(v: &ast::Value<'_>) -> Node {
                 value: number_value(n.value),
             }),
         ),
-        ast::Value::Array(a) => (a.range(), Kind::Array(a.elements.iter().map(convert).collect())),
+        ast::Value::Array(a) => (
+            a.range(),
+            Kind::Array(a.elements.iter().map(convert).collect()),
+        ),
         ast::Value::Object(o) => (
             o.range(),
             Kind::Object(
@@ -155,7 +158,9 @@ fn number_value(raw: &str) -> f64 {
     } else if body == "NaN" {
         f64::NAN
     } else if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        u64::from_str_radix(hex, 16).map(|v| v as f64).unwrap_or(f64::NAN)
+        u64::from_str_radix(hex, 16)
+            .map(|v| v as f64)
+            .unwrap_or(f64::NAN)
     } else {
         let mut normalized = body.to_string();
         if normalized.starts_with('.') {
@@ -226,9 +231,8 @@ mod tests {
 
     #[test]
     fn reads_json5_extensions() {
-        let n = tree(
-            "// c\n{ a: 0x10, b: +.5, c: 'x', d: [1,2,], e: Infinity, /* k */ \"f\": 5., }",
-        );
+        let n =
+            tree("// c\n{ a: 0x10, b: +.5, c: 'x', d: [1,2,], e: Infinity, /* k */ \"f\": 5., }");
         let json = n.to_json();
         assert_eq!(json["a"], 16);
         assert_eq!(json["b"], 0.5);
@@ -247,7 +251,11 @@ mod tests {
     #[test]
     fn syntax_error_has_position() {
         let err = parse(&Source::new("t.json5", "{\n  a: 1\n  b: 2\n}")).unwrap_err();
-        assert_eq!((err.line, err.column), (2, 7), "right after the value missing its comma");
+        assert_eq!(
+            (err.line, err.column),
+            (2, 7),
+            "right after the value missing its comma"
+        );
         assert_eq!(err.message, "invalid JSON5: Expected comma");
     }
 

@@ -104,11 +104,15 @@ fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
 }
 
 fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
-    let segments =
-        path::parse(key).map_err(|reason| CliError::new(exit::USAGE, ConfigError::BadPath {
-            path: key.to_string(),
-            reason,
-        }))?;
+    let segments = path::parse(key).map_err(|reason| {
+        CliError::new(
+            exit::USAGE,
+            ConfigError::BadPath {
+                path: key.to_string(),
+                reason,
+            },
+        )
+    })?;
     let Some(file) = ctx.location.file() else {
         return Err(ConfigError::PathNotFound(key.to_string()).into());
     };
@@ -176,6 +180,12 @@ fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
             },
         )
     })?;
-    let file = edit_config(ctx, |doc| doc.set(&segments, &parsed).map_err(CliError::from))?;
-    emit(&format!("set {} in {}\n", path::render(&segments), file.display()))
+    let file = edit_config(ctx, |doc| {
+        doc.set(&segments, &parsed).map_err(CliError::from)
+    })?;
+    emit(&format!(
+        "set {} in {}\n",
+        path::render(&segments),
+        file.display()
+    ))
 }

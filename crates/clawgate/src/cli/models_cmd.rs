@@ -51,8 +51,13 @@ pub enum AliasCommand {
         json: bool,
     },
     /// Add or move an alias.
-    Add { alias: String, model: String },
-    Remove { alias: String },
+    Add {
+        alias: String,
+        model: String,
+    },
+    Remove {
+        alias: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,8 +66,12 @@ pub enum FallbackCommand {
         #[arg(long)]
         json: bool,
     },
-    Add { model: String },
-    Remove { model: String },
+    Add {
+        model: String,
+    },
+    Remove {
+        model: String,
+    },
     Clear,
 }
 
@@ -225,7 +234,16 @@ fn list(ctx: &Ctx, all: bool, provider: Option<&str>, local: bool, as_json: bool
         })
         .collect();
     emit(&table(
-        &["MODEL", "API", "CONTEXT", "MAX OUT", "INPUT", "$/M IN/OUT", "ALIAS", "TAGS"],
+        &[
+            "MODEL",
+            "API",
+            "CONTEXT",
+            "MAX OUT",
+            "INPUT",
+            "$/M IN/OUT",
+            "ALIAS",
+            "TAGS",
+        ],
         &body,
     ))
 }
@@ -276,7 +294,10 @@ fn set(ctx: &Ctx, input: &str) -> CliResult {
         )?;
         Ok(())
     })?;
-    emit(&format!("default model: {r} (written to {})\n", file.display()))
+    emit(&format!(
+        "default model: {r} (written to {})\n",
+        file.display()
+    ))
 }
 
 /// The key under `agents.defaults.models` that holds this ref, as written.
@@ -322,6 +343,13 @@ fn aliases(ctx: &Ctx, cmd: AliasCommand) -> CliResult {
             // Resolving first makes an alias of an alias point at the model.
             let target = canonical(reg, &model)?;
             let previous = reg.alias_target(&alias).cloned();
+            // One alias per model entry (OpenClaw's shape): say what is replaced.
+            let replaced: Vec<String> = reg
+                .aliases_of(&target)
+                .into_iter()
+                .filter(|a| !a.eq_ignore_ascii_case(&alias))
+                .map(str::to_string)
+                .collect();
             if previous.as_ref().is_some_and(|p| p.matches(&target)) {
                 return emit(&format!("alias {alias} already points to {target}\n"));
             }
@@ -344,7 +372,13 @@ fn aliases(ctx: &Ctx, cmd: AliasCommand) -> CliResult {
             if let Some(prev) = previous {
                 eprintln!("moved alias {alias} from {prev}");
             }
-            emit(&format!("alias {alias} -> {target} (written to {})\n", file.display()))
+            for old in replaced {
+                eprintln!("alias {old} of {target} is replaced by {alias} (one alias per model)");
+            }
+            emit(&format!(
+                "alias {alias} -> {target} (written to {})\n",
+                file.display()
+            ))
         }
         AliasCommand::Remove { alias } => {
             let Some(target) = reg.alias_target(&alias).cloned() else {
@@ -354,7 +388,10 @@ fn aliases(ctx: &Ctx, cmd: AliasCommand) -> CliResult {
                 remove_alias_entry(doc, reg, &target);
                 Ok(())
             })?;
-            emit(&format!("removed alias {alias} (was {target}) from {}\n", file.display()))
+            emit(&format!(
+                "removed alias {alias} (was {target}) from {}\n",
+                file.display()
+            ))
         }
     }
 }
@@ -388,7 +425,12 @@ fn fallbacks(ctx: &Ctx, cmd: FallbackCommand) -> CliResult {
         .and_then(|s| s.fallbacks.as_ref())
         .map(|f| f.iter().map(|l| l.value.clone()).collect())
         .unwrap_or_default();
-    let path = [key("agents"), key("defaults"), key("model"), key("fallbacks")];
+    let path = [
+        key("agents"),
+        key("defaults"),
+        key("model"),
+        key("fallbacks"),
+    ];
     match cmd {
         FallbackCommand::List { json: as_json } => {
             let chain = reg.chain(None, None).ok();
@@ -428,7 +470,11 @@ fn fallbacks(ctx: &Ctx, cmd: FallbackCommand) -> CliResult {
                     .resolve(f)
                     .map(|r| r.reference().to_string())
                     .unwrap_or_else(|_| f.clone());
-                rows.push(vec![format!("{}", i + 1), shown.clone(), alias_cell(reg, &shown)]);
+                rows.push(vec![
+                    format!("{}", i + 1),
+                    shown.clone(),
+                    alias_cell(reg, &shown),
+                ]);
             }
             emit(&table(&["#", "MODEL", "ALIAS"], &rows))
         }
@@ -450,7 +496,10 @@ fn fallbacks(ctx: &Ctx, cmd: FallbackCommand) -> CliResult {
                 doc.set(&path, &json!(next))?;
                 Ok(())
             })?;
-            emit(&format!("added fallback {r} (written to {})\n", file.display()))
+            emit(&format!(
+                "added fallback {r} (written to {})\n",
+                file.display()
+            ))
         }
         FallbackCommand::Remove { model } => {
             let target = reg.resolve(&model).map(|x| x.reference()).ok();
@@ -470,7 +519,10 @@ fn fallbacks(ctx: &Ctx, cmd: FallbackCommand) -> CliResult {
                 doc.remove(&p);
                 Ok(())
             })?;
-            emit(&format!("removed fallback {removed} (written to {})\n", file.display()))
+            emit(&format!(
+                "removed fallback {removed} (written to {})\n",
+                file.display()
+            ))
         }
         FallbackCommand::Clear => {
             if sel.is_none_or(|s| s.fallbacks.is_none()) {
@@ -480,7 +532,10 @@ fn fallbacks(ctx: &Ctx, cmd: FallbackCommand) -> CliResult {
                 doc.set(&path, &json!([]))?;
                 Ok(())
             })?;
-            emit(&format!("cleared fallbacks (written to {})\n", file.display()))
+            emit(&format!(
+                "cleared fallbacks (written to {})\n",
+                file.display()
+            ))
         }
     }
 }

@@ -1,0 +1,545 @@
+//! Black-box tests of the `clawgate` binary: config validation with exact
+//! diagnostics, listings, and comment-preserving edits (CFG-1..7, REF, GW-4).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/configs")
+}
+
+/// Runs clawgate in an isolated directory with an empty HOME, so no user
+/// config leaks in.
+struct Run {
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_clawgate"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("CLAWGATE_CONFIG")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("CLAWGATE_TEST_ANTHROPIC_KEY", "sk-ant-very-secret-value")
+            .output()
+            .unwrap()
+    }
+
+    fn copy(&self, fixture: &str) -> PathBuf {
+        let to = self.path(fixture.rsplit('/').next().unwrap());
+        std::fs::copy(fixtures().join(fixture), &to).unwrap();
+        to
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn seed_configs_validate_unchanged() {
+    let run = Run::new();
+    for name in [
+        "seed-hybrid-hosted-primary.json5",
+        "seed-lmstudio-recommended.json5",
+        "seed-other-openai-proxy.json5",
+    ] {
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/configs")
+            .join(name);
+        if shared.exists() {
+            // The copies in the project are the seed files byte for byte.
+            assert_eq!(
+                std::fs::read(&shared).unwrap(),
+                std::fs::read(fixtures().join(name)).unwrap(),
+                "{name} drifted from the seed"
+            );
+        }
+        let o = run.cmd(&["config", "validate", "--config", s(&fixtures().join(name))]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
+        assert_eq!(stderr(&o), "", "seed configs load without warnings");
+    }
+}
+
+/// Each broken file and the exact single diagnostic it must produce.
+const BROKEN: &[(&str, &str)] = &[
+    ("syntax-missing-comma.json5", "3:18: error: invalid JSON5: Expected comma"),
+    ("syntax-unterminated-string.json5", "3:24: error: invalid JSON5: Unterminated string literal"),
+    ("context-window-string.json5", "7:60: error: models.providers.lmstudio.models[0].contextWindow: expected a positive integer, got \"big\""),
+    ("context-window-negative.json5", "7:50: error: models.providers.local.models[0].contextWindow: expected a positive integer, got -4096"),
+    ("unknown-api.json5", "6:14: error: models.providers.lmstudio.api: unknown api \"openai-response\": expected one of openai-completions, openai-responses, anthropic-messages; did you mean \"openai-responses\"?"),
+    ("model-id-prefix.json5", "6:24: error: models.providers.lmstudio.models[0].id: model id repeats the provider prefix; write \"minimax-m2.1-gs32\" (the ref is then \"lmstudio/minimax-m2.1-gs32\")"),
+    ("alias-nowhere.json5", "5:9: error: agents.defaults.models[\"lmstudio/minimax-m2.1\"]: alias \"Minimax\" points to lmstudio/minimax-m2.1, which is not a model of provider \"lmstudio\" (its models: minimax-m2.1-gs32)"),
+    ("duplicate-alias.json5", "6:47: error: agents.defaults.models[\"anthropic/claude-opus-4-6\"].alias: duplicate alias \"opus\" (already used at 5:47 by agents.defaults.models[\"anthropic/claude-opus-4-5\"])"),
+    ("fallback-unknown-provider.json5", "6:21: error: agents.defaults.model.fallbacks[0]: fallback: Unknown provider \"lmstudoi\" in \"lmstudoi/minimax-m2.1-gs32\" (did you mean \"lmstudio\"?); known providers: lmstudio, anthropic, openai, openrouter"),
+    ("typo-key.json5", "6:45: error: models.providers.lmstudio.models[0].contextWindw: unknown key; did you mean \"contextWindow\"?"),
+    ("custom-provider-no-baseurl.json5", "4:7: error: models.providers.gpu-box: custom provider \"gpu-box\" must set baseUrl (only built-in providers may omit it: anthropic, openai, openrouter, lmstudio, ollama, vllm, sglang, llama-cpp, litellm)"),
+    ("models-not-array.json5", "6:17: error: models.providers.local.models: expected an array, got an object"),
+    ("local-service-relative-command.json5", "6:34: error: models.providers.llama.localService.command: expected an absolute path (no PATH lookup), got \"llama-server\""),
+    ("max-tokens-over-window.json5", "6:65: error: models.providers.local.models[0].maxTokens: maxTokens (8192) is larger than contextWindow (4096)"),
+    ("bad-mode.json5", "2:19: error: models.mode: expected \"merge\" or \"replace\", got \"merged\""),
+    ("policy-unknown-provider.json5", "4:45: error: agents.defaults.modelPolicy.allow[1]: allow entry names unknown provider \"opneai\"; did you mean \"openai\"?"),
+    ("duplicate-key.json5", "6:9: error: models.providers.local.baseUrl: duplicate key (first defined on line 5)"),
+    ("bad-port.json5", "2:20: error: gateway.port: expected a port between 1 and 65535, got 70000"),
+    ("primary-unknown-model.json5", "2:32: error: agents.defaults.model: primary model: Unknown model: lmstudio/minimax-m3 (models of lmstudio: minimax-m2.1-gs32)"),
+    ("bad-input-kind.json5", "6:45: error: models.providers.local.models[0].input[1]: unknown input kind \"imgae\": expected text, image, video, audio or document; did you mean \"image\"?"),
+    ("unknown-root-key.json5", "2:3: error: model: unknown key; did you mean \"models\"?"),
+    ("base-url-not-url.json5", "4:25: error: models.providers.local.baseUrl: expected an http(s) URL, got \"127.0.0.1:8000/v1\""),
+];
+
+#[test]
+fn cfg_4_broken_files_report_exact_position_and_message() {
+    let run = Run::new();
+    let dir = fixtures().join("broken");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BROKEN.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every broken fixture has an expectation");
+    for (name, want) in BROKEN {
+        let file = dir.join(name);
+        let o = run.cmd(&["config", "validate", "--config", s(&file)]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+        let expected = format!("{}:{want}", file.display());
+        assert_eq!(lines, vec![expected.as_str()], "{name}");
+        assert!(err.ends_with("is invalid (1 errors)\n"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn cfg_4_validate_json_is_structured() {
+    let run = Run::new();
+    let file = fixtures().join("broken/context-window-string.json5");
+    let o = run.cmd(&["config", "validate", "--json", "--config", s(&file)]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = json_out(&o);
+    assert_eq!(v["ok"], false);
+    let e = &v["errors"][0];
+    assert_eq!(e["line"], 7);
+    assert_eq!(e["column"], 60);
+    assert_eq!(
+        e["path"],
+        "models.providers.lmstudio.models[0].contextWindow"
+    );
+    assert_eq!(e["message"], "expected a positive integer, got \"big\"");
+}
+
+#[test]
+fn cfg_4_openclaw_sections_warn_once_each() {
+    let run = Run::new();
+    let o = run.cmd(&[
+        "config",
+        "validate",
+        "--json",
+        "--config",
+        s(&fixtures().join("rich.json5")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json_out(&o);
+    let paths: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "channels",
+        "tools",
+        "skills",
+        "agents.defaults.workspace",
+        "models.providers.lmstudio.models[0].compat.thinkingFormat",
+        "gateway.auth.token",
+    ] {
+        assert_eq!(
+            paths.iter().filter(|x| **x == p).count(),
+            1,
+            "{p} in {paths:?}"
+        );
+    }
+    assert_eq!(v["providers"], 6);
+}
+
+#[test]
+fn models_list_on_seed_hybrid() {
+    let run = Run::new();
+    let file = fixtures().join("seed-hybrid-hosted-primary.json5");
+    let o = run.cmd(&["models", "list", "--json", "--config", s(&file)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json_out(&o);
+    let rows = v.as_array().unwrap();
+    let by_ref = |r: &str| {
+        rows.iter()
+            .find(|x| x["ref"] == r)
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    let lm = by_ref("lmstudio/minimax-m2.1-gs32");
+    assert_eq!(lm["alias"], "MiniMax Local");
+    assert_eq!(lm["contextWindow"], 196608);
+    assert_eq!(lm["maxTokens"], 8192);
+    assert_eq!(lm["cost"]["input"], 0.0);
+    assert_eq!(lm["cost"]["output"], 0.0);
+    assert_eq!(lm["api"], "openai-responses");
+    assert_eq!(lm["baseUrl"], "http://127.0.0.1:1234/v1");
+    assert_eq!(lm["endpoint"], "loopback");
+    let sonnet = by_ref("anthropic/claude-sonnet-4-5");
+    assert_eq!(sonnet["contextWindow"], 200000);
+    assert_eq!(sonnet["maxTokens"], 64000);
+    assert_eq!(sonnet["cost"]["input"], 3.0);
+    assert_eq!(sonnet["cost"]["output"], 15.0);
+    assert_eq!(sonnet["api"], "anthropic-messages");
+    assert!(sonnet["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("default")));
+    let opus = by_ref("anthropic/claude-opus-4-5");
+    assert_eq!(opus["cost"]["input"], 5.0);
+    assert_eq!(opus["alias"], "Opus");
+    assert_eq!(
+        rows.len(),
+        3,
+        "default view: configured and referenced models"
+    );
+
+    let all = json_out(&run.cmd(&["models", "list", "--all", "--json", "--config", s(&file)]));
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["ref"] == "openai/gpt-5.4"));
+    let local = json_out(&run.cmd(&[
+        "models",
+        "list",
+        "--all",
+        "--local",
+        "--json",
+        "--config",
+        s(&file),
+    ]));
+    let refs: Vec<&str> = local
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["lmstudio/minimax-m2.1-gs32"]);
+    let anth = json_out(&run.cmd(&[
+        "models",
+        "list",
+        "--all",
+        "--provider",
+        "anthropic",
+        "--json",
+        "--config",
+        s(&file),
+    ]));
+    assert!(anth
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["provider"] == "anthropic"));
+    let o = run.cmd(&["models", "list", "--provider", "nope", "--config", s(&file)]);
+    assert_eq!(o.status.code(), Some(4));
+
+    // Piped output is plain tab-separated text with a header.
+    let o = run.cmd(&["models", "list", "--config", s(&file)]);
+    let text = stdout(&o);
+    assert!(text.starts_with("MODEL\tAPI\tCONTEXT\t"), "{text}");
+    assert!(
+        text.contains("lmstudio/minimax-m2.1-gs32\topenai-responses\t196608\t8192\t"),
+        "{text}"
+    );
+}
+
+#[test]
+fn models_fallbacks_list_shows_chain_in_order() {
+    let run = Run::new();
+    let file = fixtures().join("seed-hybrid-hosted-primary.json5");
+    let v = json_out(&run.cmd(&[
+        "models",
+        "fallbacks",
+        "list",
+        "--json",
+        "--config",
+        s(&file),
+    ]));
+    assert_eq!(v["primary"]["ref"], "anthropic/claude-sonnet-4-5");
+    let f: Vec<&str> = v["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        f,
+        ["lmstudio/minimax-m2.1-gs32", "anthropic/claude-opus-4-5"]
+    );
+    let o = run.cmd(&["models", "fallbacks", "list", "--config", s(&file)]);
+    assert_eq!(
+        stdout(&o),
+        "#\tMODEL\tALIAS\nprimary\tanthropic/claude-sonnet-4-5\tSonnet\n1\tlmstudio/minimax-m2.1-gs32\tMiniMax Local\n2\tanthropic/claude-opus-4-5\tOpus\n"
+    );
+}
+
+#[test]
+fn replace_mode_drops_catalog_models() {
+    let run = Run::new();
+    let file = run.copy("seed-other-openai-proxy.json5");
+    let o = run.cmd(&[
+        "config",
+        "set",
+        "models.mode",
+        "\"replace\"",
+        "--config",
+        s(&file),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json_out(&run.cmd(&["models", "list", "--all", "--json", "--config", s(&file)]));
+    let refs: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["local/my-local-model"]);
+}
+
+const COMMENTED: &str = r#"// my gateway config
+{
+  agents: {
+    defaults: {
+      model: "lmstudio/minimax-m2.1-gs32", // local first
+      models: {
+        "lmstudio/minimax-m2.1-gs32": { alias: "Minimax" },
+      },
+    },
+  },
+  models: {
+    mode: "merge",
+    providers: {
+      /* the Mac Studio */
+      lmstudio: {
+        baseUrl: "http://127.0.0.1:1234/v1",
+        apiKey: "lmstudio",
+        api: "openai-responses",
+        models: [{ id: "minimax-m2.1-gs32", contextWindow: 196608 }],
+      },
+    },
+  },
+}
+"#;
+
+#[test]
+fn cfg_7_edits_keep_comments_and_backups() {
+    let run = Run::new();
+    let file = run.path("clawgate.json5");
+    std::fs::write(&file, COMMENTED).unwrap();
+    // No --config: ./clawgate.json5 is found (CFG-1).
+    let o = run.cmd(&["models", "set", "Opus"]);
+    assert_eq!(o.status.code(), Some(4), "unknown alias: {}", stderr(&o));
+    let o = run.cmd(&["models", "set", "anthropic/claude-opus-4-5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["models", "fallbacks", "add", "Minimax"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&[
+        "models",
+        "aliases",
+        "add",
+        "Opus",
+        "anthropic/claude-opus-4-5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["models", "aliases", "add", "Big", "Opus"]);
+    assert!(o.status.success(), "alias of alias: {}", stderr(&o));
+    let o = run.cmd(&["models", "fallbacks", "add", "anthropic/claude-sonnet-4-5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["models", "fallbacks", "add", "anthropic/claude-sonnet-4-5"]);
+    assert_eq!(o.status.code(), Some(1), "duplicate fallback refused");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    for comment in [
+        "// my gateway config",
+        "// local first",
+        "/* the Mac Studio */",
+    ] {
+        assert!(text.contains(comment), "lost {comment}:\n{text}");
+    }
+    let backup = std::fs::read_to_string(run.path("clawgate.json5.bak")).unwrap();
+    assert!(backup.contains("// my gateway config"));
+
+    let v = json_out(&run.cmd(&["models", "fallbacks", "list", "--json"]));
+    assert_eq!(v["primary"]["ref"], "anthropic/claude-opus-4-5");
+    let f: Vec<&str> = v["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        f,
+        ["lmstudio/minimax-m2.1-gs32", "anthropic/claude-sonnet-4-5"]
+    );
+    let aliases = json_out(&run.cmd(&["models", "aliases", "list", "--json"]));
+    // "Big" moved onto the model "Opus" named: one alias per entry.
+    assert!(aliases
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"alias": "Big", "ref": "anthropic/claude-opus-4-5"})));
+
+    let o = run.cmd(&["models", "fallbacks", "remove", "Minimax"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["models", "aliases", "remove", "Minimax"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["models", "aliases", "remove", "Minimax"]);
+    assert_eq!(o.status.code(), Some(4));
+    let o = run.cmd(&["models", "fallbacks", "clear"]);
+    assert!(o.status.success());
+    let v = json_out(&run.cmd(&["models", "fallbacks", "list", "--json"]));
+    assert_eq!(v["fallbacks"], serde_json::json!([]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("/* the Mac Studio */"), "{text}");
+    assert!(run.cmd(&["config", "validate"]).status.success());
+}
+
+#[test]
+fn cfg_7_invalid_set_is_refused_and_file_untouched() {
+    let run = Run::new();
+    let file = run.path("c.json5");
+    std::fs::write(&file, COMMENTED).unwrap();
+    let o = run.cmd(&[
+        "config",
+        "set",
+        "models.providers.lmstudio.models[0].contextWindow",
+        "\"big\"",
+        "--config",
+        s(&file),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("expected a positive integer, got \"big\""));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), COMMENTED);
+    assert!(!run.path("c.json5.bak").exists());
+
+    let o = run.cmd(&[
+        "config",
+        "set",
+        "gateway.port",
+        "18800",
+        "--config",
+        s(&file),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run.cmd(&["config", "get", "gateway.port", "--config", s(&file)]);
+    assert_eq!(stdout(&o), "18800\n");
+    let o = run.cmd(&[
+        "config",
+        "set",
+        "gateway.port",
+        "{oops",
+        "--config",
+        s(&file),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn cfg_7_get_never_prints_secrets() {
+    let run = Run::new();
+    let file = fixtures().join("rich.json5");
+    let o = run.cmd(&[
+        "config",
+        "get",
+        "models.providers.anthropic.apiKey",
+        "--config",
+        s(&file),
+    ]);
+    assert_eq!(stdout(&o), "marker(env:CLAWGATE_TEST_ANTHROPIC_KEY)\n");
+    let o = run.cmd(&[
+        "config",
+        "get",
+        "models.providers.lmstudio.apiKey",
+        "--config",
+        s(&file),
+    ]);
+    assert_eq!(stdout(&o), "marker(lmstudio)\n");
+    let o = run.cmd(&[
+        "config",
+        "get",
+        "models.providers[\"vllm-rig\"]",
+        "--json",
+        "--config",
+        s(&file),
+    ]);
+    let v = json_out(&o);
+    assert_eq!(v["headers"]["Authorization"], "***");
+    assert_eq!(v["baseUrl"], "http://192.168.1.50:8000/v1");
+    let o = run.cmd(&["config", "get", "", "--config", s(&file)]);
+    assert_eq!(o.status.code(), Some(2));
+    let whole = run.cmd(&["config", "get", "models", "--json", "--config", s(&file)]);
+    let text = stdout(&whole);
+    assert!(!text.contains("sk-ant-very-secret-value"));
+    assert!(!text.contains("from-file-token"), "{text}");
+    let o = run.cmd(&["config", "get", "models.nope", "--config", s(&file)]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(stderr(&o), "error: Config path not found: models.nope\n");
+}
+
+#[test]
+fn cfg_1_no_config_and_env_location() {
+    let run = Run::new();
+    let o = run.cmd(&["models", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_out(&o), serde_json::json!([]));
+    let all = json_out(&run.cmd(&["models", "list", "--all", "--json"]));
+    assert!(all.as_array().unwrap().len() >= 15);
+    let o = run.cmd(&["config", "validate"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("none (defaults and discovery)"));
+    let o = run.cmd(&["config", "validate", "--config", "missing.json5"]);
+    assert_eq!(o.status.code(), Some(4));
+    let o = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(["config", "validate"])
+        .current_dir(run.dir.path())
+        .env("HOME", run.dir.path())
+        .env(
+            "CLAWGATE_CONFIG",
+            fixtures().join("seed-lmstudio-recommended.json5"),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("($CLAWGATE_CONFIG)"), "{}", stdout(&o));
+}
