@@ -137,8 +137,14 @@ impl Model {
     /// A model the catalog does not list, on a provider that allows that:
     /// every default of CFG-4.
     pub fn uncatalogued(provider: &Provider, id: &str) -> Model {
+        Self::blank(&provider.id, id)
+    }
+
+    /// A model with every CFG-4 default: name = id, text input, zero cost,
+    /// no known window, 8192 output tokens.
+    fn blank(provider: &str, id: &str) -> Model {
         Model {
-            provider: provider.id.clone(),
+            provider: provider.to_string(),
             id: id.to_string(),
             name: id.to_string(),
             reasoning: false,
@@ -286,24 +292,8 @@ fn overlay_model(base: &mut Model, row: &ModelConfig, provider: &ProviderConfig)
 }
 
 fn configured_model(provider: &ProviderConfig, row: &ModelConfig) -> Model {
-    let mut m = Model {
-        provider: provider.id.clone(),
-        id: row.id.clone(),
-        name: row.id.clone(),
-        reasoning: false,
-        input: vec![Modality::Text],
-        cost: Cost::default(),
-        context_window: None,
-        context_tokens: None,
-        window_source: None,
-        max_tokens: provider.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        compat: Compat::default(),
-        params: JsonMap::new(),
-        api: None,
-        base_url: None,
-        headers: IndexMap::new(),
-        origin: Origin::Config,
-    };
+    let mut m = Model::blank(&provider.id, &row.id);
+    m.max_tokens = provider.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     overlay_model(&mut m, row, provider);
     m.origin = Origin::Config;
     m

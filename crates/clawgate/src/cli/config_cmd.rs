@@ -103,8 +103,8 @@ fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
     }
 }
 
-fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
-    let segments = path::parse(key).map_err(|reason| {
+fn parse_path(key: &str) -> Result<Vec<path::Segment>, CliError> {
+    path::parse(key).map_err(|reason| {
         CliError::new(
             exit::USAGE,
             ConfigError::BadPath {
@@ -112,7 +112,11 @@ fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
                 reason,
             },
         )
-    })?;
+    })
+}
+
+fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
+    let segments = parse_path(key)?;
     let Some(file) = ctx.location.file() else {
         return Err(ConfigError::PathNotFound(key.to_string()).into());
     };
@@ -162,15 +166,7 @@ pub fn edit_config(
 }
 
 fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
-    let segments = path::parse(key).map_err(|reason| {
-        CliError::new(
-            exit::USAGE,
-            ConfigError::BadPath {
-                path: key.to_string(),
-                reason,
-            },
-        )
-    })?;
+    let segments = parse_path(key)?;
     let parsed = tree::parse_value(value).map_err(|reason| {
         CliError::new(
             exit::USAGE,

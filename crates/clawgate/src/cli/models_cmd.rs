@@ -1,7 +1,7 @@
 //! `clawgate models list | set | aliases | fallbacks` (GW-4, REF-2).
 
 use clap::Subcommand;
-use clawgate_catalog::{Model, Provider, Registry, Role};
+use clawgate_catalog::{Chain, Model, Provider, Registry, Role};
 use clawgate_config::edit::Document;
 use clawgate_config::path::Segment;
 use clawgate_core::ModelRef;
@@ -103,10 +103,10 @@ fn fmt_price(v: f64) -> String {
 }
 
 /// Tags of a model in the default chain and elsewhere.
-fn tags(reg: &Registry, p: &Provider, m: &Model) -> Vec<String> {
+fn tags(chain: Option<&Chain>, p: &Provider, m: &Model) -> Vec<String> {
     let r = m.reference();
     let mut t = Vec::new();
-    if let Ok(chain) = reg.chain(None, None) {
+    if let Some(chain) = chain {
         for c in &chain.candidates {
             if c.resolved.reference().matches(&r) {
                 t.push(match c.role {
@@ -130,7 +130,13 @@ fn tags(reg: &Registry, p: &Provider, m: &Model) -> Vec<String> {
     t
 }
 
-fn model_json(reg: &Registry, p: &Provider, m: &Model, catalogued: bool) -> Value {
+fn model_json(
+    reg: &Registry,
+    chain: Option<&Chain>,
+    p: &Provider,
+    m: &Model,
+    catalogued: bool,
+) -> Value {
     let (ctx, src) = m.effective_context();
     let aliases = reg.aliases_of(&m.reference());
     json!({
@@ -159,7 +165,7 @@ fn model_json(reg: &Registry, p: &Provider, m: &Model, catalogued: bool) -> Valu
         },
         "origin": m.origin.as_str(),
         "catalogued": catalogued,
-        "tags": tags(reg, p, m),
+        "tags": tags(chain, p, m),
     })
 }
 
@@ -201,10 +207,11 @@ fn list(ctx: &Ctx, all: bool, provider: Option<&str>, local: bool, as_json: bool
     rows.retain(|(p, _, _)| {
         provider.is_none_or(|id| p.id.eq_ignore_ascii_case(id)) && (!local || p.endpoint.is_local())
     });
+    let chain = reg.chain(None, None).ok();
     if as_json {
         let items: Vec<Value> = rows
             .iter()
-            .map(|(p, m, c)| model_json(reg, p, m, *c))
+            .map(|(p, m, c)| model_json(reg, chain.as_ref(), p, m, *c))
             .collect();
         return json(&Value::Array(items));
     }
@@ -229,7 +236,7 @@ fn list(ctx: &Ctx, all: bool, provider: Option<&str>, local: bool, as_json: bool
                     .join("+"),
                 format!("{}/{}", fmt_price(m.cost.input), fmt_price(m.cost.output)),
                 reg.aliases_of(&m.reference()).join(","),
-                tags(reg, p, m).join(","),
+                tags(chain.as_ref(), p, m).join(","),
             ]
         })
         .collect();
