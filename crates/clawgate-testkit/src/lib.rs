@@ -171,7 +171,9 @@ impl FakeServer {
             Ok(l) => l,
             Err(e) => panic_free_abort(&format!("cannot bind 127.0.0.1: {e}")),
         };
-        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let disconnects = Arc::new(AtomicUsize::new(0));
         let disconnected = Arc::new(Notify::new());

@@ -2,8 +2,10 @@
 //! exit codes. Each command family has its own module.
 
 mod config_cmd;
+mod infer_cmd;
 mod models_cmd;
 mod output;
+mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,6 +85,8 @@ enum Command {
         #[command(subcommand)]
         command: models_cmd::ModelsCommand,
     },
+    /// One model call, no session: prints the answer.
+    Infer(infer_cmd::InferArgs),
 }
 
 /// What every command needs: where the config is and how to read env vars.
@@ -130,6 +134,7 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Config { command } => config_cmd::run(&ctx, command),
             Command::Models { command } => models_cmd::run(&ctx, command),
+            Command::Infer(args) => infer_cmd::run(&ctx, args),
         }
     })();
     match result {

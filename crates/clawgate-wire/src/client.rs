@@ -1,0 +1,316 @@
+//! The shared, pooled HTTP client and the event stream it yields
+//! (WIRE-1..3, WIRE-7). Chunks are decoded as they arrive; nothing waits
+//! for the end of the body. Dropping an [`EventStream`] closes the upstream
+//! connection, which is how a client disconnect cancels the request.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clawgate_core::ApiKind;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{timeout_at, Instant};
+
+use crate::anthropic;
+use crate::decode::Decoder;
+use crate::endpoint::Endpoint;
+use crate::error::{Phase, WireError, WireErrorKind};
+use crate::sse::SseParser;
+use crate::types::{ChatRequest, Collected, Event};
+
+/// Largest non-streamed body or error body read into memory.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new() -> Result<Self, WireError> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            // A redirect to another origin is never followed (SEC-2).
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    /// Sends one model call and returns its event stream once the response
+    /// head has arrived with a success status.
+    pub async fn send(&self, ep: &Endpoint, req: &ChatRequest) -> Result<EventStream, WireError> {
+        let deadline = Instant::now() + ep.timeout;
+        let (body, decoder): (serde_json::Value, Box<dyn Decoder>) = match ep.api {
+            ApiKind::OpenAiCompletions => (
+                crate::openai_chat::body(ep, req),
+                Box::<crate::openai_chat::ChatDecoder>::default(),
+            ),
+            ApiKind::OpenAiResponses => (
+                crate::openai_responses::body(ep, req),
+                Box::<crate::openai_responses::ResponsesDecoder>::default(),
+            ),
+            ApiKind::AnthropicMessages => (
+                crate::anthropic::body(ep, req),
+                Box::<crate::anthropic::MessagesDecoder>::default(),
+            ),
+        };
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
+        let mut rb = self
+            .http
+            .post(ep.url())
+            .header("content-type", "application/json")
+            .body(bytes);
+        if req.stream {
+            rb = rb.header("accept", "text/event-stream");
+        }
+        if let Some(key) = ep.api_key.as_ref().filter(|k| !k.is_empty()) {
+            rb = match ep.api {
+                ApiKind::AnthropicMessages => rb.header("x-api-key", key.expose()),
+                _ => rb.bearer_auth(key.expose()),
+            };
+        }
+        if ep.api == ApiKind::AnthropicMessages
+            && !ep
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
+        {
+            rb = rb.header("anthropic-version", anthropic::VERSION);
+        }
+        for (k, v) in &ep.headers {
+            rb = rb.header(k.as_str(), v.expose());
+        }
+        let resp = match timeout_at(deadline, rb.send()).await {
+            Err(_) => {
+                return Err(WireError::new(
+                    WireErrorKind::Timeout(Phase::Headers),
+                    format!("no response head within {}s", ep.timeout.as_secs()),
+                ))
+            }
+            Ok(Err(e)) => return Err(transport_error(&e, Phase::Headers)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let mut stream = EventStream {
+            body: Box::pin(resp.bytes_stream()),
+            decoder,
+            sse: SseParser::new(),
+            sse_mode: sse,
+            queue: VecDeque::new(),
+            deadline,
+            idle: ep.idle_timeout,
+            ended: false,
+            output_started: false,
+            buf: Vec::new(),
+        };
+        if !(200..300).contains(&status) {
+            let body = stream.read_all().await.unwrap_or_default();
+            return Err(WireError::from_status(status, &body, retry_after));
+        }
+        Ok(stream)
+    }
+}
+
+fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
+    let kind = if e.is_connect() {
+        WireErrorKind::Connect
+    } else if e.is_timeout() {
+        WireErrorKind::Timeout(phase)
+    } else if phase == Phase::Body {
+        WireErrorKind::Truncated
+    } else {
+        WireErrorKind::Connect
+    };
+    // reqwest's Display can include the URL but never headers or keys.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    WireError::new(kind, crate::error::truncate(&msg, 300))
+}
+
+/// `Retry-After` in seconds (or `retry-after-ms`).
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = h
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_millis(ms.max(0.0) as u64));
+    }
+    h.get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The events of one model call, decoded as bytes arrive.
+pub struct EventStream {
+    body: ByteStream,
+    decoder: Box<dyn Decoder>,
+    sse: SseParser,
+    sse_mode: bool,
+    queue: VecDeque<Event>,
+    deadline: Instant,
+    idle: Duration,
+    ended: bool,
+    output_started: bool,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// True once text, reasoning or a tool call has been handed out.
+    pub fn output_started(&self) -> bool {
+        self.output_started
+    }
+
+    async fn chunk(&mut self) -> Result<Option<Bytes>, WireError> {
+        let idle_at = (Instant::now() + self.idle).min(self.deadline);
+        match timeout_at(idle_at, self.body.next()).await {
+            Ok(Some(Ok(b))) => Ok(Some(b)),
+            Ok(Some(Err(e))) => Err(transport_error(&e, Phase::Body)),
+            Ok(None) => Ok(None),
+            Err(_) if Instant::now() >= self.deadline => Err(WireError::new(
+                WireErrorKind::Timeout(Phase::Body),
+                "the provider timeout ran out while the answer was streaming",
+            )),
+            Err(_) => Err(WireError::new(
+                WireErrorKind::Idle,
+                format!("no data for {}s", self.idle.as_secs()),
+            )),
+        }
+    }
+
+    async fn read_all(&mut self) -> Result<Vec<u8>, WireError> {
+        while let Some(b) = self.chunk().await? {
+            if self.buf.len() + b.len() > MAX_BODY {
+                return Err(WireError::new(
+                    WireErrorKind::Malformed,
+                    "response body too large",
+                ));
+            }
+            self.buf.extend_from_slice(&b);
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    fn fail(&mut self, mut e: WireError) -> Option<Result<Event, WireError>> {
+        self.ended = true;
+        e.output_started = self.output_started;
+        Some(Err(e))
+    }
+
+    /// The next event; `None` after the last one (or after an error).
+    pub async fn next(&mut self) -> Option<Result<Event, WireError>> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                if matches!(
+                    ev,
+                    Event::TextDelta(_) | Event::ReasoningDelta(_) | Event::ToolCallStart { .. }
+                ) {
+                    self.output_started = true;
+                }
+                return Some(Ok(ev));
+            }
+            if self.ended {
+                return None;
+            }
+            let mut out = Vec::new();
+            if !self.sse_mode {
+                let body = match self.read_all().await {
+                    Ok(b) => b,
+                    Err(e) => return self.fail(e),
+                };
+                self.ended = true;
+                let parsed = match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return self.fail(WireError::new(
+                            WireErrorKind::Malformed,
+                            format!("response is not JSON ({e}), {} bytes", body.len()),
+                        ))
+                    }
+                };
+                if let Err(e) = self.decoder.on_body(&parsed, &mut out) {
+                    return self.fail(e);
+                }
+                self.queue.extend(out);
+                continue;
+            }
+            match self.chunk().await {
+                Ok(Some(bytes)) => {
+                    let mut evs = Vec::new();
+                    self.sse.push(&bytes, &mut evs);
+                    for ev in &evs {
+                        if let Err(e) = self.decoder.on_sse(ev, &mut out) {
+                            self.queue.extend(out);
+                            // Hand out what came before the error first.
+                            let err = e;
+                            return self.error_after_queue(err);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    let last = match self.sse.finish() {
+                        Ok(l) => l,
+                        Err(e) => {
+                            return self
+                                .fail(WireError::new(WireErrorKind::Truncated, e.to_string()))
+                        }
+                    };
+                    if let Some(ev) = last {
+                        if let Err(e) = self.decoder.on_sse(&ev, &mut out) {
+                            return self.fail(e);
+                        }
+                    }
+                    if let Err(e) = self.decoder.on_end(&mut out) {
+                        self.queue.extend(out);
+                        return self.error_after_queue(e);
+                    }
+                }
+                Err(e) => return self.fail(e),
+            }
+            self.queue.extend(out);
+        }
+    }
+
+    fn error_after_queue(&mut self, e: WireError) -> Option<Result<Event, WireError>> {
+        // Events decoded before the failure still belong to the answer; the
+        // error follows them. Keep it simple: deliver the error now, with
+        // `output_started` reflecting everything produced so far.
+        let produced = self.queue.iter().any(|ev| {
+            matches!(
+                ev,
+                Event::TextDelta(_) | Event::ReasoningDelta(_) | Event::ToolCallStart { .. }
+            )
+        });
+        self.output_started |= produced;
+        self.queue.clear();
+        self.fail(e)
+    }
+
+    /// Drains the stream into one aggregate.
+    pub async fn collect(mut self) -> Result<Collected, WireError> {
+        let mut c = Collected::default();
+        while let Some(ev) = self.next().await {
+            c.apply(&ev?);
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,194 @@
+//! `clawgate infer` end to end: the real binary against in-process
+//! upstreams on 127.0.0.1 (WIRE-1..8 through the CLI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use clawgate_testkit::{FakeServer, Reply};
+use serde_json::{json, Value};
+
+fn wire(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/wire")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn clawgate(dir: &std::path::Path, args: &[&str]) -> Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_clawgate"))
+            .args(&args)
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env_remove("CLAWGATE_CONFIG")
+            .env_remove("ANTHROPIC_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn config(dir: &std::path::Path, base_url: &str, api: &str) {
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{
+    model: "local/tiny",
+    models: {{ "local/tiny": {{ alias: "Tiny", params: {{ extra_body: {{ top_k: 20 }}, chat_template_kwargs: {{ enable_thinking: false }} }} }} }},
+    modelPolicy: {{ allow: ["local/*", "anthropic/claude-opus-4-5"] }},
+  }} }},
+  models: {{ providers: {{
+    local: {{ baseUrl: "{base_url}", api: "{api}", models: [{{ id: "tiny", contextWindow: 2048, maxTokens: 64 }}] }},
+  }} }},
+}}"#
+    );
+    std::fs::write(dir.join("clawgate.json5"), text).unwrap();
+}
+
+fn out_json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_json_against_replayed_llamacpp() {
+    let server =
+        FakeServer::start(|_| Reply::recorded(&wire("llamacpp/chat-nonstream.http")).unwrap())
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate(
+        dir.path(),
+        &[
+            "infer",
+            "--model",
+            "Tiny",
+            "--prompt",
+            "hello",
+            "--json",
+            "--max-tokens",
+            "100000",
+        ],
+    )
+    .await;
+    let v = out_json(&o);
+    assert_eq!(v["ok"], true, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(v["ref"], "local/tiny");
+    assert_eq!(v["api"], "openai-completions");
+    assert_eq!(v["usage"]["output"], 12);
+    assert_eq!(v["stop"], "max_tokens");
+    assert!(!v["text"].as_str().unwrap().is_empty());
+    let body: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+    assert_eq!(
+        body["model"], "tiny",
+        "the upstream gets the provider-local id"
+    );
+    assert_eq!(
+        body["max_tokens"], 64,
+        "maxTokens caps the request (WIRE-8)"
+    );
+    assert_eq!(body["top_k"], 20);
+    assert_eq!(
+        body["chat_template_kwargs"],
+        json!({"enable_thinking": false})
+    );
+    assert_eq!(body["stream"], false);
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        None,
+        "a local server without key gets none"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_streams_text_and_keeps_reasoning_off_stdout() {
+    let frames = vec![
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"content":"<think>secret plan</think>"}}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"reasoning_content":" more"}}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"content":"Bonjour"},"finish_reason":"stop"}]})
+        ),
+        "data: [DONE]\n\n".to_string(),
+    ];
+    let server = FakeServer::start(move |_| Reply::sse(frames.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate(
+        dir.path(),
+        &["infer", "--prompt", "hi", "--stream", "--show-reasoning"],
+    )
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Bonjour\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("secret plan") && err.contains("more"), "{err}");
+    let o = clawgate(dir.path(), &["infer", "--prompt", "hi", "--stream"]).await;
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("secret plan"));
+    let body: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+    assert_eq!(body["stream"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_failures_are_classified_and_exit_non_zero() {
+    let server = FakeServer::start(|_| {
+        Reply::recorded(&wire("llamacpp/chat-context-overflow.http")).unwrap()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate(dir.path(), &["infer", "--prompt", "long", "--json"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let v = out_json(&o);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["status"], 400);
+    assert_eq!(v["error"]["type"], "exceed_context_size_error");
+
+    // Hosted model without a key: OpenClaw's message, with the fix.
+    let o = clawgate(
+        dir.path(),
+        &[
+            "infer",
+            "--model",
+            "anthropic/claude-opus-4-5",
+            "--prompt",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("No API key found for provider \"anthropic\"; set ANTHROPIC_API_KEY"),
+        "{err}"
+    );
+
+    // modelPolicy.allow applies to an explicit --model.
+    let o = clawgate(
+        dir.path(),
+        &["infer", "--model", "openai/gpt-5.4", "--prompt", "x"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(
+        "Model override \"openai/gpt-5.4\" is not allowed by agents.defaults.modelPolicy.allow."
+    ));
+
+    // Nothing listening: a connection error, not a hang.
+    config(dir.path(), "http://127.0.0.1:9/v1", "openai-responses");
+    let o = clawgate(dir.path(), &["infer", "--prompt", "x", "--json"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(out_json(&o)["error"]["kind"], "Connect");
+}
