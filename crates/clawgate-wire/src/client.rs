@@ -17,7 +17,8 @@ use crate::decode::Decoder;
 use crate::endpoint::Endpoint;
 use crate::error::{Phase, WireError, WireErrorKind};
 use crate::sse::SseParser;
-use crate::types::{ChatRequest, Collected, Event};
+use crate::tool_text::{Salvaged, ToolTextSalvager};
+use crate::types::{ChatRequest, Collected, Event, StopReason};
 
 /// Largest non-streamed body or error body read into memory.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -112,6 +113,9 @@ impl Client {
             ended: false,
             output_started: false,
             buf: Vec::new(),
+            salvager: ToolTextSalvager::new(req.tools.iter().map(|t| t.name.clone()).collect()),
+            next_tool: 0,
+            salvaged: 0,
         };
         if !(200..300).contains(&status) {
             let body = stream.read_all().await.unwrap_or_default();
@@ -171,6 +175,10 @@ pub struct EventStream {
     ended: bool,
     output_started: bool,
     buf: Vec<u8>,
+    salvager: ToolTextSalvager,
+    /// Next free tool-call index (after the decoder's own).
+    next_tool: usize,
+    salvaged: usize,
 }
 
 impl EventStream {
@@ -249,7 +257,7 @@ impl EventStream {
                 if let Err(e) = self.decoder.on_body(&parsed, &mut out) {
                     return self.fail(e);
                 }
-                self.queue.extend(out);
+                self.post(out);
                 continue;
             }
             match self.chunk().await {
@@ -258,7 +266,7 @@ impl EventStream {
                     self.sse.push(&bytes, &mut evs);
                     for ev in &evs {
                         if let Err(e) = self.decoder.on_sse(ev, &mut out) {
-                            self.queue.extend(out);
+                            self.post(out);
                             // Hand out what came before the error first.
                             let err = e;
                             return self.error_after_queue(err);
@@ -280,13 +288,71 @@ impl EventStream {
                         }
                     }
                     if let Err(e) = self.decoder.on_end(&mut out) {
-                        self.queue.extend(out);
+                        self.post(out);
                         return self.error_after_queue(e);
                     }
                 }
                 Err(e) => return self.fail(e),
             }
-            self.queue.extend(out);
+            self.post(out);
+        }
+    }
+
+    /// Queues decoded events, promoting tool calls written as text (WIRE-6).
+    fn post(&mut self, events: Vec<Event>) {
+        if !self.salvager.active() {
+            self.queue.extend(events);
+            return;
+        }
+        for ev in events {
+            match ev {
+                Event::TextDelta(t) => {
+                    let mut out = Vec::new();
+                    self.salvager.push(&t, &mut out);
+                    self.salvaged_events(out);
+                }
+                Event::ToolCallStart { index, id, name } => {
+                    self.next_tool = self.next_tool.max(index + 1);
+                    self.queue
+                        .push_back(Event::ToolCallStart { index, id, name });
+                }
+                Event::Stop(reason) => {
+                    let mut out = Vec::new();
+                    self.salvager.finish(&mut out);
+                    self.salvaged_events(out);
+                    let reason = match reason {
+                        StopReason::EndTurn if self.salvaged > 0 => StopReason::ToolUse,
+                        r => r,
+                    };
+                    self.queue.push_back(Event::Stop(reason));
+                }
+                other => self.queue.push_back(other),
+            }
+        }
+    }
+
+    fn salvaged_events(&mut self, items: Vec<Salvaged>) {
+        for s in items {
+            match s {
+                Salvaged::Text(t) => self.queue.push_back(Event::TextDelta(t)),
+                Salvaged::Call { name, arguments } => {
+                    let index = self.next_tool;
+                    self.next_tool += 1;
+                    self.salvaged += 1;
+                    self.queue.push_back(Event::ToolCallStart {
+                        index,
+                        id: format!("call_text_{index}"),
+                        name,
+                    });
+                    self.queue
+                        .push_back(Event::ToolCallDelta { index, arguments });
+                    self.queue.push_back(Event::ToolCallEnd { index });
+                }
+                Salvaged::Rejected { text, reason } => {
+                    tracing::warn!(%reason, "tool-looking text left as text");
+                    self.queue.push_back(Event::TextDelta(text));
+                }
+            }
         }
     }
 

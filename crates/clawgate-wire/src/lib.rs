@@ -16,6 +16,7 @@ pub mod openai_chat;
 pub mod openai_responses;
 pub mod sse;
 pub mod think;
+pub mod tool_text;
 pub mod types;
 
 pub use client::{Client, EventStream};

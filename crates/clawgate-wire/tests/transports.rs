@@ -735,3 +735,41 @@ async fn streaming_is_not_buffered_and_drop_cancels_upstream() {
         .unwrap();
     assert_eq!(server.disconnects(), 1);
 }
+
+#[tokio::test]
+async fn wire_6_tool_text_promoted_only_for_offered_tools() {
+    let frames = sse(&[
+        json!({"choices":[{"delta":{"content":"Checking. [get_wea"}}]}),
+        json!({"choices":[{"delta":{"content":"ther]{\"city\":\"Nice\"}[END_TOOL"}}]}),
+        json!({"choices":[{"delta":{"content":"_REQUEST]"},"finish_reason":"stop"}]}),
+    ]);
+    let server = FakeServer::start(move |_| Reply::sse(frames.clone())).await;
+    let ep = endpoint(ApiKind::OpenAiCompletions, &server);
+    let client = Client::new().unwrap();
+    let c = client
+        .send(&ep, &tool_request())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(c.text, "Checking. ");
+    assert_eq!(c.tool_calls.len(), 1);
+    assert_eq!(c.tool_calls[0].name, "get_weather");
+    assert_eq!(c.tool_calls[0].arguments, "{\"city\":\"Nice\"}");
+    assert_eq!(c.stop, Some(StopReason::ToolUse));
+    // Same text, no tools offered in this turn: it stays text.
+    let c = client
+        .send(&ep, &request(true))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.text,
+        "Checking. [get_weather]{\"city\":\"Nice\"}[END_TOOL_REQUEST]"
+    );
+    assert!(c.tool_calls.is_empty());
+    assert_eq!(c.stop, Some(StopReason::EndTurn));
+}
