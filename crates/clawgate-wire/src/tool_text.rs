@@ -152,7 +152,7 @@ impl ToolTextSalvager {
         } else {
             (opener[1..opener.len() - 1].to_string(), json)
         };
-        if !self.tools.iter().any(|t| *t == name) {
+        if !self.tools.contains(&name) {
             return Err(format!("\"{name}\" is not a tool offered in this turn"));
         }
         let arguments = match args {
