@@ -28,6 +28,9 @@ if (( with_litellm )); then
 fi
 cat > "$work/clawgate.json5" <<JSON5
 {
+  // The tiny model has random weights: without ignore_eos it may stop
+  // after one special token and return no text at all.
+  agents: { defaults: { params: { extra_body: { ignore_eos: true } } } },
   models: { mode: "replace", providers: {
     chat: { baseUrl: "http://127.0.0.1:$PORT/v1", api: "openai-completions", models: [{ id: "tiny", contextWindow: 1024, maxTokens: 16 }] },
     responses: { baseUrl: "http://127.0.0.1:$PORT/v1", api: "openai-responses", models: [{ id: "tiny", contextWindow: 1024, maxTokens: 16 }] },
