@@ -1,0 +1,253 @@
+//! Error classes (FO-2): from transport facts first (connect refused, cut
+//! streams, timeouts), then status codes, then the provider's error type
+//! and message — covering the real texts of LM Studio, llama.cpp, vLLM,
+//! Ollama, LiteLLM, OpenAI, Anthropic and OpenRouter.
+
+use clawgate_wire::{WireError, WireErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    Auth,
+    AuthPermanent,
+    RateLimit,
+    Overloaded,
+    Billing,
+    Timeout,
+    ServerError,
+    ContextOverflow,
+    Format,
+    ModelNotFound,
+    Unknown,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 11] = [
+        ErrorClass::Auth,
+        ErrorClass::AuthPermanent,
+        ErrorClass::RateLimit,
+        ErrorClass::Overloaded,
+        ErrorClass::Billing,
+        ErrorClass::Timeout,
+        ErrorClass::ServerError,
+        ErrorClass::ContextOverflow,
+        ErrorClass::Format,
+        ErrorClass::ModelNotFound,
+        ErrorClass::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Auth => "auth",
+            ErrorClass::AuthPermanent => "auth_permanent",
+            ErrorClass::RateLimit => "rate_limit",
+            ErrorClass::Overloaded => "overloaded",
+            ErrorClass::Billing => "billing",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::ContextOverflow => "context_overflow",
+            ErrorClass::Format => "format",
+            ErrorClass::ModelNotFound => "model_not_found",
+            ErrorClass::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the next candidate should be tried. Context overflow goes to
+    /// compaction (CTX-4) and format errors surface: another model would
+    /// fail the same way.
+    pub fn fails_over(self) -> bool {
+        !matches!(self, ErrorClass::ContextOverflow | ErrorClass::Format)
+    }
+
+    /// Classes a different credential of the same provider may fix.
+    pub fn rotates_credential(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Auth
+                | ErrorClass::AuthPermanent
+                | ErrorClass::RateLimit
+                | ErrorClass::Billing
+        )
+    }
+}
+
+const OVERFLOW: &[&str] = &[
+    "exceed_context_size_error",
+    "exceeds the available context size",
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "contextwindowexceedederror",
+    "prompt is too long",
+    "input is too long",
+    "too many tokens",
+    "reduce the length",
+    "requested more tokens than",
+    "n_ctx",
+    "context size",
+    "prompt too long",
+    "exceeds the model's",
+];
+const OVERLOADED: &[&str] = &[
+    "overloaded",
+    "loading model",
+    "model is loading",
+    "model loading",
+    "is currently loading",
+    "unavailable_error",
+    "server is busy",
+    "too busy",
+    "capacity",
+    "no slot available",
+];
+const BILLING: &[&str] = &[
+    "insufficient_quota",
+    "insufficient credits",
+    "credit balance",
+    "credits",
+    "billing",
+    "payment required",
+    "exceeded your current quota",
+    "balance is too low",
+];
+const RATE: &[&str] = &[
+    "rate limit",
+    "rate_limit",
+    "too many requests",
+    "throttl",
+    "slow down",
+];
+const AUTH_PERMANENT: &[&str] = &[
+    "revoked",
+    "deactivated",
+    "disabled",
+    "account has been suspended",
+    "organization has been",
+];
+const AUTH: &[&str] = &[
+    "invalid api key",
+    "invalid_api_key",
+    "incorrect api key",
+    "invalid x-api-key",
+    "authentication",
+    "unauthorized",
+    "no auth credentials",
+    "permission",
+];
+const NOT_FOUND: &[&str] = &[
+    "model_not_found",
+    "model not found",
+    "does not exist",
+    "invalid model name",
+    "unknown model",
+    "no such model",
+    "not_found_error",
+    "no endpoints found",
+];
+const CONNECTION: &[&str] = &[
+    "connection error",
+    "connection refused",
+    "econnrefused",
+    "connect timeout",
+];
+const PARSE: &[&str] = &[
+    "parse error",
+    "failed to parse",
+    "json",
+    "invalid_request_error",
+];
+
+fn has(text: &str, needles: &[&str]) -> bool {
+    needles.iter().any(|n| text.contains(n))
+}
+
+/// Classifies a transport failure.
+pub fn classify(e: &WireError) -> ErrorClass {
+    let text = format!(
+        "{} {} {}",
+        e.error_type.as_deref().unwrap_or_default(),
+        e.code.as_deref().unwrap_or_default(),
+        e.message
+    )
+    .to_ascii_lowercase();
+    match e.kind {
+        WireErrorKind::Connect
+        | WireErrorKind::Timeout(_)
+        | WireErrorKind::Idle
+        | WireErrorKind::Truncated => return ErrorClass::Timeout,
+        WireErrorKind::Cancelled | WireErrorKind::Request => return ErrorClass::Unknown,
+        WireErrorKind::Malformed => return ErrorClass::ServerError,
+        WireErrorKind::Status | WireErrorKind::StreamError => {}
+    }
+    // Texts first where they are more specific than the status.
+    if has(&text, OVERFLOW) {
+        return ErrorClass::ContextOverflow;
+    }
+    let status = e.status.unwrap_or(0);
+    match status {
+        401 | 403 => {
+            if has(&text, AUTH_PERMANENT) {
+                ErrorClass::AuthPermanent
+            } else if has(&text, BILLING) {
+                ErrorClass::Billing
+            } else {
+                ErrorClass::Auth
+            }
+        }
+        402 => ErrorClass::Billing,
+        429 => {
+            if has(&text, BILLING) {
+                ErrorClass::Billing
+            } else if has(&text, OVERLOADED) && !has(&text, RATE) {
+                ErrorClass::Overloaded
+            } else {
+                ErrorClass::RateLimit
+            }
+        }
+        404 => ErrorClass::ModelNotFound,
+        408 | 504 => ErrorClass::Timeout,
+        503 | 529 => ErrorClass::Overloaded,
+        400 | 409 | 413 | 415 | 422 => {
+            if has(&text, NOT_FOUND) {
+                ErrorClass::ModelNotFound
+            } else if has(&text, BILLING) {
+                ErrorClass::Billing
+            } else if has(&text, CONNECTION) {
+                ErrorClass::Timeout
+            } else {
+                ErrorClass::Format
+            }
+        }
+        500..=599 => {
+            if has(&text, OVERLOADED) {
+                ErrorClass::Overloaded
+            } else if has(&text, CONNECTION) {
+                // LiteLLM: its upstream is down.
+                ErrorClass::Timeout
+            } else if has(&text, NOT_FOUND) {
+                ErrorClass::ModelNotFound
+            } else if has(&text, PARSE) && status == 500 && text.contains("parse") {
+                // llama.cpp answers malformed JSON with a 500 parse error.
+                ErrorClass::Format
+            } else {
+                ErrorClass::ServerError
+            }
+        }
+        _ => {
+            // Errors inside a 200 stream.
+            if has(&text, OVERLOADED) {
+                ErrorClass::Overloaded
+            } else if has(&text, RATE) {
+                ErrorClass::RateLimit
+            } else if has(&text, BILLING) {
+                ErrorClass::Billing
+            } else if has(&text, AUTH) {
+                ErrorClass::Auth
+            } else if e.kind == WireErrorKind::StreamError {
+                ErrorClass::ServerError
+            } else {
+                ErrorClass::Unknown
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Routing and failover (FO-1..7).
+//!
+//! Brief overview: [`classify`] turns a wire failure into an
+//! [`ErrorClass`]; the [`cooldown`] book keeps per-credential and per-model
+//! cooldowns on an injected [`clock::Clock`]; the [`runner`] walks a
+//! candidate chain — skipping cooling and policy-excluded candidates,
+//! rotating credentials, retrying a wholly overloaded chain with backoff —
+//! and hands back the first stream that produced output, or one error that
+//! lists every attempt.
+
+mod classify;
+
+pub use classify::{classify, ErrorClass};
