@@ -1,4 +1,4 @@
-//! Routing and failover (FO-1..7).
+//! Routing and failover (FO-1..8).
 //!
 //! Brief overview: [`classify`] turns a wire failure into an
 //! [`ErrorClass`]; the [`cooldown`] book keeps per-credential and per-model
@@ -6,8 +6,17 @@
 //! candidate chain — skipping cooling and policy-excluded candidates,
 //! rotating credentials, retrying a wholly overloaded chain with backoff —
 //! and hands back the first stream that produced output, or one error that
-//! lists every attempt.
+//! lists every attempt. [`target`] turns a resolved model into a wire
+//! endpoint.
 
 mod classify;
+pub mod clock;
+pub mod cooldown;
+pub mod runner;
+pub mod target;
 
 pub use classify::{classify, ErrorClass};
+pub use runner::{
+    Attempt, Exhausted, Metrics, OverloadPolicy, Routed, RoutedStream, RunError, Runner, Served,
+    StreamFailure, Turn, OVERLOAD_NOTICE,
+};

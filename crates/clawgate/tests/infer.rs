@@ -154,7 +154,11 @@ async fn infer_failures_are_classified_and_exit_non_zero() {
     let v = out_json(&o);
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"]["status"], 400);
-    assert_eq!(v["error"]["type"], "exceed_context_size_error");
+    assert_eq!(v["error"]["class"], "context_overflow");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the available context size"));
 
     // Hosted model without a key: OpenClaw's message, with the fix.
     let o = clawgate(
@@ -190,5 +194,7 @@ async fn infer_failures_are_classified_and_exit_non_zero() {
     config(dir.path(), "http://127.0.0.1:9/v1", "openai-responses");
     let o = clawgate(dir.path(), &["infer", "--prompt", "x", "--json"]).await;
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(out_json(&o)["error"]["kind"], "Connect");
+    let v = out_json(&o);
+    assert_eq!(v["error"]["class"], "timeout");
+    assert_eq!(v["attempts"][0]["model"], "local/tiny");
 }

@@ -1,22 +1,26 @@
-//! `clawgate infer`: one model call, no session (GW-4, WIRE). Text goes to
-//! stdout as it streams; reasoning only with `--show-reasoning`, to stderr.
+//! `clawgate infer`: one model call, no session (GW-4). It goes through the
+//! failover runner: an explicit `--model` is strict (no fallback), the
+//! configured default uses its chain. Text goes to stdout as it streams;
+//! reasoning only with `--show-reasoning`, to stderr.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use clawgate_catalog::SelectionSource;
-use clawgate_wire::{ChatRequest, Client, Collected, Event, Message, WireError};
+use clawgate_router::clock::TokioClock;
+use clawgate_router::{RunError, Runner, Turn};
+use clawgate_wire::{ChatRequest, Client, Collected, Event, Message};
 use serde_json::json;
 
-use super::output::json;
-use super::target::{endpoint, extra_body};
+use super::output::{emit, json};
 use super::{exit, CliError, CliResult, Ctx};
 
 #[derive(Args)]
 pub struct InferArgs {
     /// A provider/model ref, an alias or a unique model id (default: the
-    /// configured default model).
+    /// configured default model and its fallbacks).
     #[arg(long)]
     model: Option<String>,
     #[arg(long)]
@@ -36,16 +40,21 @@ pub struct InferArgs {
     json: bool,
 }
 
-fn error_json(e: &WireError) -> serde_json::Value {
-    json!({
-        "kind": format!("{:?}", e.kind),
-        "status": e.status,
-        "type": e.error_type,
-        "code": e.code,
-        "message": e.message,
-        "retryAfterMs": e.retry_after.map(|d| d.as_millis() as u64),
-        "outputStarted": e.output_started,
-    })
+fn attempts_json(a: &[clawgate_router::Attempt]) -> serde_json::Value {
+    serde_json::Value::Array(
+        a.iter()
+            .map(|a| {
+                json!({
+                    "model": a.reference,
+                    "profile": a.profile,
+                    "class": a.class.map(|c| c.as_str()),
+                    "status": a.status,
+                    "detail": a.detail,
+                    "skipped": a.skipped,
+                })
+            })
+            .collect(),
+    )
 }
 
 pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
@@ -54,38 +63,23 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     }
     let snap = ctx.snapshot()?;
     let reg = &snap.registry;
-    let not_found = |e: &dyn std::fmt::Display| CliError::msg(exit::NOT_FOUND, e.to_string());
     // An explicit --model is a user selection: strict, and checked against
     // modelPolicy.allow (REF-4, FO-1).
     let requested = args.model.as_deref().map(|m| (m, SelectionSource::User));
-    let chain = reg.chain(None, requested).map_err(|e| not_found(&e))?;
-    let Some(candidate) = chain.candidates.first() else {
-        return Err(CliError::msg(exit::NOT_FOUND, "no model to call"));
-    };
-    let resolved = &candidate.resolved;
+    let chain = reg
+        .chain(None, requested)
+        .map_err(|e| CliError::msg(exit::NOT_FOUND, e.to_string()))?;
     if args.model.is_some() {
-        reg.check_policy(None, &resolved.reference())
-            .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
+        if let Some(c) = chain.candidates.first() {
+            reg.check_policy(None, &c.resolved.reference())
+                .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
+        }
     }
-    let model = &resolved.model;
-    let provider = reg.provider(&model.provider).ok_or_else(|| {
-        CliError::msg(
-            exit::NOT_FOUND,
-            format!("unknown provider {}", model.provider),
-        )
-    })?;
-    let ep = endpoint(provider, model).map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
-    let req = ChatRequest {
-        model: model.id.clone(),
+    let request = ChatRequest {
         system: args.system.clone(),
         messages: vec![Message::user(args.prompt.clone())],
-        max_tokens: Some(
-            args.max_tokens
-                .unwrap_or(model.max_tokens)
-                .min(model.max_tokens),
-        ),
+        max_tokens: args.max_tokens,
         stream: args.stream,
-        extra_body: extra_body(reg, model),
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,13 +89,33 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     let started = Instant::now();
     let live = args.stream && !args.json;
     let show = args.show_reasoning;
-    let result: Result<Collected, WireError> = rt.block_on(async {
-        let client = Client::new()?;
-        let mut s = client.send(&ep, &req).await?;
+    let notice = |n: &str| eprintln!("{n}");
+    let outcome = rt.block_on(async {
+        let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+        let runner = Runner::new(client, Arc::new(TokioClock::default()));
+        let turn = Turn {
+            registry: reg,
+            chain: &chain,
+            request,
+            session: None,
+            agent: None,
+            on_notice: Some(&notice),
+        };
+        let mut routed = match runner.run(turn).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
         let mut c = Collected::default();
+        let mut failure = None;
         let mut out = std::io::stdout().lock();
-        while let Some(ev) = s.next().await {
-            let ev = ev?;
+        while let Some(ev) = routed.stream.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            };
             if live {
                 match &ev {
                     Event::TextDelta(t) => {
@@ -114,23 +128,33 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             }
             c.apply(&ev);
         }
-        Ok(c)
-    });
+        Ok::<_, CliError>(Ok((
+            routed.served.clone(),
+            routed.fallback_notice(),
+            routed.attempts,
+            c,
+            failure,
+        )))
+    })?;
     let latency_ms = started.elapsed().as_millis() as u64;
-    let r = resolved.reference().to_string();
-    match result {
-        Ok(c) => {
+    match outcome {
+        Ok((served, notice, attempts, c, failure)) => {
             let empty = c.text.trim().is_empty() && c.tool_calls.is_empty();
+            let ok = failure.is_none() && !empty;
             if args.json {
                 json(&json!({
-                    "ok": !empty,
-                    "ref": r,
-                    "provider": provider.id,
-                    "model": model.id,
-                    "api": ep.api.as_str(),
-                    "endpoint": provider.endpoint.as_str(),
+                    "ok": ok,
+                    "ref": served.reference,
+                    "provider": served.provider,
+                    "model": served.model,
+                    "host": served.host,
+                    "api": served.api,
+                    "fallback": notice,
+                    "attempts": attempts_json(&attempts),
                     "text": c.text,
                     "reasoning": c.reasoning,
+                    "incomplete": failure.is_some(),
+                    "error": failure.as_ref().map(|f| json!({"class": f.class.as_str(), "status": f.error.status, "message": f.error.message})),
                     "toolCalls": c.tool_calls.iter().map(|t| json!({"id": t.id, "name": t.name, "arguments": t.arguments})).collect::<Vec<_>>(),
                     "usage": c.usage.map(|u| json!({"input": u.input, "output": u.output, "cacheRead": u.cache_read, "cacheWrite": u.cache_write, "reasoning": u.reasoning})),
                     "stop": c.stop.as_ref().map(|s| s.as_str().to_string()),
@@ -141,26 +165,52 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     if show && !c.reasoning.is_empty() {
                         eprintln!("{}", c.reasoning);
                     }
-                    super::output::emit(&c.text)?;
+                    emit(&c.text)?;
                 }
-                super::output::emit("\n")?;
-                eprintln!("[{r} via {} in {latency_ms} ms]", ep.api);
+                emit("\n")?;
+                if let Some(n) = &notice {
+                    eprintln!("↪ {n}");
+                }
+                eprintln!(
+                    "[{} via {} at {} in {latency_ms} ms]",
+                    served.reference, served.api, served.host
+                );
+            }
+            if let Some(f) = failure {
+                return Err(CliError::msg(exit::FAILURE, f.to_string()));
             }
             if empty {
                 return Err(CliError::msg(
                     exit::FAILURE,
-                    format!("{r} returned no text"),
+                    format!("{} returned no text", served.reference),
                 ));
             }
             Ok(())
         }
         Err(e) => {
             if args.json {
-                json(
-                    &json!({"ok": false, "ref": r, "provider": provider.id, "model": model.id, "error": error_json(&e), "latencyMs": latency_ms}),
-                )?;
+                let (class, status, message) = match &e {
+                    RunError::Surfaced { class, error, .. } => {
+                        (Some(class.as_str()), error.status, error.message.clone())
+                    }
+                    RunError::Exhausted(x) => (
+                        x.attempts
+                            .iter()
+                            .rev()
+                            .find_map(|a| a.class)
+                            .map(|c| c.as_str()),
+                        x.attempts.iter().rev().find_map(|a| a.status),
+                        e.to_string(),
+                    ),
+                };
+                json(&json!({
+                    "ok": false,
+                    "error": {"class": class, "status": status, "message": message},
+                    "attempts": attempts_json(e.attempts()),
+                    "latencyMs": latency_ms,
+                }))?;
             }
-            Err(CliError::msg(exit::FAILURE, format!("{r}: {e}")))
+            Err(CliError::msg(exit::FAILURE, e.to_string()))
         }
     }
 }

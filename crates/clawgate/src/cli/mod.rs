@@ -5,7 +5,6 @@ mod config_cmd;
 mod infer_cmd;
 mod models_cmd;
 mod output;
-mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

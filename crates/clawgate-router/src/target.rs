@@ -1,12 +1,11 @@
 //! From a resolved model to a wire endpoint and request settings: the
-//! provider's URL, credential, headers, timeout and compat shaping, the
-//! model's output cap and `params`. (The failover runner of the routing
-//! issue takes this over; `infer` uses it directly today.)
+//! provider's URL, credential, headers, timeout and compat shaping, and the
+//! model's `params` (`extra_body`, `chat_template_kwargs`).
 
 use std::time::Duration;
 
 use clawgate_catalog::{Model, Provider, Registry};
-use clawgate_config::{MaxTokensField as CfgField, SecretForm};
+use clawgate_config::{MaxTokensField as CfgField, SecretForm, SecretValue};
 use clawgate_core::Secret;
 use clawgate_wire::{Endpoint, MaxTokensField, Shaping};
 use serde_json::{Map, Value};
@@ -21,14 +20,19 @@ pub enum TargetError {
     NoApiKey { provider: String, hint: String },
 }
 
-/// The endpoint for one model.
-pub fn endpoint(p: &Provider, m: &Model) -> Result<Endpoint, TargetError> {
+/// The endpoint for one model, with the credential `key` (a provider's
+/// own `apiKey` or an auth profile's).
+pub fn endpoint(
+    p: &Provider,
+    m: &Model,
+    key: Option<&SecretValue>,
+) -> Result<Endpoint, TargetError> {
     let api = p.api_for(m).ok_or_else(|| TargetError::UnsupportedApi {
         provider: p.id.clone(),
         api: p.unsupported_api.clone().unwrap_or_default(),
     })?;
     let mut ep = Endpoint::new(api, p.base_url_for(m));
-    match &p.api_key {
+    match key {
         Some(k) => match &k.resolved {
             Some(secret) => ep.api_key = Some(secret.clone()),
             // A local server that needs no key never gets a "no API key" error (CFG-3).

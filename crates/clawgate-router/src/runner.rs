@@ -1,0 +1,609 @@
+//! The candidate runner (FO-1, FO-3..8): walks a chain, skipping cooling
+//! and policy-excluded candidates, rotating a provider's credentials,
+//! retrying a wholly overloaded chain with backoff, and returns the first
+//! stream that produced output — or one error listing every attempt.
+//!
+//! A candidate counts as answering once its first event arrived: failures
+//! before that (refused, reset, 5xx, a stream cut before any output) move
+//! on; failures after it end the turn with a terminal error (FO-5).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawgate_catalog::{Chain, Provider, Registry};
+use clawgate_config::{DataPolicy, SecretValue};
+use clawgate_wire::{ChatRequest, Client, Event, EventStream, WireError};
+
+use crate::clock::Clock;
+use crate::cooldown::{CooldownBook, CooldownKey};
+use crate::target::{endpoint, extra_body};
+use crate::{classify, ErrorClass};
+
+/// OpenClaw's wording for the 30-second overload notice (FO-4).
+pub const OVERLOAD_NOTICE: &str =
+    "The AI service is temporarily overloaded. I’m still retrying; this may take a few minutes.";
+
+/// FO-4 parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct OverloadPolicy {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub notice_after: Duration,
+}
+
+impl Default for OverloadPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(2500),
+            max_backoff: Duration::from_secs(30),
+            notice_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One try of one candidate (or why it was skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub reference: String,
+    pub profile: Option<String>,
+    pub class: Option<ErrorClass>,
+    pub status: Option<u16>,
+    pub detail: String,
+    /// Set when the candidate was not tried at all.
+    pub skipped: Option<String>,
+    /// Which pass of the overload retry (0 = first).
+    pub round: u32,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.reference)?;
+        if let Some(p) = &self.profile {
+            write!(f, " [{p}]")?;
+        }
+        if let Some(s) = &self.skipped {
+            return write!(f, " — skipped: {s}");
+        }
+        let class = self.class.map_or("unknown", |c| c.as_str());
+        write!(f, " — {class}")?;
+        if let Some(st) = self.status {
+            write!(f, " (HTTP {st})")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every candidate failed (FO-6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhausted {
+    pub attempts: Vec<Attempt>,
+    /// The soonest cooldown expiry among the candidates, if any.
+    pub soonest_retry: Option<Duration>,
+}
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "all candidates failed ({} attempts)",
+            self.attempts.len()
+        )?;
+        for (i, a) in self.attempts.iter().enumerate() {
+            write!(f, "\n  {}. {a}", i + 1)?;
+        }
+        if let Some(d) = self.soonest_retry {
+            write!(f, "\n  soonest cooldown ends in {}s", ceil_secs(d))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Exhausted(Exhausted),
+    /// A failure another model would repeat (context overflow, format):
+    /// surfaced, not failed over (FO-2, CTX-4).
+    #[error("{reference}: {class}: {error}", class = .class.as_str())]
+    Surfaced {
+        reference: String,
+        class: ErrorClass,
+        error: WireError,
+        attempts: Vec<Attempt>,
+    },
+}
+
+impl RunError {
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            RunError::Exhausted(e) => &e.attempts,
+            RunError::Surfaced { attempts, .. } => attempts,
+        }
+    }
+}
+
+/// Where an answer came from (FO-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub reference: String,
+    pub provider: String,
+    pub model: String,
+    pub host: String,
+    pub api: String,
+    pub profile: String,
+}
+
+/// A failure after output started: the turn ends here (FO-5).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reference} failed after output had started ({class}): {error}; the answer is incomplete", class = .class.as_str())]
+pub struct StreamFailure {
+    pub reference: String,
+    pub class: ErrorClass,
+    pub error: WireError,
+}
+
+/// The answering stream, its first event already received.
+pub struct RoutedStream {
+    first: Option<Event>,
+    inner: EventStream,
+    reference: String,
+}
+
+impl RoutedStream {
+    pub async fn next(&mut self) -> Option<Result<Event, StreamFailure>> {
+        if let Some(ev) = self.first.take() {
+            return Some(Ok(ev));
+        }
+        match self.inner.next().await? {
+            Ok(ev) => Some(Ok(ev)),
+            Err(error) => Some(Err(StreamFailure {
+                reference: self.reference.clone(),
+                class: classify(&error),
+                error,
+            })),
+        }
+    }
+}
+
+pub struct Routed {
+    pub stream: RoutedStream,
+    pub served: Served,
+    /// What the chain asked for first.
+    pub selected: String,
+    pub attempts: Vec<Attempt>,
+}
+
+impl Routed {
+    /// FO-7: "answered by X (selected Y: reason)" when a fallback answered.
+    pub fn fallback_notice(&self) -> Option<String> {
+        if self.served.reference.eq_ignore_ascii_case(&self.selected) {
+            return None;
+        }
+        let reason = self
+            .attempts
+            .iter()
+            .find(|a| a.reference.eq_ignore_ascii_case(&self.selected))
+            .map(|a| match (&a.skipped, a.class) {
+                (Some(s), _) => s.clone(),
+                (None, Some(c)) => c.as_str().to_string(),
+                _ => "unavailable".to_string(),
+            })
+            .unwrap_or_else(|| "unavailable".to_string());
+        Some(format!(
+            "answered by {} (selected {}: {reason})",
+            self.served.reference, self.selected
+        ))
+    }
+}
+
+/// Counters a metrics endpoint exposes (FO-6).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub turns: AtomicU64,
+    pub attempts: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub exhausted: AtomicU64,
+    pub overload_retries: AtomicU64,
+    failures: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    fn failure(&self, class: ErrorClass) {
+        if let Ok(mut m) = self.failures.lock() {
+            *m.entry(class.as_str()).or_default() += 1;
+        }
+    }
+
+    /// Failures per class so far.
+    pub fn failures(&self) -> HashMap<&'static str, u64> {
+        self.failures.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// One turn to route.
+pub struct Turn<'a> {
+    pub registry: &'a Registry,
+    pub chain: &'a Chain,
+    /// The request; `model` and `max_tokens` are set per candidate.
+    pub request: ChatRequest,
+    /// Session key for sticky credential choice.
+    pub session: Option<String>,
+    pub agent: Option<&'a str>,
+    /// Called with user-facing notices (the overload notice).
+    pub on_notice: Option<&'a (dyn Fn(&str) + Sync)>,
+}
+
+pub struct Runner {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    book: Mutex<CooldownBook>,
+    sticky: Mutex<HashMap<(String, String), String>>,
+    pub overload: OverloadPolicy,
+    pub metrics: Metrics,
+}
+
+/// A credential of a provider: its profile id and key.
+struct Credential {
+    profile: String,
+    key: Option<SecretValue>,
+}
+
+fn credentials(reg: &Registry, p: &Provider) -> Vec<Credential> {
+    let default_id = format!("{}:default", p.id);
+    let mut all = vec![Credential {
+        profile: default_id.clone(),
+        key: p.api_key.clone(),
+    }];
+    for prof in reg.config.auth.profiles.values() {
+        if prof.provider.eq_ignore_ascii_case(&p.id) {
+            all.push(Credential {
+                profile: prof.id.clone(),
+                key: prof.api_key.clone(),
+            });
+        }
+    }
+    // A provider with profiles and no key of its own uses only the profiles.
+    if all.len() > 1 && p.api_key.as_ref().is_none_or(|k| k.resolved.is_none()) {
+        all.remove(0);
+    }
+    let order = reg
+        .config
+        .auth
+        .order
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&p.id))
+        .map(|(_, v)| v.clone());
+    if let Some(order) = order {
+        all.sort_by_key(|c| {
+            order
+                .iter()
+                .position(|o| *o == c.profile)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    all
+}
+
+impl Runner {
+    pub fn new(client: Client, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            clock,
+            book: Mutex::new(CooldownBook::default()),
+            sticky: Mutex::new(HashMap::new()),
+            overload: OverloadPolicy::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Active cooldowns, soonest expiry first (for `models status`).
+    pub fn cooldowns(&self) -> Vec<(CooldownKey, Duration, ErrorClass)> {
+        let now = self.clock.now();
+        self.book.lock().map(|b| b.active(now)).unwrap_or_default()
+    }
+
+    fn remaining(&self, key: &CooldownKey) -> Option<(Duration, ErrorClass)> {
+        let now = self.clock.now();
+        self.book.lock().ok()?.remaining(key, now)
+    }
+
+    /// Routes one turn.
+    pub async fn run(&self, turn: Turn<'_>) -> Result<Routed, RunError> {
+        self.metrics.turns.fetch_add(1, Ordering::Relaxed);
+        let selected = turn
+            .chain
+            .candidates
+            .first()
+            .map(|c| c.resolved.reference().to_string())
+            .unwrap_or_default();
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut waited = Duration::ZERO;
+        let mut noticed = false;
+        let mut backoff = self.overload.initial_backoff;
+        for round in 0..=self.overload.max_retries {
+            let start = attempts.len();
+            match self.pass(&turn, round, &mut attempts).await {
+                Ok(Some((stream, served))) => {
+                    if !served.reference.eq_ignore_ascii_case(&selected) {
+                        self.metrics.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Routed {
+                        stream,
+                        served,
+                        selected,
+                        attempts,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            let tried: Vec<&Attempt> = attempts[start..]
+                .iter()
+                .filter(|a| a.skipped.is_none())
+                .collect();
+            let all_overloaded = !tried.is_empty()
+                && tried
+                    .iter()
+                    .all(|a| a.class == Some(ErrorClass::Overloaded));
+            if !all_overloaded || round == self.overload.max_retries {
+                break;
+            }
+            // FO-4: nothing has reached the client yet; wait and retry the chain.
+            self.metrics
+                .overload_retries
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                round,
+                backoff_ms = backoff.as_millis() as u64,
+                "every candidate overloaded; retrying the chain"
+            );
+            self.clock.sleep(backoff).await;
+            waited += backoff;
+            if waited >= self.overload.notice_after && !noticed {
+                noticed = true;
+                if let Some(n) = turn.on_notice {
+                    n(OVERLOAD_NOTICE);
+                }
+            }
+            backoff = (backoff * 2).min(self.overload.max_backoff);
+        }
+        self.metrics.exhausted.fetch_add(1, Ordering::Relaxed);
+        let soonest = self.soonest(&turn);
+        Err(RunError::Exhausted(Exhausted {
+            attempts,
+            soonest_retry: soonest,
+        }))
+    }
+
+    fn soonest(&self, turn: &Turn<'_>) -> Option<Duration> {
+        let now = self.clock.now();
+        let book = self.book.lock().ok()?;
+        turn.chain
+            .candidates
+            .iter()
+            .flat_map(|c| {
+                let m = &c.resolved.model;
+                let mut keys = vec![CooldownKey::Model {
+                    provider: m.provider.clone(),
+                    model: m.id.clone(),
+                }];
+                if let Some(p) = turn.registry.provider(&m.provider) {
+                    keys.extend(credentials(turn.registry, p).into_iter().map(|cr| {
+                        CooldownKey::Credential {
+                            provider: p.id.clone(),
+                            profile: cr.profile,
+                        }
+                    }));
+                }
+                keys
+            })
+            .filter_map(|k| book.remaining(&k, now).map(|r| r.0))
+            .min()
+    }
+
+    /// One pass over the chain. `Ok(None)`: everything failed over.
+    async fn pass(
+        &self,
+        turn: &Turn<'_>,
+        round: u32,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<Option<(RoutedStream, Served)>, RunError> {
+        let policy = turn.registry.data_policy(turn.agent);
+        for cand in &turn.chain.candidates {
+            let model = &cand.resolved.model;
+            let reference = cand.resolved.reference().to_string();
+            let skip = |why: String, attempts: &mut Vec<Attempt>| {
+                tracing::info!(candidate = %reference, reason = %why, "fallback: candidate skipped");
+                attempts.push(Attempt {
+                    reference: reference.clone(),
+                    profile: None,
+                    class: None,
+                    status: None,
+                    detail: String::new(),
+                    skipped: Some(why),
+                    round,
+                });
+            };
+            let Some(provider) = turn.registry.provider(&model.provider) else {
+                skip(format!("unknown provider {}", model.provider), attempts);
+                continue;
+            };
+            if policy == DataPolicy::LocalOnly && !provider.endpoint.is_local() {
+                skip(
+                    "dataPolicy local-only: endpoint is not local".to_string(),
+                    attempts,
+                );
+                continue;
+            }
+            let model_key = CooldownKey::Model {
+                provider: provider.id.clone(),
+                model: model.id.clone(),
+            };
+            if let Some((left, class)) = self.remaining(&model_key) {
+                skip(
+                    format!(
+                        "cooling down after {} for {}s",
+                        class.as_str(),
+                        ceil_secs(left)
+                    ),
+                    attempts,
+                );
+                continue;
+            }
+            let mut creds = credentials(turn.registry, provider);
+            if let Some(s) = &turn.session {
+                let pinned = self
+                    .sticky
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&(s.clone(), provider.id.clone())).cloned());
+                if let Some(pinned) = pinned {
+                    creds.sort_by_key(|c| c.profile != pinned);
+                }
+            }
+            for cred in creds {
+                let cred_key = CooldownKey::Credential {
+                    provider: provider.id.clone(),
+                    profile: cred.profile.clone(),
+                };
+                let mut attempt = Attempt {
+                    reference: reference.clone(),
+                    profile: Some(cred.profile.clone()),
+                    class: None,
+                    status: None,
+                    detail: String::new(),
+                    skipped: None,
+                    round,
+                };
+                if let Some((left, class)) = self.remaining(&cred_key) {
+                    attempt.skipped = Some(format!(
+                        "cooling down after {} for {}s",
+                        class.as_str(),
+                        ceil_secs(left)
+                    ));
+                    attempts.push(attempt);
+                    continue;
+                }
+                let ep = match endpoint(provider, model, cred.key.as_ref()) {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        attempt.class = Some(ErrorClass::Auth);
+                        attempt.detail = e.to_string();
+                        attempts.push(attempt);
+                        continue;
+                    }
+                };
+                let mut req = turn.request.clone();
+                req.model = model.id.clone();
+                req.max_tokens = Some(
+                    req.max_tokens
+                        .unwrap_or(model.max_tokens)
+                        .min(model.max_tokens),
+                );
+                for (k, v) in extra_body(turn.registry, model) {
+                    req.extra_body.entry(k).or_insert(v);
+                }
+                self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+                let result = match self.client.send(&ep, &req).await {
+                    Ok(mut stream) => match stream.next().await {
+                        Some(Ok(first)) => Ok((stream, Some(first))),
+                        None => Ok((stream, None)),
+                        Some(Err(e)) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok((inner, first)) => {
+                        if let Ok(mut b) = self.book.lock() {
+                            b.success(&cred_key);
+                            b.success(&model_key);
+                        }
+                        if let (Some(s), Ok(mut m)) = (&turn.session, self.sticky.lock()) {
+                            m.insert((s.clone(), provider.id.clone()), cred.profile.clone());
+                        }
+                        let host = url_host(&ep.base_url);
+                        tracing::info!(candidate = %reference, host = %host, "answered");
+                        return Ok(Some((
+                            RoutedStream {
+                                first,
+                                inner,
+                                reference: reference.clone(),
+                            },
+                            Served {
+                                reference: reference.clone(),
+                                provider: provider.id.clone(),
+                                model: model.id.clone(),
+                                host,
+                                api: ep.api.as_str().to_string(),
+                                profile: cred.profile.clone(),
+                            },
+                        )));
+                    }
+                    Err(error) => {
+                        let class = classify(&error);
+                        self.metrics.failure(class);
+                        attempt.class = Some(class);
+                        attempt.status = error.status;
+                        attempt.detail = short(&error);
+                        tracing::warn!(
+                            candidate = %reference,
+                            profile = %cred.profile,
+                            class = class.as_str(),
+                            status = error.status.unwrap_or(0),
+                            "fallback: attempt failed"
+                        );
+                        attempts.push(attempt);
+                        if !class.fails_over() {
+                            return Err(RunError::Surfaced {
+                                reference,
+                                class,
+                                error,
+                                attempts: std::mem::take(attempts),
+                            });
+                        }
+                        let key = match class {
+                            ErrorClass::RateLimit | ErrorClass::ModelNotFound => model_key.clone(),
+                            _ => cred_key.clone(),
+                        };
+                        if let Ok(mut b) = self.book.lock() {
+                            b.failure(key, class, error.retry_after, self.clock.now());
+                        }
+                        if !class.rotates_credential() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whole seconds, rounded up (a 0.2 s wait still reads "1s").
+fn ceil_secs(d: Duration) -> u128 {
+    d.as_millis().div_ceil(1000).max(1)
+}
+
+fn short(e: &WireError) -> String {
+    let mut s = e.to_string();
+    if s.chars().count() > 160 {
+        s = s.chars().take(160).collect::<String>() + "…";
+    }
+    s
+}
+
+fn url_host(base: &str) -> String {
+    base.split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or(base)
+        .to_string()
+}

@@ -1,0 +1,548 @@
+//! FO-1..7 end to end against fault-injecting upstreams on 127.0.0.1: each
+//! fault on each of the three protocols, cooldowns and overload retry on an
+//! injected clock, credential rotation, data policy, exhaustion.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawgate_catalog::{load_text, Registry, SelectionSource};
+use clawgate_router::clock::{Clock, ManualClock, TokioClock};
+use clawgate_router::{ErrorClass, RunError, Runner, Turn, OVERLOAD_NOTICE};
+use clawgate_testkit::{FakeServer, Recorded, Reply};
+use clawgate_wire::{ChatRequest, Client, Collected, Message};
+use serde_json::json;
+
+const APIS: [&str; 3] = [
+    "openai-completions",
+    "openai-responses",
+    "anthropic-messages",
+];
+
+fn ok_reply(api: &str, text: &str) -> Reply {
+    match api {
+        "openai-completions" => Reply::sse([
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"content":text},"finish_reason":"stop"}]})
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]),
+        "openai-responses" => Reply::sse([
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"delta":text})
+            ),
+            format!(
+                "event: response.completed\ndata: {}\n\n",
+                json!({"response":{"status":"completed"}})
+            ),
+        ]),
+        _ => Reply::sse([
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"index":0,"delta":{"type":"text_delta","text":text}})
+            ),
+            format!("event: message_stop\ndata: {}\n\n", json!({})),
+        ]),
+    }
+}
+
+fn first_chunk(api: &str, text: &str) -> String {
+    match api {
+        "openai-completions" => format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"content":text}}]})
+        ),
+        "openai-responses" => format!(
+            "event: response.output_text.delta\ndata: {}\n\n",
+            json!({"delta":text})
+        ),
+        _ => format!(
+            "event: content_block_delta\ndata: {}\n\n",
+            json!({"index":0,"delta":{"type":"text_delta","text":text}})
+        ),
+    }
+}
+
+fn registry(primary: &str, backup: &str, api: &str, extra: &str) -> Registry {
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "primary/m", fallbacks: ["backup/m"] }} }} {extra} }},
+  models: {{ mode: "replace", providers: {{
+    primary: {{ baseUrl: "{primary}", api: "{api}", apiKey: "sk-primary", timeoutSeconds: 1, models: [{{ id: "m" }}] }},
+    backup: {{ baseUrl: "{backup}", api: "{api}", apiKey: "sk-backup", models: [{{ id: "m" }}] }},
+  }} }},
+}}"#
+    );
+    load_text(Path::new("t.json5"), &text, &|_| None)
+        .unwrap()
+        .registry
+}
+
+fn request() -> ChatRequest {
+    ChatRequest {
+        messages: vec![Message::user("hi")],
+        stream: true,
+        ..Default::default()
+    }
+}
+
+async fn run_turn(
+    runner: &Runner,
+    reg: &Registry,
+    requested: Option<&str>,
+) -> Result<
+    (
+        String,
+        Collected,
+        Option<ErrorClass>,
+        Vec<clawgate_router::Attempt>,
+    ),
+    RunError,
+> {
+    let chain = reg
+        .chain(None, requested.map(|r| (r, SelectionSource::User)))
+        .unwrap();
+    let turn = Turn {
+        registry: reg,
+        chain: &chain,
+        request: request(),
+        session: Some("s1".into()),
+        agent: None,
+        on_notice: None,
+    };
+    let mut routed = runner.run(turn).await?;
+    let mut c = Collected::default();
+    let mut failure = None;
+    while let Some(ev) = routed.stream.next().await {
+        match ev {
+            Ok(ev) => c.apply(&ev),
+            Err(f) => {
+                failure = Some(f.class);
+                break;
+            }
+        }
+    }
+    Ok((routed.served.reference.clone(), c, failure, routed.attempts))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Refused,
+    ResetBeforeHeaders,
+    ResetMidStream,
+    RateLimitRetryAfter,
+    RateLimit,
+    S500,
+    S502,
+    Loading503,
+    S529,
+    S401,
+    S402,
+    S404,
+    Overflow400,
+    Other400,
+    Hang,
+    SlowDrip,
+    MalformedSse,
+    EmptyBody,
+}
+
+/// (fault, class of the first attempt, chain advanced, served by)
+const MATRIX: &[(Fault, Option<ErrorClass>, bool)] = &[
+    (Fault::Refused, Some(ErrorClass::Timeout), true),
+    (Fault::ResetBeforeHeaders, Some(ErrorClass::Timeout), true),
+    (Fault::ResetMidStream, None, false),
+    (
+        Fault::RateLimitRetryAfter,
+        Some(ErrorClass::RateLimit),
+        true,
+    ),
+    (Fault::RateLimit, Some(ErrorClass::RateLimit), true),
+    (Fault::S500, Some(ErrorClass::ServerError), true),
+    (Fault::S502, Some(ErrorClass::ServerError), true),
+    (Fault::Loading503, Some(ErrorClass::Overloaded), true),
+    (Fault::S529, Some(ErrorClass::Overloaded), true),
+    (Fault::S401, Some(ErrorClass::Auth), true),
+    (Fault::S402, Some(ErrorClass::Billing), true),
+    (Fault::S404, Some(ErrorClass::ModelNotFound), true),
+    (Fault::Overflow400, Some(ErrorClass::ContextOverflow), false),
+    (Fault::Other400, Some(ErrorClass::Format), false),
+    (Fault::Hang, Some(ErrorClass::Timeout), true),
+    (Fault::SlowDrip, None, false),
+    (Fault::MalformedSse, Some(ErrorClass::ServerError), true),
+    (Fault::EmptyBody, Some(ErrorClass::Timeout), true),
+];
+
+fn fault_reply(f: Fault, api: &str) -> Reply {
+    let err = |status: u16, body: &str| Reply::json(status, body);
+    match f {
+        Fault::Refused => unreachable!(),
+        Fault::ResetBeforeHeaders => Reply::new(200).reset(),
+        Fault::ResetMidStream => Reply::sse([first_chunk(api, "partial ")]).close(),
+        Fault::RateLimitRetryAfter => err(
+            429,
+            r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error"}}"#,
+        )
+        .header("retry-after", "7"),
+        Fault::RateLimit => err(429, r#"{"error":{"message":"Too many requests"}}"#),
+        Fault::S500 => err(
+            500,
+            r#"{"error":{"message":"internal","type":"server_error"}}"#,
+        ),
+        Fault::S502 => Reply::new(502).bytes("<html>Bad Gateway</html>"),
+        Fault::Loading503 => err(
+            503,
+            r#"{"error":{"message":"Loading model","type":"unavailable_error","code":503}}"#,
+        ),
+        Fault::S529 => err(
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ),
+        Fault::S401 => err(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+        ),
+        Fault::S402 => err(
+            402,
+            r#"{"error":{"message":"Insufficient credits","code":402}}"#,
+        ),
+        Fault::S404 => err(
+            404,
+            r#"{"error":{"message":"model 'm' not found","type":"not_found_error"}}"#,
+        ),
+        Fault::Overflow400 => err(
+            400,
+            r#"{"error":{"code":400,"message":"request (5000 tokens) exceeds the available context size (1024 tokens), try increasing it","type":"exceed_context_size_error"}}"#,
+        ),
+        Fault::Other400 => err(
+            400,
+            r#"{"error":{"message":"Unsupported parameter: 'top_k'","type":"invalid_request_error"}}"#,
+        ),
+        Fault::Hang => Reply::new(200)
+            .header("content-type", "text/event-stream")
+            .sleep(Duration::from_secs(30)),
+        Fault::SlowDrip => {
+            let mut r = ok_reply(api, "drip");
+            let steps = std::mem::take(&mut r.steps);
+            for s in steps {
+                r.steps
+                    .push(clawgate_testkit::Step::Sleep(Duration::from_millis(40)));
+                r.steps.push(s);
+            }
+            r
+        }
+        Fault::MalformedSse => Reply::sse(["data: {not json\n\n".to_string()]),
+        Fault::EmptyBody => Reply::new(200).header("content-type", "text/event-stream"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fo_2_fault_matrix_on_every_protocol() {
+    let mut failures = Vec::new();
+    for api in APIS {
+        for &(fault, class, advanced) in MATRIX {
+            let a = api.to_string();
+            let backup = FakeServer::start(move |_| ok_reply(&a, "from backup")).await;
+            let a = api.to_string();
+            let primary = FakeServer::start(move |_| fault_reply(fault, &a)).await;
+            let primary_url = match fault {
+                Fault::Refused => "http://127.0.0.1:9/v1".to_string(),
+                _ => primary.base_url(),
+            };
+            let reg = registry(&primary_url, &backup.base_url(), api, "");
+            let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+            let got = run_turn(&runner, &reg, None).await;
+            let label = format!("{api} {fault:?}");
+            match (got, advanced) {
+                (Ok((served, c, failure, attempts)), true) => {
+                    if served != "backup/m" || c.text != "from backup" {
+                        failures.push(format!("{label}: served {served} text {:?}", c.text));
+                    }
+                    if attempts.first().and_then(|a| a.class) != class {
+                        failures.push(format!("{label}: first attempt {:?}", attempts.first()));
+                    }
+                    if failure.is_some() {
+                        failures.push(format!("{label}: unexpected stream failure"));
+                    }
+                }
+                (Ok((served, c, failure, _)), false) => {
+                    if served != "primary/m" || !backup.requests().is_empty() {
+                        failures.push(format!("{label}: chain advanced to {served}"));
+                    }
+                    match fault {
+                        // FO-5: output started, so no switch; the turn ends with an error.
+                        Fault::ResetMidStream => {
+                            if c.text != "partial " || failure != Some(ErrorClass::Timeout) {
+                                failures.push(format!(
+                                    "{label}: text {:?} failure {failure:?}",
+                                    c.text
+                                ));
+                            }
+                        }
+                        _ => {
+                            if c.text != "drip" || failure.is_some() {
+                                failures.push(format!(
+                                    "{label}: text {:?} failure {failure:?}",
+                                    c.text
+                                ));
+                            }
+                        }
+                    }
+                }
+                (
+                    Err(RunError::Surfaced {
+                        class: got,
+                        attempts,
+                        ..
+                    }),
+                    false,
+                ) => {
+                    if Some(got) != class || attempts.len() != 1 || !backup.requests().is_empty() {
+                        failures.push(format!(
+                            "{label}: surfaced {got:?} after {} attempts",
+                            attempts.len()
+                        ));
+                    }
+                }
+                (other, _) => failures.push(format!("{label}: unexpected {:?}", other.err())),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn fo_1_explicit_model_on_dead_provider_is_strict() {
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "x")).await;
+    let reg = registry(
+        "http://127.0.0.1:9/v1",
+        &backup.base_url(),
+        "openai-completions",
+        "",
+    );
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let err = run_turn(&runner, &reg, Some("primary/m"))
+        .await
+        .err()
+        .unwrap();
+    let RunError::Exhausted(x) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(x.attempts.len(), 1);
+    assert!(
+        backup.requests().is_empty(),
+        "no fallback for an explicit selection"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("all candidates failed (1 attempts)\n  1. primary/m [primary:default] — timeout: connection failed"), "{text}");
+    assert!(text.ends_with("soonest cooldown ends in 30s"), "{text}");
+}
+
+#[tokio::test]
+async fn fo_3_cooldown_skips_then_expires_on_injected_clock() {
+    let primary = FakeServer::start(|_| Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "b")).await;
+    let reg = registry(
+        &primary.base_url(),
+        &backup.base_url(),
+        "openai-completions",
+        "",
+    );
+    let clock = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    let (served, ..) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "backup/m");
+    assert_eq!(primary.requests().len(), 1);
+    // Within 30 s the primary is skipped without a request.
+    clock.advance(Duration::from_secs(29));
+    let (served, _, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "backup/m");
+    assert_eq!(primary.requests().len(), 1);
+    assert!(
+        attempts[0]
+            .skipped
+            .as_deref()
+            .unwrap()
+            .starts_with("cooling down after server_error for 1s"),
+        "{:?}",
+        attempts[0]
+    );
+    let cd = runner.cooldowns();
+    assert_eq!(cd.len(), 1);
+    // After expiry it is tried again; a second failure cools for 60 s.
+    clock.advance(Duration::from_secs(2));
+    run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(primary.requests().len(), 2);
+    assert_eq!(runner.cooldowns()[0].1, Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn fo_4_overload_retries_whole_chain_with_backoff_and_one_notice() {
+    let s = FakeServer::start(|_| {
+        Reply::json(
+            503,
+            r#"{"error":{"message":"Loading model","type":"unavailable_error"}}"#,
+        )
+    })
+    .await;
+    let reg = registry(&s.base_url(), &s.base_url(), "openai-completions", "");
+    let clock = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let n2 = notices.clone();
+    let on_notice = move |m: &str| n2.lock().unwrap().push(m.to_string());
+    let chain = reg.chain(None, None).unwrap();
+    let turn = Turn {
+        registry: &reg,
+        chain: &chain,
+        request: request(),
+        session: None,
+        agent: None,
+        on_notice: Some(&on_notice),
+    };
+    let err = runner.run(turn).await.err().unwrap();
+    let RunError::Exhausted(x) = err else {
+        panic!()
+    };
+    assert_eq!(x.attempts.len(), 22, "11 passes over 2 candidates");
+    let secs: Vec<f64> = clock.sleeps().iter().map(|d| d.as_secs_f64()).collect();
+    assert_eq!(
+        secs,
+        [2.5, 5.0, 10.0, 20.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0]
+    );
+    assert_eq!(*notices.lock().unwrap(), vec![OVERLOAD_NOTICE.to_string()]);
+    assert_eq!(s.requests().len(), 22);
+}
+
+#[tokio::test]
+async fn fo_4_overload_then_recovery_answers() {
+    let count = Arc::new(Mutex::new(0));
+    let c2 = count.clone();
+    let s = FakeServer::start(move |_| {
+        let mut n = c2.lock().unwrap();
+        *n += 1;
+        if *n <= 4 {
+            Reply::json(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )
+        } else {
+            ok_reply("openai-completions", "finally")
+        }
+    })
+    .await;
+    let reg = registry(&s.base_url(), &s.base_url(), "openai-completions", "");
+    let clock = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    let (served, c, ..) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!((served.as_str(), c.text.as_str()), ("primary/m", "finally"));
+    assert_eq!(clock.sleeps().len(), 2);
+}
+
+#[tokio::test]
+async fn fo_3_credentials_rotate_and_stick_per_session() {
+    let s = FakeServer::start(|r: &Recorded| {
+        if r.header("authorization") == Some("Bearer sk-primary") {
+            Reply::json(401, r#"{"error":{"message":"Incorrect API key provided"}}"#)
+        } else {
+            ok_reply("openai-completions", "second key")
+        }
+    })
+    .await;
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "backup")).await;
+    let extra = r#"}, auth: { profiles: { "primary:work": { provider: "primary", apiKey: "sk-work" } }, order: { primary: ["primary:default", "primary:work"] }"#;
+    let reg = registry(
+        &s.base_url(),
+        &backup.base_url(),
+        "openai-completions",
+        extra,
+    );
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let (served, c, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(
+        (served.as_str(), c.text.as_str()),
+        ("primary/m", "second key")
+    );
+    assert_eq!(attempts[0].class, Some(ErrorClass::Auth));
+    assert_eq!(attempts[0].profile.as_deref(), Some("primary:default"));
+    // Sticky: the next turn of the session starts with the working profile.
+    run_turn(&runner, &reg, None).await.unwrap();
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[2].header("authorization"), Some("Bearer sk-work"));
+    assert!(backup.requests().is_empty());
+}
+
+#[tokio::test]
+async fn sec_6_local_only_skips_hosted_candidates() {
+    let local = FakeServer::start(|_| ok_reply("openai-completions", "local")).await;
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "cloud/m", fallbacks: ["home/m"] }}, dataPolicy: "local-only" }} }},
+  models: {{ mode: "replace", providers: {{
+    cloud: {{ baseUrl: "https://example.invalid/v1", apiKey: "sk-x", models: [{{ id: "m" }}] }},
+    home: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+  }} }},
+}}"#,
+        local.base_url()
+    );
+    let reg = load_text(Path::new("t.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let (served, _, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "home/m");
+    assert_eq!(
+        attempts[0].skipped.as_deref(),
+        Some("dataPolicy local-only: endpoint is not local")
+    );
+    let chain = reg.chain(None, None).unwrap();
+    let turn = Turn {
+        registry: &reg,
+        chain: &chain,
+        request: request(),
+        session: None,
+        agent: None,
+        on_notice: None,
+    };
+    let routed = runner.run(turn).await.unwrap();
+    assert_eq!(
+        routed.fallback_notice().unwrap(),
+        "answered by home/m (selected cloud/m: dataPolicy local-only: endpoint is not local)"
+    );
+    assert_eq!(routed.served.host, local.addr.to_string());
+}
+
+#[tokio::test]
+async fn fo_6_exhaustion_lists_every_attempt_and_counts() {
+    let a = FakeServer::start(|_| Reply::json(502, "bad gateway")).await;
+    let b =
+        FakeServer::start(|_| Reply::json(401, r#"{"error":{"message":"invalid api key"}}"#)).await;
+    let reg = registry(&a.base_url(), &b.base_url(), "openai-completions", "");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock);
+    let err = run_turn(&runner, &reg, None).await.err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "1. primary/m [primary:default] — server_error (HTTP 502): HTTP 502: bad gateway"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("2. backup/m [backup:default] — auth (HTTP 401)"),
+        "{text}"
+    );
+    assert_eq!(runner.metrics.failures().get("auth"), Some(&1));
+    assert_eq!(
+        runner
+            .metrics
+            .exhausted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
