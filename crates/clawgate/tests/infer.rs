@@ -198,3 +198,155 @@ async fn infer_failures_are_classified_and_exit_non_zero() {
     assert_eq!(v["error"]["class"], "timeout");
     assert_eq!(v["attempts"][0]["model"], "local/tiny");
 }
+
+fn seed(name: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/configs")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn clawgate_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_clawgate"))
+            .args(&args)
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env_remove("CLAWGATE_CONFIG")
+            .env_remove("ANTHROPIC_API_KEY")
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn responses_ok(text: &str) -> Reply {
+    Reply::sse([
+        format!(
+            "event: response.output_text.delta\ndata: {}\n\n",
+            json!({"delta": text})
+        ),
+        format!(
+            "event: response.completed\ndata: {}\n\n",
+            json!({"response":{"status":"completed","usage":{"input_tokens":3,"output_tokens":2}}})
+        ),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_hybrid_hosted_primary_down_answers_from_local_fallback() {
+    let lmstudio = FakeServer::start(|_| responses_ok("local answer")).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The seed file unchanged, with the hosted endpoint pointed at a dead
+    // loopback port and LM Studio at the fake (nothing leaves this machine).
+    let text = seed("seed-hybrid-hosted-primary.json5")
+        .replace("http://127.0.0.1:1234/v1", &lmstudio.base_url())
+        .replacen(
+            "providers: {",
+            "providers: {\n      anthropic: { baseUrl: \"http://127.0.0.1:9\" },",
+            1,
+        );
+    std::fs::write(dir.path().join("clawgate.json5"), text).unwrap();
+    let env = [("ANTHROPIC_API_KEY", "sk-ant-test")];
+    let o = clawgate_env(
+        dir.path(),
+        &["infer", "--prompt", "bonjour", "--json"],
+        &env,
+    )
+    .await;
+    let v = out_json(&o);
+    assert_eq!(v["ok"], true, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(v["ref"], "lmstudio/minimax-m2.1-gs32");
+    assert_eq!(v["text"], "local answer");
+    assert_eq!(v["api"], "openai-responses");
+    assert_eq!(v["attempts"][0]["model"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(v["attempts"][0]["class"], "timeout");
+    assert_eq!(
+        v["fallback"],
+        "answered by lmstudio/minimax-m2.1-gs32 (selected anthropic/claude-sonnet-4-5: timeout)"
+    );
+    assert_eq!(
+        lmstudio.requests()[0].header("authorization"),
+        Some("Bearer lmstudio")
+    );
+
+    // An explicit --model on the dead provider fails with the attempt list.
+    let o = clawgate_env(
+        dir.path(),
+        &["infer", "--model", "Sonnet", "--prompt", "x"],
+        &env,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("all candidates failed (1 attempts)"), "{err}");
+    assert!(
+        err.contains("1. anthropic/claude-sonnet-4-5 [anthropic:default] — timeout"),
+        "{err}"
+    );
+    assert_eq!(
+        lmstudio.requests().len(),
+        1,
+        "no fallback for an explicit model"
+    );
+    assert!(!err.contains("sk-ant-test"), "secrets never printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_local_first_with_local_down_answers_from_hosted() {
+    let anthropic = FakeServer::start(|_| {
+        Reply::sse([
+            format!(
+                "event: message_start\ndata: {}\n\n",
+                json!({"message":{"usage":{"input_tokens":5}}})
+            ),
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"index":0,"delta":{"type":"text_delta","text":"hosted answer"}})
+            ),
+            format!(
+                "event: message_delta\ndata: {}\n\n",
+                json!({"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}})
+            ),
+            format!("event: message_stop\ndata: {}\n\n", json!({})),
+        ])
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Local-first: the seed's reverse order, LM Studio down (nothing on the port).
+    let anthropic_base = format!("http://{}", anthropic.addr);
+    let text = seed("seed-lmstudio-recommended.json5")
+        .replace("http://127.0.0.1:1234/v1", "http://127.0.0.1:9/v1")
+        .replace(
+            "model: { primary: \"lmstudio/minimax-m2.1-gs32\" },",
+            "model: { primary: \"lmstudio/minimax-m2.1-gs32\", fallbacks: [\"anthropic/claude-sonnet-4-5\", \"Opus\"] },",
+        )
+        .replacen("providers: {", &format!("providers: {{\n      anthropic: {{ baseUrl: \"{anthropic_base}\" }},"), 1);
+    std::fs::write(dir.path().join("clawgate.json5"), text).unwrap();
+    let o = clawgate_env(
+        dir.path(),
+        &["infer", "--prompt", "bonjour", "--stream"],
+        &[("ANTHROPIC_API_KEY", "sk-ant-test")],
+    )
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hosted answer\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("answered by anthropic/claude-sonnet-4-5 (selected lmstudio/minimax-m2.1-gs32: timeout)"), "{err}");
+    let req = &anthropic.requests()[0];
+    assert_eq!(req.path, "/v1/messages");
+    assert_eq!(req.header("x-api-key"), Some("sk-ant-test"));
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["model"], "claude-sonnet-4-5");
+    assert_eq!(body["max_tokens"], 64000, "the catalog's output cap");
+}
