@@ -51,6 +51,10 @@ impl ErrorClass {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// Whether the next candidate should be tried. Context overflow goes to
     /// compaction (CTX-4) and format errors surface: another model would
     /// fail the same way.

@@ -70,6 +70,16 @@ pub struct CooldownBook {
     entries: HashMap<CooldownKey, Cooldown>,
 }
 
+/// A cooldown with a wall-clock expiry, for keeping state between runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCooldown {
+    pub key: CooldownKey,
+    /// Unix time in milliseconds.
+    pub until_unix_ms: u64,
+    pub class: ErrorClass,
+    pub failures: u32,
+}
+
 impl CooldownBook {
     /// Records a failure; returns the cooldown started, if any.
     pub fn failure(
@@ -101,6 +111,35 @@ impl CooldownBook {
     pub fn remaining(&self, key: &CooldownKey, now: Duration) -> Option<(Duration, ErrorClass)> {
         let c = self.entries.get(key)?;
         (c.until > now).then(|| (c.until - now, c.class))
+    }
+
+    /// Entries with wall-clock expiries (`now` is this clock's time at
+    /// `now_unix_ms`). Failure counts of expired entries are kept, so a
+    /// repeated failure still climbs the ladder.
+    pub fn export(&self, now: Duration, now_unix_ms: u64) -> Vec<SavedCooldown> {
+        self.entries
+            .iter()
+            .map(|(k, c)| SavedCooldown {
+                key: k.clone(),
+                until_unix_ms: (now_unix_ms as i128 + c.until.as_millis() as i128
+                    - now.as_millis() as i128)
+                    .max(0) as u64,
+                class: c.class,
+                failures: c.failures,
+            })
+            .collect()
+    }
+
+    /// Loads saved entries (newer local state wins).
+    pub fn import(&mut self, saved: &[SavedCooldown], now: Duration, now_unix_ms: u64) {
+        for s in saved {
+            let left = s.until_unix_ms.saturating_sub(now_unix_ms);
+            self.entries.entry(s.key.clone()).or_insert(Cooldown {
+                until: now + Duration::from_millis(left),
+                class: s.class,
+                failures: s.failures,
+            });
+        }
     }
 
     /// Every key still cooling, soonest expiry first.
@@ -161,6 +200,25 @@ mod tests {
         assert_eq!(
             b.failure(key(), ErrorClass::Timeout, None, t1),
             Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn export_import_round_trip() {
+        let mut a = CooldownBook::default();
+        a.failure(key(), ErrorClass::Timeout, None, Duration::from_secs(10));
+        let saved = a.export(Duration::from_secs(10), 1_000_000);
+        assert_eq!(saved[0].until_unix_ms, 1_030_000);
+        let mut b = CooldownBook::default();
+        // Another process, 5 s later, with its own clock at 0.
+        b.import(&saved, Duration::ZERO, 1_005_000);
+        assert_eq!(
+            b.remaining(&key(), Duration::ZERO).map(|r| r.0),
+            Some(Duration::from_secs(25))
+        );
+        assert_eq!(
+            b.failure(key(), ErrorClass::Timeout, None, Duration::ZERO),
+            Some(Duration::from_secs(60))
         );
     }
 

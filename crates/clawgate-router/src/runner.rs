@@ -304,6 +304,23 @@ impl Runner {
         }
     }
 
+    /// Cooldown state with wall-clock expiries, to keep between runs.
+    pub fn export_cooldowns(&self, now_unix_ms: u64) -> Vec<crate::cooldown::SavedCooldown> {
+        let now = self.clock.now();
+        self.book
+            .lock()
+            .map(|b| b.export(now, now_unix_ms))
+            .unwrap_or_default()
+    }
+
+    /// Loads cooldown state saved by an earlier run.
+    pub fn import_cooldowns(&self, saved: &[crate::cooldown::SavedCooldown], now_unix_ms: u64) {
+        let now = self.clock.now();
+        if let Ok(mut b) = self.book.lock() {
+            b.import(saved, now, now_unix_ms);
+        }
+    }
+
     /// Active cooldowns, soonest expiry first (for `models status`).
     pub fn cooldowns(&self) -> Vec<(CooldownKey, Duration, ErrorClass)> {
         let now = self.clock.now();

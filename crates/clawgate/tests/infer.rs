@@ -280,6 +280,38 @@ async fn seed_hybrid_hosted_primary_down_answers_from_local_fallback() {
         Some("Bearer lmstudio")
     );
 
+    // The failure left a cooldown that `models status` shows and the next
+    // run honours (state kept under HOME/.clawgate/state).
+    let o = clawgate_env(dir.path(), &["models", "status", "--json"], &env).await;
+    let st = out_json(&o);
+    assert_eq!(st["default"]["ref"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(st["default"]["rule"], "configured");
+    let primary = &st["agents"][0]["candidates"][0];
+    assert_eq!(primary["ref"], "anthropic/claude-sonnet-4-5");
+    let cd = &primary["cooldowns"][0];
+    assert_eq!(cd["class"], "timeout");
+    assert_eq!(cd["key"], "anthropic (anthropic:default)");
+    let left = cd["remainingSeconds"].as_u64().unwrap();
+    assert!((1..=30).contains(&left), "{left}");
+    let anth = st["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "anthropic")
+        .unwrap();
+    assert_eq!(anth["auth"], "ok (env ANTHROPIC_API_KEY)");
+    let o = clawgate_env(dir.path(), &["infer", "--prompt", "encore", "--json"], &env).await;
+    let v = out_json(&o);
+    assert_eq!(v["ref"], "lmstudio/minimax-m2.1-gs32");
+    assert!(
+        v["attempts"][0]["skipped"]
+            .as_str()
+            .unwrap()
+            .starts_with("cooling down after timeout"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(dir.path().join(".clawgate")).unwrap();
+
     // An explicit --model on the dead provider fails with the attempt list.
     let o = clawgate_env(
         dir.path(),
@@ -296,7 +328,7 @@ async fn seed_hybrid_hosted_primary_down_answers_from_local_fallback() {
     );
     assert_eq!(
         lmstudio.requests().len(),
-        1,
+        2,
         "no fallback for an explicit model"
     );
     assert!(!err.contains("sk-ant-test"), "secrets never printed");

@@ -93,6 +93,10 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     let outcome = rt.block_on(async {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
         let runner = Runner::new(client, Arc::new(TokioClock::default()));
+        runner.import_cooldowns(&super::state::load_cooldowns(), super::state::now_unix_ms());
+        let save = |r: &Runner| {
+            super::state::save_cooldowns(&r.export_cooldowns(super::state::now_unix_ms()))
+        };
         let turn = Turn {
             registry: reg,
             chain: &chain,
@@ -101,7 +105,9 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             agent: None,
             on_notice: Some(&notice),
         };
-        let mut routed = match runner.run(turn).await {
+        let routed = runner.run(turn).await;
+        save(&runner);
+        let mut routed = match routed {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };

@@ -5,6 +5,7 @@ mod config_cmd;
 mod infer_cmd;
 mod models_cmd;
 mod output;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
