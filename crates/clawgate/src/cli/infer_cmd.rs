@@ -23,6 +23,10 @@ pub struct InferArgs {
     /// configured default model and its fallbacks).
     #[arg(long)]
     model: Option<String>,
+    /// Route as this agent (`agents.entries.<id>`: its chain, policy and
+    /// data policy).
+    #[arg(long)]
+    agent: Option<String>,
     #[arg(long)]
     prompt: String,
     #[arg(long)]
@@ -66,12 +70,13 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     // An explicit --model is a user selection: strict, and checked against
     // modelPolicy.allow (REF-4, FO-1).
     let requested = args.model.as_deref().map(|m| (m, SelectionSource::User));
+    let agent = args.agent.as_deref();
     let chain = reg
-        .chain(None, requested)
+        .chain(agent, requested)
         .map_err(|e| CliError::msg(exit::NOT_FOUND, e.to_string()))?;
     if args.model.is_some() {
         if let Some(c) = chain.candidates.first() {
-            reg.check_policy(None, &c.resolved.reference())
+            reg.check_policy(agent, &c.resolved.reference())
                 .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
         }
     }
@@ -102,7 +107,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             chain: &chain,
             request,
             session: None,
-            agent: None,
+            agent,
             on_notice: Some(&notice),
         };
         let routed = runner.run(turn).await;

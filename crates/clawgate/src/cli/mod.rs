@@ -113,7 +113,35 @@ impl Ctx {
     }
 }
 
+/// Structured logs to stderr: `CLAWGATE_LOG=error|warn|info|debug|trace`
+/// (default `warn`, `off` to silence), `CLAWGATE_LOG_FORMAT=json` for one
+/// JSON object per event.
+fn init_logging() {
+    let level = match std::env::var("CLAWGATE_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "off" => return,
+        "error" => tracing::Level::ERROR,
+        "info" => tracing::Level::INFO,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if std::env::var("CLAWGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 pub fn run() -> ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
