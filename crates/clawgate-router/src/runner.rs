@@ -26,6 +26,9 @@ use crate::{classify, ErrorClass};
 pub const OVERLOAD_NOTICE: &str =
     "The AI service is temporarily overloaded. I’m still retrying; this may take a few minutes.";
 
+/// Longest `Retry-After` waited for instead of failing the turn (FO-3).
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
 /// FO-4 parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct OverloadPolicy {
@@ -58,6 +61,8 @@ pub struct Attempt {
     pub skipped: Option<String>,
     /// Which pass of the overload retry (0 = first).
     pub round: u32,
+    /// `Retry-After` the server sent, if any.
+    pub retry_after: Option<Duration>,
 }
 
 impl fmt::Display for Attempt {
@@ -345,6 +350,7 @@ impl Runner {
         let mut waited = Duration::ZERO;
         let mut noticed = false;
         let mut backoff = self.overload.initial_backoff;
+        let mut waited_retry_after = false;
         for round in 0..=self.overload.max_retries {
             let start = attempts.len();
             match self.pass(&turn, round, &mut attempts).await {
@@ -370,7 +376,30 @@ impl Runner {
                 && tried
                     .iter()
                     .all(|a| a.class == Some(ErrorClass::Overloaded));
-            if !all_overloaded || round == self.overload.max_retries {
+            // FO-3: every candidate failed and one was rate limited with a
+            // short Retry-After: wait for it once (at most 60 s) rather than
+            // fail the turn.
+            let short_wait = tried
+                .iter()
+                .filter(|a| a.class == Some(ErrorClass::RateLimit))
+                .filter_map(|a| a.retry_after)
+                .filter(|d| *d <= RETRY_AFTER_CAP)
+                .min();
+            if !all_overloaded {
+                match short_wait {
+                    Some(d) if !waited_retry_after => {
+                        waited_retry_after = true;
+                        tracing::info!(
+                            wait_ms = d.as_millis() as u64,
+                            "waiting for Retry-After before one more pass"
+                        );
+                        self.clock.sleep(d).await;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            if round == self.overload.max_retries {
                 break;
             }
             // FO-4: nothing has reached the client yet; wait and retry the chain.
@@ -447,6 +476,7 @@ impl Runner {
                     detail: String::new(),
                     skipped: Some(why),
                     round,
+                    retry_after: None,
                 });
             };
             let Some(provider) = turn.registry.provider(&model.provider) else {
@@ -499,6 +529,7 @@ impl Runner {
                     detail: String::new(),
                     skipped: None,
                     round,
+                    retry_after: None,
                 };
                 if let Some((left, class)) = self.remaining(&cred_key) {
                     attempt.skipped = Some(format!(
@@ -569,6 +600,7 @@ impl Runner {
                         self.metrics.failure(class);
                         attempt.class = Some(class);
                         attempt.status = error.status;
+                        attempt.retry_after = error.retry_after;
                         attempt.detail = short(&error);
                         tracing::warn!(
                             candidate = %reference,

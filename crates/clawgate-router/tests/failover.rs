@@ -546,3 +546,53 @@ async fn fo_6_exhaustion_lists_every_attempt_and_counts() {
         1
     );
 }
+
+#[tokio::test]
+async fn fo_3_short_retry_after_is_waited_for_once_long_one_is_not() {
+    let count = Arc::new(Mutex::new(0));
+    let c2 = count.clone();
+    let s = FakeServer::start(move |r: &Recorded| {
+        let mut n = c2.lock().unwrap();
+        *n += 1;
+        let long = r.body_str().contains("long");
+        if *n == 1 || long {
+            let ra = if long { "3600" } else { "7" };
+            Reply::json(429, r#"{"error":{"message":"Rate limit reached"}}"#)
+                .header("retry-after", ra)
+        } else {
+            ok_reply("openai-completions", "after wait")
+        }
+    })
+    .await;
+    let reg = registry(&s.base_url(), &s.base_url(), "openai-completions", "");
+    let clock = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    // Strict selection: nothing to fail over to, so the 7 s wait is taken.
+    let (served, c, ..) = run_turn(&runner, &reg, Some("primary/m")).await.unwrap();
+    assert_eq!(
+        (served.as_str(), c.text.as_str()),
+        ("primary/m", "after wait")
+    );
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(7)]);
+    // An hour-long Retry-After is not waited for: the turn fails with it.
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    let chain = reg
+        .chain(None, Some(("primary/m", SelectionSource::User)))
+        .unwrap();
+    let mut req = request();
+    req.messages = vec![Message::user("long")];
+    let turn = Turn {
+        registry: &reg,
+        chain: &chain,
+        request: req,
+        session: None,
+        agent: None,
+        on_notice: None,
+    };
+    let err = runner.run(turn).await.err().unwrap();
+    assert!(
+        err.to_string().contains("soonest cooldown ends in 3600s"),
+        "{err}"
+    );
+    assert_eq!(clock.sleeps().len(), 1);
+}
