@@ -108,15 +108,7 @@ pub fn body(ep: &Endpoint, req: &ChatRequest) -> Value {
     if !req.stop.is_empty() {
         b.insert("stop_sequences".into(), json!(req.stop));
     }
-    if let Some(t) = req.temperature {
-        b.insert("temperature".into(), json!(t));
-    }
-    if let Some(t) = req.top_p {
-        b.insert("top_p".into(), json!(t));
-    }
-    b.insert("stream".into(), json!(req.stream));
-    crate::merge_extra(&mut b, &req.extra_body, ep);
-    Value::Object(b)
+    crate::finish_body(b, req, ep)
 }
 
 fn stop_reason(s: &str) -> StopReason {

@@ -33,14 +33,22 @@ const OPENAI_ONLY: [&str; 5] = [
     "prompt_cache_retention",
 ];
 
-/// Merges `params.extra_body` into a body (it wins on collisions), then
-/// strips OpenAI-only fields on every other endpoint.
-pub(crate) fn merge_extra(
-    body: &mut serde_json::Map<String, serde_json::Value>,
-    extra: &serde_json::Map<String, serde_json::Value>,
+/// The fields every protocol shares (sampling, `stream`), then
+/// `params.extra_body` (it wins on collisions), then OpenAI-only fields
+/// stripped on every endpoint but api.openai.com.
+pub(crate) fn finish_body(
+    mut body: serde_json::Map<String, serde_json::Value>,
+    req: &ChatRequest,
     ep: &Endpoint,
-) {
-    for (k, v) in extra {
+) -> serde_json::Value {
+    if let Some(t) = req.temperature {
+        body.insert("temperature".into(), t.into());
+    }
+    if let Some(t) = req.top_p {
+        body.insert("top_p".into(), t.into());
+    }
+    body.insert("stream".into(), req.stream.into());
+    for (k, v) in &req.extra_body {
         body.insert(k.clone(), v.clone());
     }
     if !ep.is_native_openai() {
@@ -48,4 +56,5 @@ pub(crate) fn merge_extra(
             body.remove(k);
         }
     }
+    serde_json::Value::Object(body)
 }

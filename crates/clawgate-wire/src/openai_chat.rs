@@ -134,24 +134,16 @@ pub fn body(ep: &Endpoint, req: &ChatRequest) -> Value {
         };
         b.insert(key.into(), json!(mt));
     }
-    if let Some(t) = req.temperature {
-        b.insert("temperature".into(), json!(t));
-    }
-    if let Some(t) = req.top_p {
-        b.insert("top_p".into(), json!(t));
-    }
     if !req.stop.is_empty() {
         b.insert("stop".into(), json!(req.stop));
     }
     if let Some(e) = &req.reasoning_effort {
         b.insert("reasoning_effort".into(), json!(e));
     }
-    b.insert("stream".into(), json!(req.stream));
     if req.stream && sh.usage_in_stream {
         b.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    crate::merge_extra(&mut b, &req.extra_body, ep);
-    Value::Object(b)
+    crate::finish_body(b, req, ep)
 }
 
 fn finish_reason(s: &str) -> Result<StopReason, WireError> {

@@ -88,18 +88,10 @@ pub fn body(ep: &Endpoint, req: &ChatRequest) -> Value {
     if let Some(mt) = req.max_tokens {
         b.insert("max_output_tokens".into(), json!(mt));
     }
-    if let Some(t) = req.temperature {
-        b.insert("temperature".into(), json!(t));
-    }
-    if let Some(t) = req.top_p {
-        b.insert("top_p".into(), json!(t));
-    }
     if let Some(e) = &req.reasoning_effort {
         b.insert("reasoning".into(), json!({"effort": e}));
     }
-    b.insert("stream".into(), json!(req.stream));
-    crate::merge_extra(&mut b, &req.extra_body, ep);
-    Value::Object(b)
+    crate::finish_body(b, req, ep)
 }
 
 fn usage(u: &Value) -> Option<Usage> {

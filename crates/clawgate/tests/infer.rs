@@ -19,20 +19,7 @@ fn wire(name: &str) -> Vec<u8> {
 }
 
 async fn clawgate(dir: &std::path::Path, args: &[&str]) -> Output {
-    let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_clawgate"))
-            .args(&args)
-            .current_dir(&dir)
-            .env("HOME", &dir)
-            .env_remove("CLAWGATE_CONFIG")
-            .env_remove("ANTHROPIC_API_KEY")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    clawgate_env(dir, args, &[]).await
 }
 
 fn config(dir: &std::path::Path, base_url: &str, api: &str) {
