@@ -114,6 +114,7 @@ impl Client {
             output_started: false,
             buf: Vec::new(),
             salvager: ToolTextSalvager::new(req.tools.iter().map(|t| t.name.clone()).collect()),
+            pending_error: None,
             next_tool: 0,
             salvaged: 0,
         };
@@ -176,6 +177,8 @@ pub struct EventStream {
     output_started: bool,
     buf: Vec<u8>,
     salvager: ToolTextSalvager,
+    /// A failure to report once the events before it are handed out.
+    pending_error: Option<WireError>,
     /// Next free tool-call index (after the decoder's own).
     next_tool: usize,
     salvaged: usize,
@@ -226,14 +229,8 @@ impl EventStream {
     /// The next event; `None` after the last one (or after an error).
     pub async fn next(&mut self) -> Option<Result<Event, WireError>> {
         loop {
-            if let Some(ev) = self.queue.pop_front() {
-                if matches!(
-                    ev,
-                    Event::TextDelta(_) | Event::ReasoningDelta(_) | Event::ToolCallStart { .. }
-                ) {
-                    self.output_started = true;
-                }
-                return Some(Ok(ev));
+            if !self.queue.is_empty() || self.pending_error.is_some() {
+                return self.next_queued();
             }
             if self.ended {
                 return None;
@@ -356,19 +353,27 @@ impl EventStream {
         }
     }
 
+    /// Events decoded before a failure still belong to the answer: they
+    /// are handed out first, then the error.
     fn error_after_queue(&mut self, e: WireError) -> Option<Result<Event, WireError>> {
-        // Events decoded before the failure still belong to the answer; the
-        // error follows them. Keep it simple: deliver the error now, with
-        // `output_started` reflecting everything produced so far.
-        let produced = self.queue.iter().any(|ev| {
-            matches!(
+        self.ended = true;
+        self.pending_error = Some(e);
+        self.next_queued()
+    }
+
+    fn next_queued(&mut self) -> Option<Result<Event, WireError>> {
+        if let Some(ev) = self.queue.pop_front() {
+            if matches!(
                 ev,
                 Event::TextDelta(_) | Event::ReasoningDelta(_) | Event::ToolCallStart { .. }
-            )
-        });
-        self.output_started |= produced;
-        self.queue.clear();
-        self.fail(e)
+            ) {
+                self.output_started = true;
+            }
+            return Some(Ok(ev));
+        }
+        let mut e = self.pending_error.take()?;
+        e.output_started = self.output_started;
+        Some(Err(e))
     }
 
     /// Drains the stream into one aggregate.

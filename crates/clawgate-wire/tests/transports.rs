@@ -607,13 +607,14 @@ async fn upstream_errors_carry_status_type_and_retry_after() {
 async fn stream_errors_inside_200() {
     let server = FakeServer::start(|r| {
         if r.path.ends_with("/responses") {
-            Reply::sse(named(&[
+            Reply::sse([named(&[
                 ("response.output_text.delta", json!({"delta":"par"})),
                 (
                     "error",
                     json!({"type":"error","code":"server_error","message":"boom"}),
                 ),
-            ]))
+            ])
+            .concat()])
         } else {
             Reply::sse(sse(&[
                 json!({"choices":[{"delta":{"content":"x"},"finish_reason":"error"}]}),
