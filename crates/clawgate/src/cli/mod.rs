@@ -2,6 +2,7 @@
 //! exit codes. Each command family has its own module.
 
 mod config_cmd;
+mod gateway_cmd;
 mod infer_cmd;
 mod models_cmd;
 mod output;
@@ -87,6 +88,8 @@ enum Command {
     },
     /// One model call, no session: prints the answer.
     Infer(infer_cmd::InferArgs),
+    /// Run the HTTP gateway (OpenAI-compatible API) until interrupted.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 /// What every command needs: where the config is and how to read env vars.
@@ -163,6 +166,7 @@ pub fn run() -> ExitCode {
             Command::Config { command } => config_cmd::run(&ctx, command),
             Command::Models { command } => models_cmd::run(&ctx, command),
             Command::Infer(args) => infer_cmd::run(&ctx, args),
+            Command::Gateway(args) => gateway_cmd::run(&ctx, args),
         }
     })();
     match result {

@@ -1,0 +1,91 @@
+//! Gateway auth (SEC-1): bearer token or password, compared in constant
+//! time; `x-api-key` is accepted too so Anthropic-style clients work.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clawgate_config::{AuthMode, Gateway};
+use clawgate_core::Secret;
+
+use crate::errors::ApiError;
+use crate::AppState;
+
+pub struct GatewayAuth {
+    pub mode: AuthMode,
+    pub secret: Option<Secret>,
+}
+
+impl GatewayAuth {
+    /// From `gateway.auth`. With no mode written: token when a token is
+    /// configured, else none (loopback only, enforced at bind).
+    pub fn from_config(g: &Gateway) -> Self {
+        let mode = g.auth_mode.unwrap_or(if g.token.is_some() {
+            AuthMode::Token
+        } else if g.password.is_some() {
+            AuthMode::Password
+        } else {
+            AuthMode::None
+        });
+        let secret = match mode {
+            AuthMode::Token => g.token.as_ref().and_then(|t| t.resolved.clone()),
+            AuthMode::Password => g.password.as_ref().and_then(|t| t.resolved.clone()),
+            AuthMode::None => None,
+        };
+        Self { mode, secret }
+    }
+}
+
+/// Equal length and every byte equal, without an early exit.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let auth = &state.auth;
+    if auth.mode == AuthMode::None {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+    let ok = match (given, &auth.secret) {
+        (Some(g), Some(s)) => ct_eq(g.trim().as_bytes(), s.expose().as_bytes()),
+        _ => false,
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    let msg = if given.is_some() {
+        "invalid gateway credential"
+    } else {
+        "missing gateway credential: send Authorization: Bearer <token>"
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
+        .code("invalid_api_key")
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ct_eq;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(!ct_eq(b"", b"a"));
+        assert!(ct_eq(b"", b""));
+    }
+}

@@ -1,0 +1,626 @@
+//! `POST /v1/chat/completions` (GW-1): an OpenAI Chat Completions request
+//! in, routed through the failover runner to any backend protocol, and the
+//! answer out as a completion or as SSE chunks forwarded as they arrive.
+//! Reasoning goes out in `reasoning_content`, never inside `content`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clawgate_catalog::SelectionSource;
+use clawgate_router::{Routed, Turn};
+use clawgate_wire::{
+    ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
+};
+use serde_json::{json, Map, Value};
+
+use crate::errors::ApiError;
+use crate::AppState;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn completion_id() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("chatcmpl-{:x}{nanos:08x}{n:x}", now_secs())
+}
+
+/// What the client asked for, beyond the internal request.
+pub struct Parsed {
+    pub model: String,
+    pub request: ChatRequest,
+    pub include_usage: bool,
+    pub session: Option<String>,
+}
+
+fn num_in(v: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if (lo..=hi).contains(&f) {
+                Ok(Some(f))
+            } else {
+                Err(
+                    ApiError::bad_request(format!("{key} must be between {lo} and {hi}, got {f}"))
+                        .param(key),
+                )
+            }
+        }
+        Some(other) => {
+            Err(ApiError::bad_request(format!("{key} must be a number, got {other}")).param(key))
+        }
+    }
+}
+
+fn text_of(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(parts) => {
+            let mut out = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") | Some("input_text") => out.push(Part::Text(
+                        p.get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    )),
+                    Some("image_url") => {
+                        let url = p
+                            .get("image_url")
+                            .and_then(|u| u.get("url").or(Some(u)))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "{path}[{i}].image_url.url is required"
+                                ))
+                            })?;
+                        out.push(Part::Image {
+                            url: url.to_string(),
+                        });
+                    }
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "{path}[{i}].type {} is not supported (text, image_url)",
+                            other.map_or("missing".to_string(), |o| format!("{o:?}"))
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::bad_request(format!(
+            "{path} must be a string or an array of parts, got {other}"
+        ))),
+    }
+}
+
+/// Parses and validates a request body (400 `invalid_request_error` on
+/// anything out of range; unknown fields are tolerated).
+pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("model is required").param("model"))?
+        .to_string();
+    let msgs = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("messages must be a non-empty array").param("messages")
+        })?;
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<Message> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => {
+                let parts = text_of(content, &format!("{path}.content"))?;
+                system.extend(parts.into_iter().filter_map(|p| match p {
+                    Part::Text(t) => Some(t),
+                    _ => None,
+                }));
+            }
+            "user" => messages.push(Message {
+                role: Role::User,
+                parts: text_of(content, &format!("{path}.content"))?,
+            }),
+            "assistant" => {
+                let mut parts = text_of(content, &format!("{path}.content"))?;
+                for tc in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let f = tc.get("function").unwrap_or(&Value::Null);
+                    parts.push(Part::ToolCall {
+                        id: tc
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        name: f
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        arguments: f
+                            .get("arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or("{}")
+                            .to_string(),
+                    });
+                }
+                messages.push(Message {
+                    role: Role::Assistant,
+                    parts,
+                });
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("{path}.tool_call_id is required"))
+                    })?;
+                let text = text_of(content, &format!("{path}.content"))?
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("");
+                let part = Part::ToolResult {
+                    id: id.to_string(),
+                    content: text,
+                    is_error: false,
+                };
+                // Consecutive tool results travel in one user turn.
+                match messages.last_mut() {
+                    Some(last)
+                        if last.role == Role::User
+                            && last
+                                .parts
+                                .iter()
+                                .all(|p| matches!(p, Part::ToolResult { .. })) =>
+                    {
+                        last.parts.push(part)
+                    }
+                    _ => messages.push(Message {
+                        role: Role::User,
+                        parts: vec![part],
+                    }),
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{path}.role {other:?} is not one of system, developer, user, assistant, tool"
+                ))
+                .param("messages"))
+            }
+        }
+    }
+    let mut tools = Vec::new();
+    for (i, t) in obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = t.get("function").unwrap_or(t);
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("tools[{i}].function.name is required"))
+                    .param("tools")
+            })?;
+        tools.push(ToolDef {
+            name: name.to_string(),
+            description: f
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters: f
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+    }
+    let tool_choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "tool_choice {other:?} is not auto, none or required"
+                ))
+                .param("tool_choice"))
+            }
+        }),
+        Some(v) => match v
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+        {
+            Some(n) => Some(ToolChoice::Named(n.to_string())),
+            None => {
+                return Err(
+                    ApiError::bad_request("tool_choice must name a function").param("tool_choice")
+                )
+            }
+        },
+    };
+    let max_tokens = match obj
+        .get("max_completion_tokens")
+        .or_else(|| obj.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::bad_request(format!("max_tokens must be a positive integer, got {v}"))
+                .param("max_tokens")
+        })?),
+    };
+    let temperature = num_in(obj, "temperature", 0.0, 2.0)?;
+    let top_p = num_in(obj, "top_p", 0.0, 1.0)?;
+    num_in(obj, "presence_penalty", -2.0, 2.0)?;
+    num_in(obj, "frequency_penalty", -2.0, 2.0)?;
+    if let Some(n) = obj.get("n").and_then(Value::as_u64) {
+        if n != 1 {
+            return Err(ApiError::bad_request("n must be 1").param("n"));
+        }
+    }
+    let stop = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("stop must be a string or up to 4 strings").param("stop"),
+            )
+        }
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("stream must be a boolean").param("stream")),
+    };
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut extra = Map::new();
+    for key in [
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "logit_bias",
+    ] {
+        if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+            extra.insert(key.to_string(), v.clone());
+        }
+    }
+    Ok(Parsed {
+        model,
+        request: ChatRequest {
+            model: String::new(),
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages,
+            tools,
+            tool_choice,
+            max_tokens,
+            temperature,
+            top_p,
+            stop,
+            reasoning_effort: obj
+                .get("reasoning_effort")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            stream,
+            extra_body: extra,
+        },
+        include_usage,
+        session: obj.get("user").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+fn finish_reason(s: Option<&StopReason>) -> &'static str {
+    match s {
+        Some(StopReason::MaxTokens) => "length",
+        Some(StopReason::ToolUse) => "tool_calls",
+        Some(StopReason::ContentFilter) => "content_filter",
+        _ => "stop",
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input,
+        "completion_tokens": u.output,
+        "total_tokens": u.input + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+    })
+}
+
+fn served_headers(headers: &mut HeaderMap, routed: &Routed) {
+    let s = &routed.served;
+    let v = format!("{}; host={}; api={}", s.reference, s.host, s.api);
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        headers.insert("x-clawgate-served-by", v);
+    }
+    if let Some(n) = routed.fallback_notice() {
+        if let Ok(v) = HeaderValue::from_str(&n) {
+            headers.insert("x-clawgate-fallback", v);
+        }
+    }
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        // Over 20 MB (413) or an unreadable body, in the OpenAI shape.
+        Err(rej) => {
+            return ApiError::new(rej.status(), "invalid_request_error", rej.body_text())
+                .into_response()
+        }
+    };
+    match run(state, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    state: AppState,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let parsed = parse(&value)?;
+    let registry = state.registry();
+    let override_model = headers
+        .get("x-clawgate-model")
+        .and_then(|v| v.to_str().ok());
+    let crate::Target { agent, requested } =
+        crate::target(&registry, &parsed.model, override_model)?;
+    let chain = registry
+        .chain(
+            agent.as_deref(),
+            requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
+        )
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                e.to_string(),
+            )
+            .code("model_not_found")
+            .param("model")
+        })?;
+    if let Some((_, SelectionSource::User)) = &requested {
+        if let Some(c) = chain.candidates.first() {
+            registry
+                .check_policy(agent.as_deref(), &c.resolved.reference())
+                .map_err(|e| {
+                    ApiError::new(StatusCode::FORBIDDEN, "permission_error", e.to_string())
+                        .param("model")
+                })?;
+        }
+    }
+    let session = headers
+        .get("x-clawgate-session-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(parsed.session.clone());
+    let stream = parsed.request.stream;
+    let turn = Turn {
+        registry: &registry,
+        chain: &chain,
+        request: parsed.request,
+        session,
+        agent: agent.as_deref(),
+        on_notice: None,
+    };
+    let routed = state
+        .runner
+        .run(turn)
+        .await
+        .map_err(|e| ApiError::from_run(&e))?;
+    let id = completion_id();
+    let created = now_secs();
+    let model = parsed.model.clone();
+    if !stream {
+        return collect(routed, id, created, model).await;
+    }
+    let mut resp_headers = HeaderMap::new();
+    served_headers(&mut resp_headers, &routed);
+    resp_headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp_headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(pump(routed, tx, id, created, model, parsed.include_usage));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok((StatusCode::OK, resp_headers, body).into_response())
+}
+
+async fn collect(
+    mut routed: Routed,
+    id: String,
+    created: u64,
+    model: String,
+) -> Result<Response, ApiError> {
+    let mut c = Collected::default();
+    while let Some(ev) = routed.stream.next().await {
+        match ev {
+            Ok(ev) => c.apply(&ev),
+            Err(f) => {
+                return Err(
+                    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", f.to_string())
+                        .code(f.class.as_str()),
+                )
+            }
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": c.text});
+    if !c.reasoning.is_empty() {
+        message["reasoning_content"] = json!(c.reasoning);
+    }
+    if !c.tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(
+            c.tool_calls
+                .iter()
+                .map(|t| json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
+                .collect(),
+        );
+        if c.text.is_empty() {
+            message["content"] = Value::Null;
+        }
+    }
+    let mut body = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(c.stop.as_ref())}],
+    });
+    if let Some(u) = &c.usage {
+        body["usage"] = usage_json(u);
+    }
+    let mut headers = HeaderMap::new();
+    served_headers(&mut headers, &routed);
+    Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
+}
+
+/// Forwards events as SSE chunks as they arrive. When the client goes
+/// away the send fails, the task ends, and dropping the routed stream
+/// closes the upstream connection (WIRE-7).
+async fn pump(
+    mut routed: Routed,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+) {
+    let chunk = |delta: Value, finish: Option<&str>| -> bytes::Bytes {
+        let v = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        bytes::Bytes::from(format!("data: {v}\n\n"))
+    };
+    if tx
+        .send(Ok(chunk(json!({"role": "assistant", "content": ""}), None)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut usage = None;
+    let mut stop = None;
+    loop {
+        // A client that hangs up drops the body's receiver: stop at once,
+        // which drops the upstream stream and closes its connection.
+        let ev = tokio::select! {
+            ev = routed.stream.next() => ev,
+            _ = tx.closed() => return,
+        };
+        let Some(ev) = ev else { break };
+        let out = match ev {
+            Ok(Event::TextDelta(t)) => chunk(json!({"content": t}), None),
+            Ok(Event::ReasoningDelta(r)) => chunk(json!({"reasoning_content": r}), None),
+            Ok(Event::ToolCallStart {
+                index,
+                id: call_id,
+                name,
+            }) => chunk(
+                json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                None,
+            ),
+            Ok(Event::ToolCallDelta { index, arguments }) => chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
+                None,
+            ),
+            Ok(Event::ToolCallEnd { .. }) => continue,
+            Ok(Event::Usage(u)) => {
+                usage = Some(u);
+                continue;
+            }
+            Ok(Event::Stop(s)) => {
+                stop = Some(s);
+                continue;
+            }
+            Err(f) => {
+                // FO-5: no switch after output; a clear terminal error.
+                let err = json!({"error": {"message": f.to_string(), "type": "upstream_error", "code": f.class.as_str()}});
+                let _ = tx
+                    .send(Ok(bytes::Bytes::from(format!("data: {err}\n\n"))))
+                    .await;
+                let _ = tx
+                    .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
+                    .await;
+                return;
+            }
+        };
+        if tx.send(Ok(out)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx
+        .send(Ok(chunk(json!({}), Some(finish_reason(stop.as_ref())))))
+        .await;
+    if include_usage {
+        if let Some(u) = usage {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage_json(&u)});
+            let _ = tx
+                .send(Ok(bytes::Bytes::from(format!("data: {v}\n\n"))))
+                .await;
+        }
+    }
+    let _ = tx
+        .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
+        .await;
+}

@@ -1,0 +1,319 @@
+//! The gateway's HTTP surfaces (GW-1..3, SEC-1).
+//!
+//! Brief overview: [`router`] builds the axum app over an [`AppState`] (the
+//! current config snapshot and the failover runner); [`serve`] binds it
+//! with TCP_NODELAY, refuses a non-loopback bind without auth, and drains
+//! on SIGINT/SIGTERM. Handlers are thin: they parse the protocol, call the
+//! runner, and shape the answer and the errors in the protocol's own form.
+
+mod auth;
+mod chat;
+pub mod errors;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clawgate_catalog::{Registry, SelectionSource};
+use clawgate_config::AuthMode;
+use clawgate_router::Runner;
+use serde_json::{json, Value};
+
+pub use auth::GatewayAuth;
+use errors::ApiError;
+
+/// Request bodies above this are refused with 413 (GW-3).
+pub const MAX_BODY: usize = 20 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    registry: Arc<RwLock<Arc<Registry>>>,
+    pub runner: Arc<Runner>,
+    pub auth: Arc<GatewayAuth>,
+}
+
+impl AppState {
+    pub fn new(registry: Registry, runner: Runner, auth: GatewayAuth) -> Self {
+        Self {
+            registry: Arc::new(RwLock::new(Arc::new(registry))),
+            runner: Arc::new(runner),
+            auth: Arc::new(auth),
+        }
+    }
+
+    /// The current config snapshot (an `Arc` clone; no lock is held after).
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// The agent a request addresses and the model it explicitly selects.
+pub(crate) struct Target {
+    pub agent: Option<String>,
+    pub requested: Option<(String, SelectionSource)>,
+}
+
+/// Maps a request's `model` to an agent and an explicit selection (GW-2):
+/// `default` / `openclaw` → the default agent; `agent/<id>` /
+/// `openclaw/<id>` → that agent (with `x-clawgate-model` overriding its
+/// backend model); anything else is an explicit, strict selection.
+pub(crate) fn target(
+    reg: &Registry,
+    model: &str,
+    override_model: Option<&str>,
+) -> Result<Target, ApiError> {
+    let agent = match model {
+        "default" | "openclaw" => Some(None),
+        m => m
+            .strip_prefix("agent/")
+            .or_else(|| m.strip_prefix("openclaw/"))
+            .map(|id| Some(id.to_string())),
+    };
+    match agent {
+        Some(agent) => {
+            if let Some(id) = &agent {
+                if !reg.config.agents.entries.contains_key(id) {
+                    return Err(unknown_model(reg, model));
+                }
+            }
+            let requested = override_model.map(|m| (m.to_string(), SelectionSource::Configured));
+            Ok(Target { agent, requested })
+        }
+        None => {
+            if reg.resolve(model).is_err() {
+                return Err(unknown_model(reg, model));
+            }
+            Ok(Target {
+                agent: None,
+                requested: Some((model.to_string(), SelectionSource::User)),
+            })
+        }
+    }
+}
+
+fn unknown_model(reg: &Registry, model: &str) -> ApiError {
+    let targets: Vec<String> = model_ids(reg);
+    let err = reg
+        .resolve(model)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!(
+            "The model `{model}` does not exist ({err}). Valid targets: {}",
+            targets.join(", ")
+        ),
+    )
+    .code("model_not_found")
+    .param("model")
+}
+
+/// Agent targets, aliases and model refs clients may send (GW-2).
+fn model_ids(reg: &Registry) -> Vec<String> {
+    let mut ids = vec!["default".to_string(), "openclaw".to_string()];
+    for id in reg.config.agents.entries.keys() {
+        ids.push(format!("agent/{id}"));
+        ids.push(format!("openclaw/{id}"));
+    }
+    ids.extend(reg.aliases.iter().map(|(a, _)| a.clone()));
+    let referenced = reg.referenced();
+    for (p, m) in reg.models() {
+        let r = m.reference();
+        if p.configured || referenced.iter().any(|x| x.matches(&r)) {
+            let s = r.to_string();
+            if !ids.contains(&s) {
+                ids.push(s);
+            }
+        }
+    }
+    ids
+}
+
+fn model_obj(id: &str, owner: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+}
+
+fn owner(reg: &Registry, id: &str) -> String {
+    if id == "default"
+        || id == "openclaw"
+        || id.starts_with("agent/")
+        || id.starts_with("openclaw/")
+    {
+        return "clawgate".to_string();
+    }
+    reg.resolve(id)
+        .map(|r| r.model.provider)
+        .unwrap_or_else(|_| "clawgate".to_string())
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<Value> {
+    let reg = state.registry();
+    let data: Vec<Value> = model_ids(&reg)
+        .iter()
+        .map(|id| model_obj(id, &owner(&reg, id)))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let reg = state.registry();
+    if model_ids(&reg).iter().any(|m| m.eq_ignore_ascii_case(&id)) || reg.resolve(&id).is_ok() {
+        return Json(model_obj(&id, &owner(&reg, &id))).into_response();
+    }
+    unknown_model(&reg, &id).into_response()
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"ok": true, "status": "live"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let reg = state.registry();
+    match reg.chain(None, None) {
+        Ok(c) => {
+            let first = c
+                .candidates
+                .first()
+                .map(|x| x.resolved.reference().to_string());
+            Json(json!({"ok": true, "status": "ready", "default": first})).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ok": false, "status": "no-model", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn fallback() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown endpoint",
+    )
+    .into_response()
+}
+
+/// The application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .merge(api)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Why the gateway will not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to listen on {0} without auth: set gateway.auth.mode to token or password (or bind to loopback)")]
+    NoAuthOnPublicBind(SocketAddr),
+    #[error("gateway.auth.mode is {0} but no {0} is configured")]
+    MissingSecret(&'static str),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `gateway.bind` as an address: `loopback` → 127.0.0.1, `lan` → 0.0.0.0.
+pub fn bind_ip(bind: &str) -> IpAddr {
+    match bind {
+        "loopback" | "localhost" => IpAddr::from([127, 0, 0, 1]),
+        "lan" => IpAddr::from([0, 0, 0, 0]),
+        other => other.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+    }
+}
+
+/// Checks the auth rules of SEC-1 before binding.
+pub fn check_auth(addr: SocketAddr, auth: &GatewayAuth) -> Result<(), ServeError> {
+    match auth.mode {
+        AuthMode::None if !addr.ip().is_loopback() => Err(ServeError::NoAuthOnPublicBind(addr)),
+        AuthMode::Token if auth.secret.is_none() => Err(ServeError::MissingSecret("token")),
+        AuthMode::Password if auth.secret.is_none() => Err(ServeError::MissingSecret("password")),
+        _ => Ok(()),
+    }
+}
+
+/// Binds and serves until SIGINT/SIGTERM, then drains in-flight requests
+/// for up to `drain`.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    drain: Duration,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    check_auth(addr, &state.auth)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    on_ready(local);
+    use axum::serve::ListenerExt;
+    // PERF-2: no Nagle delay on small responses and stream chunks.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let drain_bound = async move {
+        if stop_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = drain_bound => tracing::warn!("drain bound reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

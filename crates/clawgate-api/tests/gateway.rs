@@ -1,0 +1,430 @@
+//! The gateway over real sockets: an OpenAI-style client (reqwest) in
+//! front, fake model servers behind, all on 127.0.0.1 (GW-1..3, SEC-1).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawgate_api::{check_auth, router, AppState, GatewayAuth};
+use clawgate_catalog::load_text;
+use clawgate_config::AuthMode;
+use clawgate_core::Secret;
+use clawgate_router::clock::TokioClock;
+use clawgate_router::Runner;
+use clawgate_testkit::{FakeServer, Reply};
+use clawgate_wire::Client;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+const TOKEN: &str = "gw-test-token-0123456789";
+
+fn responses_stream(frames: &[(&str, Value)]) -> Reply {
+    Reply::sse(
+        frames
+            .iter()
+            .map(|(n, v)| format!("event: {n}\ndata: {v}\n\n"))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn lmstudio_answer() -> Reply {
+    responses_stream(&[
+        (
+            "response.reasoning_text.delta",
+            json!({"delta": "thinking..."}),
+        ),
+        ("response.output_text.delta", json!({"delta": "Bonjour"})),
+        ("response.output_text.delta", json!({"delta": " !"})),
+        (
+            "response.completed",
+            json!({"response": {"status": "completed", "usage": {"input_tokens": 9, "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}}}}),
+        ),
+    ])
+}
+
+struct Gw {
+    addr: SocketAddr,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Gw {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// The seed hybrid config with the hosted primary on a dead port and LM
+/// Studio on `lmstudio`.
+async fn start(lmstudio: &str, auth: GatewayAuth) -> Gw {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/configs/seed-hybrid-hosted-primary.json5"),
+    )
+    .unwrap()
+    .replace("http://127.0.0.1:1234/v1", lmstudio)
+    .replacen(
+        "providers: {",
+        "providers: {\n      anthropic: { baseUrl: \"http://127.0.0.1:9\" },",
+        1,
+    );
+    let reg = load_text(Path::new("seed.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let state = AppState::new(reg, runner, auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(state)).await.unwrap();
+    });
+    Gw { addr, _task: task }
+}
+
+fn token_auth() -> GatewayAuth {
+    GatewayAuth {
+        mode: AuthMode::Token,
+        secret: Some(Secret::new(TOKEN)),
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn gw_1_chat_non_stream_through_fallback_with_provenance() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(&lm.base_url(), token_auth()).await;
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"model": "default", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "salut"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let served = r.headers()["x-clawgate-served-by"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        served.starts_with("lmstudio/minimax-m2.1-gs32; host=127.0.0.1:"),
+        "{served}"
+    );
+    assert_eq!(
+        r.headers()["x-clawgate-fallback"].to_str().unwrap(),
+        "answered by lmstudio/minimax-m2.1-gs32 (selected anthropic/claude-sonnet-4-5: timeout)"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "default");
+    assert_eq!(v["choices"][0]["message"]["content"], "Bonjour !");
+    assert_eq!(
+        v["choices"][0]["message"]["reasoning_content"],
+        "thinking..."
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12, "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 2}})
+    );
+    // Cross-protocol: the chat request went out as a Responses call.
+    let up: Value = serde_json::from_slice(&lm.requests()[0].body).unwrap();
+    assert_eq!(lm.requests()[0].path, "/v1/responses");
+    assert_eq!(up["instructions"], "be brief");
+    assert_eq!(up["model"], "minimax-m2.1-gs32");
+}
+
+#[tokio::test]
+async fn gw_1_chat_stream_keeps_reasoning_out_of_content() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(&lm.base_url(), token_auth()).await;
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"model": "MiniMax Local", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "salut"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|f| f.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(content, "Bonjour !");
+    assert_eq!(reasoning, "thinking...");
+    let finish: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["stop"]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn sec_1_auth_missing_wrong_right_and_public_bind_refusal() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(&lm.base_url(), token_auth()).await;
+    let body = json!({"model": "default", "messages": [{"role": "user", "content": "x"}]});
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http()
+        .get(gw.url("/v1/models"))
+        .header("x-api-key", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // /health needs no credential.
+    assert_eq!(
+        http().get(gw.url("/health")).send().await.unwrap().status(),
+        200
+    );
+    let none = GatewayAuth {
+        mode: AuthMode::None,
+        secret: None,
+    };
+    assert!(check_auth("0.0.0.0:18789".parse().unwrap(), &none).is_err());
+    assert!(check_auth("127.0.0.1:18789".parse().unwrap(), &none).is_ok());
+    let empty = GatewayAuth {
+        mode: AuthMode::Token,
+        secret: None,
+    };
+    assert!(check_auth("127.0.0.1:18789".parse().unwrap(), &empty).is_err());
+}
+
+#[tokio::test]
+async fn gw_3_errors_in_openai_shape_with_statuses() {
+    let lm = FakeServer::start(|r| {
+        if r.body_str().contains("slow down") {
+            Reply::json(429, r#"{"error":{"message":"rate limited"}}"#).header("retry-after", "61")
+        } else {
+            Reply::json(400, r#"{"error":{"message":"request (9000 tokens) exceeds the available context size (1024 tokens)","type":"exceed_context_size_error"}}"#)
+        }
+    })
+    .await;
+    let gw = start(
+        &lm.base_url(),
+        GatewayAuth {
+            mode: AuthMode::None,
+            secret: None,
+        },
+    )
+    .await;
+    let post = |body: Vec<u8>| {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post(b"{not json".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
+    let r = post(
+        serde_json::to_vec(
+            &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Valid targets: default, openclaw, Sonnet"),
+        "{v}"
+    );
+    let r = post(serde_json::to_vec(&json!({"model": "default", "temperature": 3, "messages": [{"role": "user", "content": "x"}]})).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["param"],
+        "temperature"
+    );
+    let r = post(serde_json::to_vec(&json!({"model": "default", "messages": []})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let big = vec![b' '; clawgate_api::MAX_BODY + 10];
+    let r = post(big).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    // Context overflow from the server: surfaced as 400, not failed over.
+    let r = post(serde_json::to_vec(&json!({"model": "lmstudio/minimax-m2.1-gs32", "messages": [{"role": "user", "content": "long"}]})).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "context_length_exceeded"
+    );
+    // A rate limit with nothing to fail over to and a Retry-After too long
+    // to wait for: 429 with Retry-After.
+    let r = post(serde_json::to_vec(&json!({"model": "MiniMax Local", "messages": [{"role": "user", "content": "slow down"}]})).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "61");
+    // Everything down: 504 in the same shape.
+    let r = post(
+        serde_json::to_vec(
+            &json!({"model": "Sonnet", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "timeout");
+    let r = http().get(gw.url("/v2/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn wire_7_client_disconnect_cancels_upstream() {
+    let hold = Arc::new(Notify::new());
+    let h2 = hold.clone();
+    let lm = FakeServer::start(move |_| {
+        responses_stream(&[("response.output_text.delta", json!({"delta": "first"}))])
+            .wait(h2.clone())
+    })
+    .await;
+    let gw = start(
+        &lm.base_url(),
+        GatewayAuth {
+            mode: AuthMode::None,
+            secret: None,
+        },
+    )
+    .await;
+    let mut r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "MiniMax Local", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    // The first delta arrives while the upstream still holds the rest.
+    let mut seen = String::new();
+    while !seen.contains("first") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(r);
+    tokio::time::timeout(Duration::from_secs(10), lm.wait_disconnect())
+        .await
+        .unwrap();
+    assert_eq!(lm.disconnects(), 1);
+}
+
+#[tokio::test]
+async fn gw_2_models_health_ready() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(
+        &lm.base_url(),
+        GatewayAuth {
+            mode: AuthMode::None,
+            secret: None,
+        },
+    )
+    .await;
+    let v: Value = http()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for want in [
+        "default",
+        "openclaw",
+        "Sonnet",
+        "MiniMax Local",
+        "lmstudio/minimax-m2.1-gs32",
+        "anthropic/claude-opus-4-5",
+    ] {
+        assert!(ids.contains(&want), "{want} in {ids:?}");
+    }
+    let m: Value = http()
+        .get(gw.url("/v1/models/lmstudio/minimax-m2.1-gs32"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["owned_by"], "lmstudio");
+    assert_eq!(
+        http()
+            .get(gw.url("/v1/models/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let h: Value = http()
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h, json!({"ok": true, "status": "live"}));
+    let r: Value = http()
+        .get(gw.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["default"], "anthropic/claude-sonnet-4-5");
+}

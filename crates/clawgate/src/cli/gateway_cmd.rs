@@ -1,0 +1,46 @@
+//! `clawgate gateway`: runs the HTTP server (GW-1) until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use clawgate_api::{bind_ip, AppState, GatewayAuth};
+use clawgate_router::clock::TokioClock;
+use clawgate_router::Runner;
+use clawgate_wire::Client;
+
+use super::{exit, CliError, CliResult, Ctx};
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    /// Address to listen on (default: gateway.bind, loopback).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Port (default: gateway.port, 18789; 0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
+    let snap = ctx.snapshot()?;
+    let reg = snap.registry;
+    let g = &reg.config.gateway;
+    let ip = bind_ip(args.bind.as_deref().unwrap_or(&g.bind));
+    let addr = SocketAddr::new(ip, args.port.unwrap_or(g.port));
+    let auth = GatewayAuth::from_config(g);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(exit::FAILURE, e))?;
+    rt.block_on(async move {
+        let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+        let runner = Runner::new(client, Arc::new(TokioClock::default()));
+        let state = AppState::new(reg, runner, auth);
+        clawgate_api::serve(addr, state, Duration::from_secs(10), |local| {
+            eprintln!("clawgate gateway listening on http://{local}");
+        })
+        .await
+        .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))
+    })
+}
