@@ -1,0 +1,106 @@
+"""Fixtures: a fake OpenAI-compatible model server (stdlib, 127.0.0.1) and
+the real `clawgate gateway` binary in front of it."""
+
+import json
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "sdk-test-token-0123456789"
+
+
+class FakeChat(BaseHTTPRequestHandler):
+    """Answers /v1/chat/completions like llama.cpp would: a tool call when a
+    tool is offered and not yet answered, text (with reasoning) otherwise."""
+
+    protocol_version = "HTTP/1.1"
+    requests = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        FakeChat.requests.append({"path": self.path, "body": body})
+        msgs = body.get("messages", [])
+        wants_tool = bool(body.get("tools")) and not any(m.get("role") == "tool" for m in msgs)
+        if wants_tool:
+            first = {"index": 0, "id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\":"}}
+            rest = {"index": 0, "function": {"arguments": " \"Paris\"}"}}
+            delta_list = [{"tool_calls": [first]}, {"tool_calls": [rest]}]
+            finish = "tool_calls"
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
+        else:
+            answer = "Sunny in Paris" if any(m.get("role") == "tool" for m in msgs) else "Hello from fake"
+            delta_list = [{"reasoning_content": "let me think"}, {"content": answer[:5]}, {"content": answer[5:]}]
+            finish = "stop"
+            message = {"role": "assistant", "content": answer, "reasoning_content": "let me think"}
+        usage = {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            frames = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in delta_list]
+            frames.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+            frames.append({"choices": [], "usage": usage})
+            for f in frames:
+                self._chunk(f"data: {json.dumps(f)}\n\n".encode())
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+        else:
+            out = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+                {"index": 0, "message": message, "finish_reason": finish}], "usage": usage}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    def _chunk(self, data: bytes):
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeChat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    config = home / "clawgate.json5"
+    config.write_text(
+        "{\n"
+        "  agents: { defaults: { model: { primary: \"local/tiny\" },\n"
+        "    models: { \"local/tiny\": { alias: \"Tiny\" } } } },\n"
+        f"  models: {{ providers: {{ local: {{ baseUrl: \"{upstream}\", api: \"openai-completions\",\n"
+        "    models: [{ id: \"tiny\", contextWindow: 4096, maxTokens: 256 }] } } },\n"
+        f"  gateway: {{ auth: {{ mode: \"token\", token: \"{TOKEN}\" }} }},\n"
+        "}\n"
+    )
+    binary = os.environ.get("CLAWGATE_BIN", str(ROOT / "target" / "debug" / "clawgate"))
+    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off")
+    proc = subprocess.Popen(
+        [binary, "--config", str(config), "gateway", "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
+    )
+    line = proc.stderr.readline()
+    assert "listening on http://" in line, line
+    base = line.strip().rsplit(" ", 1)[-1]
+    yield base + "/v1"
+    proc.terminate()
+    proc.wait(timeout=15)

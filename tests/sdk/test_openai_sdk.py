@@ -1,0 +1,94 @@
+"""The official OpenAI Python SDK against `clawgate gateway` (GW-1..3)."""
+
+import json
+
+import openai
+import pytest
+
+from conftest import TOKEN, FakeChat
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=gateway, api_key=TOKEN, max_retries=0)
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert "default" in ids and "Tiny" in ids and "local/tiny" in ids
+
+
+def test_chat_non_stream(client):
+    r = client.chat.completions.with_raw_response.create(
+        model="default", messages=[{"role": "user", "content": "hi"}])
+    assert r.headers["x-clawgate-served-by"].startswith("local/tiny; host=127.0.0.1:")
+    c = r.parse()
+    msg = c.choices[0].message
+    assert msg.content == "Hello from fake"
+    assert msg.model_extra.get("reasoning_content") == "let me think"
+    assert c.choices[0].finish_reason == "stop"
+    assert c.usage.prompt_tokens == 11 and c.usage.completion_tokens == 4
+
+
+def test_chat_stream_with_usage(client):
+    stream = client.chat.completions.create(
+        model="Tiny", messages=[{"role": "user", "content": "hi"}],
+        stream=True, stream_options={"include_usage": True})
+    content, reasoning, finish, usage = "", "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            content += ch.delta.content or ""
+            reasoning += (ch.delta.model_extra or {}).get("reasoning_content") or ""
+            finish = ch.finish_reason or finish
+    assert content == "Hello from fake"
+    assert reasoning == "let me think"
+    assert finish == "stop"
+    assert usage.total_tokens == 15
+
+
+def test_tools_round_trip(client):
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    first = client.chat.completions.create(model="default", messages=messages, tools=TOOLS, tool_choice="auto")
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"})
+    second = client.chat.completions.create(model="default", messages=messages, tools=TOOLS)
+    assert second.choices[0].message.content == "Sunny in Paris"
+    sent = FakeChat.requests[-1]["body"]["messages"]
+    assert sent[-1] == {"role": "tool", "content": "sunny, 21C", "tool_call_id": call.id}
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_tools_stream_fragments(client):
+    stream = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "weather?"}], tools=TOOLS, stream=True)
+    args, name = "", None
+    for chunk in stream:
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                name = tc.function.name or name
+                args += tc.function.arguments or ""
+    assert name == "get_weather"
+    assert json.loads(args) == {"city": "Paris"}
+
+
+def test_errors_map_to_sdk_exceptions(gateway):
+    bad = openai.OpenAI(base_url=gateway, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
+    good = openai.OpenAI(base_url=gateway, api_key=TOKEN, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as e:
+        good.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        good.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}], temperature=5)
+    assert e.value.body["param"] == "temperature"
