@@ -10,8 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clawgate_catalog::SelectionSource;
-use clawgate_router::{Routed, Turn};
+use clawgate_router::Routed;
 use clawgate_wire::{
     ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
 };
@@ -376,7 +375,7 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn served_headers(headers: &mut HeaderMap, routed: &Routed) {
+pub(crate) fn served_headers(headers: &mut HeaderMap, routed: &Routed) {
     let s = &routed.served;
     let v = format!("{}; host={}; api={}", s.reference, s.host, s.api);
     if let Ok(v) = HeaderValue::from_str(&v) {
@@ -416,55 +415,15 @@ async fn run(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let parsed = parse(&value)?;
-    let registry = state.registry();
-    let override_model = headers
-        .get("x-clawgate-model")
-        .and_then(|v| v.to_str().ok());
-    let crate::Target { agent, requested } =
-        crate::target(&registry, &parsed.model, override_model)?;
-    let chain = registry
-        .chain(
-            agent.as_deref(),
-            requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
-        )
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                e.to_string(),
-            )
-            .code("model_not_found")
-            .param("model")
-        })?;
-    if let Some((_, SelectionSource::User)) = &requested {
-        if let Some(c) = chain.candidates.first() {
-            registry
-                .check_policy(agent.as_deref(), &c.resolved.reference())
-                .map_err(|e| {
-                    ApiError::new(StatusCode::FORBIDDEN, "permission_error", e.to_string())
-                        .param("model")
-                })?;
-        }
-    }
-    let session = headers
-        .get("x-clawgate-session-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(parsed.session.clone());
     let stream = parsed.request.stream;
-    let turn = Turn {
-        registry: &registry,
-        chain: &chain,
-        request: parsed.request,
-        session,
-        agent: agent.as_deref(),
-        on_notice: None,
-    };
-    let routed = state
-        .runner
-        .run(turn)
-        .await
-        .map_err(|e| ApiError::from_run(&e))?;
+    let routed = crate::route(
+        &state,
+        &headers,
+        &parsed.model,
+        parsed.request,
+        parsed.session,
+    )
+    .await?;
     let id = completion_id();
     let created = now_secs();
     let model = parsed.model.clone();

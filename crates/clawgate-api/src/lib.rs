@@ -99,6 +99,64 @@ pub(crate) fn target(
     }
 }
 
+/// Resolves the target, checks policy, and runs the turn through the
+/// failover runner: what every inbound protocol shares.
+pub(crate) async fn route(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    model: &str,
+    request: clawgate_wire::ChatRequest,
+    session: Option<String>,
+) -> Result<clawgate_router::Routed, ApiError> {
+    let registry = state.registry();
+    let override_model = headers
+        .get("x-clawgate-model")
+        .and_then(|v| v.to_str().ok());
+    let Target { agent, requested } = target(&registry, model, override_model)?;
+    let chain = registry
+        .chain(
+            agent.as_deref(),
+            requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
+        )
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                e.to_string(),
+            )
+            .code("model_not_found")
+            .param("model")
+        })?;
+    if let Some((_, SelectionSource::User)) = &requested {
+        if let Some(c) = chain.candidates.first() {
+            registry
+                .check_policy(agent.as_deref(), &c.resolved.reference())
+                .map_err(|e| {
+                    ApiError::new(StatusCode::FORBIDDEN, "permission_error", e.to_string())
+                        .param("model")
+                })?;
+        }
+    }
+    let session = headers
+        .get("x-clawgate-session-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(session);
+    let turn = clawgate_router::Turn {
+        registry: &registry,
+        chain: &chain,
+        request,
+        session,
+        agent: agent.as_deref(),
+        on_notice: None,
+    };
+    state
+        .runner
+        .run(turn)
+        .await
+        .map_err(|e| ApiError::from_run(&e))
+}
+
 fn unknown_model(reg: &Registry, model: &str) -> ApiError {
     let targets: Vec<String> = model_ids(reg);
     let err = reg
