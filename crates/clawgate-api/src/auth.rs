@@ -47,6 +47,8 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &state.auth;
+    // Anthropic clients get errors in their own shape.
+    let is_anthropic = req.uri().path().starts_with("/v1/messages");
     if auth.mode == AuthMode::None {
         return next.run(req).await;
     }
@@ -71,9 +73,13 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
     } else {
         "missing gateway credential: send Authorization: Bearer <token>"
     };
-    ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
-        .code("invalid_api_key")
-        .into_response()
+    let err = ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
+        .code("invalid_api_key");
+    if is_anthropic {
+        crate::errors::AnthropicError(err).into_response()
+    } else {
+        err.into_response()
+    }
 }
 
 #[cfg(test)]

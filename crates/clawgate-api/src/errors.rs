@@ -102,3 +102,44 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+/// The same error in the Anthropic shape: `{"type": "error", "error":
+/// {"type", "message"}}` with Anthropic's error type names.
+pub struct AnthropicError(pub ApiError);
+
+impl From<ApiError> for AnthropicError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl AnthropicError {
+    fn kind(&self) -> &'static str {
+        match self.0.status.as_u16() {
+            400 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"type": "error", "error": {"type": self.kind(), "message": self.0.message}})
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        let mut r = (self.0.status, axum::Json(body)).into_response();
+        if let Some(s) = self.0.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        r
+    }
+}

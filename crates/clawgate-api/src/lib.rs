@@ -9,6 +9,7 @@
 mod auth;
 mod chat;
 pub mod errors;
+mod messages;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -266,6 +267,7 @@ async fn fallback() -> Response {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/messages", post(messages::handle))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route_layer(axum::middleware::from_fn_with_state(

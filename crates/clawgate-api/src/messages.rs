@@ -1,0 +1,466 @@
+//! `POST /v1/messages` (GW-1): the Anthropic Messages API in front of any
+//! backend, so Anthropic SDK clients and Claude-style tools run on local
+//! models. Query strings (`?beta=true`), `anthropic-beta` headers and
+//! unknown fields are tolerated.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clawgate_router::Routed;
+use clawgate_wire::{
+    ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
+};
+use serde_json::{json, Map, Value};
+
+use crate::errors::{AnthropicError, ApiError};
+use crate::AppState;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn message_id() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("msg_{t:x}{n:x}")
+}
+
+fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, b) in items.iter().enumerate() {
+                let ty = b.get("type").and_then(Value::as_str).unwrap_or_default();
+                match ty {
+                    "text" => out.push(Part::Text(
+                        b.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    )),
+                    "image" => {
+                        let src = b.get("source").unwrap_or(&Value::Null);
+                        let url = match src.get("type").and_then(Value::as_str) {
+                            Some("base64") => format!(
+                                "data:{};base64,{}",
+                                src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
+                                src.get("data").and_then(Value::as_str).unwrap_or_default()
+                            ),
+                            _ => src.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        };
+                        out.push(Part::Image { url });
+                    }
+                    "tool_use" => out.push(Part::ToolCall {
+                        id: b.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        name: b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                    }),
+                    "tool_result" => {
+                        let content = match b.get("content") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Array(parts)) => parts
+                                .iter()
+                                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            _ => String::new(),
+                        };
+                        out.push(Part::ToolResult {
+                            id: b.get("tool_use_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                            content,
+                            is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                        });
+                    }
+                    // Earlier reasoning is not replayed to other backends.
+                    "thinking" | "redacted_thinking" => {}
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "{path}[{i}].type {other:?} is not supported (text, image, tool_use, tool_result, thinking)"
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::bad_request(format!(
+            "{path} must be a string or an array of blocks, got {other}"
+        ))),
+    }
+}
+
+fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("model: field required"))?
+        .to_string();
+    let max_tokens = obj
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_request("max_tokens: a positive integer is required"))?;
+    let msgs = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("messages: a non-empty array is required"))?;
+    let mut messages = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].role must be user or assistant, got {other:?}"
+                )))
+            }
+        };
+        let parts = blocks(
+            m.get("content").unwrap_or(&Value::Null),
+            &format!("messages[{i}].content"),
+        )?;
+        messages.push(Message { role, parts });
+    }
+    let system = match obj.get("system") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(b)) => Some(
+            b.iter()
+                .filter_map(|x| x.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "system must be a string or text blocks",
+            ))
+        }
+    };
+    let mut tools = Vec::new();
+    for (i, t) in obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = t.get("name").and_then(Value::as_str) else {
+            return Err(ApiError::bad_request(format!(
+                "tools[{i}].name is required"
+            )));
+        };
+        // Server tools (web search, …) have a `type` and no schema: skipped.
+        let Some(schema) = t.get("input_schema") else {
+            continue;
+        };
+        tools.push(ToolDef {
+            name: name.to_string(),
+            description: t
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters: schema.clone(),
+        });
+    }
+    let tool_choice =
+        obj.get("tool_choice")
+            .and_then(|tc| match tc.get("type").and_then(Value::as_str) {
+                Some("auto") => Some(ToolChoice::Auto),
+                Some("any") => Some(ToolChoice::Required),
+                Some("none") => Some(ToolChoice::None),
+                Some("tool") => tc
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(|n| ToolChoice::Named(n.to_string())),
+                _ => None,
+            });
+    let num = |k: &str, hi: f64| -> Result<Option<f64>, ApiError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if (0.0..=hi).contains(&f) => Ok(Some(f)),
+                _ => Err(ApiError::bad_request(format!(
+                    "{k} must be between 0 and {hi}"
+                ))),
+            },
+        }
+    };
+    let request = ChatRequest {
+        model: String::new(),
+        system,
+        messages,
+        tools,
+        tool_choice,
+        max_tokens: Some(max_tokens),
+        temperature: num("temperature", 1.0)?,
+        top_p: num("top_p", 1.0)?,
+        stop: obj
+            .get("stop_sequences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        reasoning_effort: None,
+        stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        extra_body: Map::new(),
+    };
+    let session = obj
+        .get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((model, request, session))
+}
+
+fn stop_reason(s: Option<&StopReason>) -> &'static str {
+    match s {
+        Some(StopReason::MaxTokens) => "max_tokens",
+        Some(StopReason::ToolUse) => "tool_use",
+        Some(StopReason::StopSequence) => "stop_sequence",
+        Some(StopReason::ContentFilter) => "refusal",
+        _ => "end_turn",
+    }
+}
+
+fn usage_json(u: Option<&Usage>) -> Value {
+    let u = u.copied().unwrap_or_default();
+    json!({
+        "input_tokens": u.input,
+        "output_tokens": u.output,
+        "cache_read_input_tokens": u.cache_read,
+        "cache_creation_input_tokens": u.cache_write,
+    })
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body
+            .map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let (model, request, session) = parse(&value)?;
+        let stream = request.stream;
+        let routed = crate::route(&state, &headers, &model, request, session).await?;
+        if stream {
+            Ok(stream_response(routed, model))
+        } else {
+            collect(routed, model).await
+        }
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => AnthropicError(e).into_response(),
+    }
+}
+
+async fn collect(mut routed: Routed, model: String) -> Result<Response, ApiError> {
+    let mut c = Collected::default();
+    while let Some(ev) = routed.stream.next().await {
+        match ev {
+            Ok(ev) => c.apply(&ev),
+            Err(f) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    f.to_string(),
+                ))
+            }
+        }
+    }
+    let mut content = Vec::new();
+    if !c.reasoning.is_empty() {
+        content.push(json!({"type": "thinking", "thinking": c.reasoning, "signature": ""}));
+    }
+    if !c.text.is_empty() {
+        content.push(json!({"type": "text", "text": c.text}));
+    }
+    for t in &c.tool_calls {
+        let input: Value = serde_json::from_str(&t.arguments).unwrap_or_else(|_| json!({}));
+        content.push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": input}));
+    }
+    let body = json!({
+        "id": message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(c.stop.as_ref()),
+        "stop_sequence": null,
+        "usage": usage_json(c.usage.as_ref()),
+    });
+    let mut headers = HeaderMap::new();
+    crate::chat::served_headers(&mut headers, &routed);
+    Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
+}
+
+fn frame(event: &str, data: Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+fn stream_response(routed: Routed, model: String) -> Response {
+    let mut headers = HeaderMap::new();
+    crate::chat::served_headers(&mut headers, &routed);
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(pump(routed, tx, model));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+/// Which content block is open.
+#[derive(PartialEq)]
+enum Open {
+    None,
+    Thinking,
+    Text,
+    Tool(usize),
+}
+
+/// Closes the open block (if another kind) and opens `want`.
+fn open_block(
+    want: Open,
+    block: Value,
+    out: &mut Vec<bytes::Bytes>,
+    open: &mut Open,
+    index: &mut i64,
+) {
+    if *open == want {
+        return;
+    }
+    if *open != Open::None {
+        out.push(frame(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": *index}),
+        ));
+    }
+    *index += 1;
+    out.push(frame(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": *index, "content_block": block}),
+    ));
+    *open = want;
+}
+
+/// Forwards events as the Anthropic event sequence as they arrive:
+/// `message_start`, one `content_block_*` run per block, `message_delta`,
+/// `message_stop`. A client that hangs up stops it (and the upstream).
+async fn pump(
+    mut routed: Routed,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    model: String,
+) {
+    let start = json!({"type": "message_start", "message": {
+        "id": message_id(), "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_json(None)}});
+    if tx.send(Ok(frame("message_start", start))).await.is_err() {
+        return;
+    }
+    let mut index: i64 = -1;
+    let mut open = Open::None;
+    let mut usage = None;
+    let mut stop = None;
+    loop {
+        let ev = tokio::select! {
+            ev = routed.stream.next() => ev,
+            _ = tx.closed() => return,
+        };
+        let Some(ev) = ev else { break };
+        let mut out: Vec<bytes::Bytes> = Vec::new();
+        match ev {
+            Ok(Event::ReasoningDelta(r)) => {
+                open_block(
+                    Open::Thinking,
+                    json!({"type": "thinking", "thinking": ""}),
+                    &mut out,
+                    &mut open,
+                    &mut index,
+                );
+                out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": r}})));
+            }
+            Ok(Event::TextDelta(t)) => {
+                open_block(
+                    Open::Text,
+                    json!({"type": "text", "text": ""}),
+                    &mut out,
+                    &mut open,
+                    &mut index,
+                );
+                out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}})));
+            }
+            Ok(Event::ToolCallStart {
+                index: ti,
+                id,
+                name,
+            }) => {
+                open_block(
+                    Open::Tool(ti),
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    &mut out,
+                    &mut open,
+                    &mut index,
+                );
+            }
+            Ok(Event::ToolCallDelta {
+                index: ti,
+                arguments,
+            }) => {
+                if open == Open::Tool(ti) {
+                    out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}})));
+                }
+            }
+            Ok(Event::ToolCallEnd { .. }) => {}
+            Ok(Event::Usage(u)) => usage = Some(u),
+            Ok(Event::Stop(s)) => stop = Some(s),
+            Err(f) => {
+                // FO-5: a terminal error event, no switch to another model.
+                let err = AnthropicError(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    f.to_string(),
+                ))
+                .body();
+                let _ = tx.send(Ok(frame("error", err))).await;
+                return;
+            }
+        }
+        for b in out {
+            if tx.send(Ok(b)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if open != Open::None {
+        let _ = tx
+            .send(Ok(frame(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            )))
+            .await;
+    }
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(stop.as_ref()), "stop_sequence": null}, "usage": usage_json(usage.as_ref())});
+    let _ = tx.send(Ok(frame("message_delta", delta))).await;
+    let _ = tx
+        .send(Ok(frame("message_stop", json!({"type": "message_stop"}))))
+        .await;
+}
