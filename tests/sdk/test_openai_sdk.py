@@ -92,3 +92,57 @@ def test_errors_map_to_sdk_exceptions(gateway):
     with pytest.raises(openai.BadRequestError) as e:
         good.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}], temperature=5)
     assert e.value.body["param"] == "temperature"
+
+
+RESP_TOOLS = [{"type": "function", "name": "get_weather", "description": "weather for a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+
+
+def test_responses_non_stream_with_function_call_round_trip(client):
+    # Fields coding agents send are tolerated (store, include, prompt_cache_key, …).
+    first = client.responses.create(
+        model="default", input="weather in Paris?", tools=RESP_TOOLS, instructions="be brief",
+        store=False, include=["reasoning.encrypted_content"], prompt_cache_key="k1",
+        parallel_tool_calls=True, reasoning={"effort": "low"})
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    assert json.loads(calls[0].arguments) == {"city": "Paris"}
+    second = client.responses.create(model="default", tools=RESP_TOOLS, input=[
+        {"role": "user", "content": "weather in Paris?"},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"},
+    ])
+    assert second.output_text == "Sunny in Paris"
+    assert second.usage.input_tokens == 11
+    sent = FakeChat.requests[-1]["body"]
+    assert sent["messages"][-1] == {"role": "tool", "content": "sunny", "tool_call_id": calls[0].call_id}
+    assert "store" not in sent and "prompt_cache_key" not in sent
+
+
+def test_responses_stream_event_sequence(client):
+    types, text, reasoning, final = [], "", "", None
+    with client.responses.stream(model="Tiny", input="hi") as s:
+        for ev in s:
+            types.append(ev.type)
+            if ev.type == "response.output_text.delta":
+                text += ev.delta
+            if ev.type == "response.reasoning_text.delta":
+                reasoning += ev.delta
+        final = s.get_final_response()
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert "response.output_item.added" in types and "response.output_text.done" in types
+    assert text == "Hello from fake" and reasoning == "let me think"
+    assert final.output_text == "Hello from fake"
+    assert [o.type for o in final.output] == ["reasoning", "message"]
+
+
+def test_responses_stream_function_call(client):
+    args, name = "", None
+    with client.responses.stream(model="default", input="weather?", tools=RESP_TOOLS) as s:
+        for ev in s:
+            if ev.type == "response.function_call_arguments.delta":
+                args += ev.delta
+            if ev.type == "response.output_item.added" and ev.item.type == "function_call":
+                name = ev.item.name
+    assert name == "get_weather"
+    assert json.loads(args) == {"city": "Paris"}

@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 pub mod errors;
 mod messages;
+mod responses;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -268,6 +269,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/messages", post(messages::handle))
+        .route("/v1/responses", post(responses::handle))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,0 +1,565 @@
+//! `POST /v1/responses` (GW-1): the OpenAI Responses API in front of any
+//! backend. Fields of hosted OpenAI (`store`, `include`,
+//! `prompt_cache_key`, `parallel_tool_calls`, …) are tolerated and not
+//! forwarded; non-function tools are skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clawgate_router::Routed;
+use clawgate_wire::{
+    ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
+};
+use serde_json::{json, Map, Value};
+
+use crate::errors::ApiError;
+use crate::AppState;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_id(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{t:x}{n:x}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn content_parts(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, c) in items.iter().enumerate() {
+                match c.get("type").and_then(Value::as_str).unwrap_or_default() {
+                    "input_text" | "output_text" | "text" => out.push(Part::Text(
+                        c.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    )),
+                    "input_image" => {
+                        let url = c
+                            .get("image_url")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| ApiError::bad_request(format!("{path}[{i}].image_url is required")))?;
+                        out.push(Part::Image { url: url.to_string() });
+                    }
+                    "refusal" | "reasoning_text" | "summary_text" => {}
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "{path}[{i}].type {other:?} is not supported (input_text, output_text, input_image)"
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::bad_request(format!(
+            "{path} must be a string or an array, got {other}"
+        ))),
+    }
+}
+
+fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+    if parts.is_empty() {
+        return;
+    }
+    match messages.last_mut() {
+        // Tool calls and results join the turn they belong to.
+        Some(last)
+            if last.role == role
+                && parts
+                    .iter()
+                    .all(|p| matches!(p, Part::ToolCall { .. } | Part::ToolResult { .. })) =>
+        {
+            last.parts.extend(parts)
+        }
+        _ => messages.push(Message { role, parts }),
+    }
+}
+
+fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("model is required").param("model"))?
+        .to_string();
+    if obj
+        .get("previous_response_id")
+        .is_some_and(|p| !p.is_null())
+    {
+        return Err(ApiError::bad_request(
+            "previous_response_id needs stored sessions, which this gateway does not keep yet; send the full input instead",
+        )
+        .param("previous_response_id"));
+    }
+    let mut system: Vec<String> = obj
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(|s| vec![s.to_string()])
+        .unwrap_or_default();
+    let mut messages: Vec<Message> = Vec::new();
+    match obj.get("input") {
+        Some(Value::String(s)) => messages.push(Message::user(s.clone())),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("input[{i}]");
+                let ty = item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message");
+                match ty {
+                    "message" => {
+                        let parts = content_parts(
+                            item.get("content").unwrap_or(&Value::Null),
+                            &format!("{path}.content"),
+                        )?;
+                        match item.get("role").and_then(Value::as_str) {
+                            Some("user") => push(&mut messages, Role::User, parts),
+                            Some("assistant") => push(&mut messages, Role::Assistant, parts),
+                            Some("system") | Some("developer") => {
+                                system.extend(parts.into_iter().filter_map(|p| match p {
+                                    Part::Text(t) => Some(t),
+                                    _ => None,
+                                }))
+                            }
+                            other => {
+                                return Err(ApiError::bad_request(format!(
+                                    "{path}.role {other:?} is not supported"
+                                )))
+                            }
+                        }
+                    }
+                    "function_call" => push(
+                        &mut messages,
+                        Role::Assistant,
+                        vec![Part::ToolCall {
+                            id: item
+                                .get("call_id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            name: item
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            arguments: item
+                                .get("arguments")
+                                .and_then(Value::as_str)
+                                .unwrap_or("{}")
+                                .to_string(),
+                        }],
+                    ),
+                    "function_call_output" => push(
+                        &mut messages,
+                        Role::User,
+                        vec![Part::ToolResult {
+                            id: item
+                                .get("call_id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            content: match item.get("output") {
+                                Some(Value::String(s)) => s.clone(),
+                                Some(other) => other.to_string(),
+                                None => String::new(),
+                            },
+                            is_error: false,
+                        }],
+                    ),
+                    // Earlier reasoning is not replayed to other backends.
+                    "reasoning" => {}
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "{path}.type {other:?} is not supported"
+                        )))
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(
+                ApiError::bad_request("input must be a string or an array of items").param("input"),
+            )
+        }
+    }
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("input has no message").param("input"));
+    }
+    let tools = obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+        .filter_map(|t| {
+            Some(ToolDef {
+                name: t.get("name")?.as_str()?.to_string(),
+                description: t
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                parameters: t
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object"})),
+            })
+        })
+        .collect();
+    let tool_choice = match obj.get("tool_choice") {
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Some(ToolChoice::Auto),
+            "none" => Some(ToolChoice::None),
+            "required" => Some(ToolChoice::Required),
+            _ => None,
+        },
+        Some(v) => v
+            .get("name")
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Named(n.to_string())),
+        None => None,
+    };
+    let num = |k: &str, hi: f64| -> Result<Option<f64>, ApiError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if (0.0..=hi).contains(&f) => Ok(Some(f)),
+                _ => Err(ApiError::bad_request(format!("{k} must be between 0 and {hi}")).param(k)),
+            },
+        }
+    };
+    let max_tokens = match obj.get("max_output_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::bad_request("max_output_tokens must be a positive integer")
+                .param("max_output_tokens")
+        })?),
+    };
+    let request = ChatRequest {
+        model: String::new(),
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        messages,
+        tools,
+        tool_choice,
+        max_tokens,
+        temperature: num("temperature", 2.0)?,
+        top_p: num("top_p", 1.0)?,
+        stop: Vec::new(),
+        reasoning_effort: obj
+            .get("reasoning")
+            .and_then(|r| r.get("effort"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        extra_body: Map::new(),
+    };
+    let session = obj.get("user").and_then(Value::as_str).map(str::to_string);
+    Ok((model, request, session))
+}
+
+fn usage_json(u: Option<&Usage>) -> Value {
+    let u = u.copied().unwrap_or_default();
+    json!({
+        "input_tokens": u.input,
+        "output_tokens": u.output,
+        "total_tokens": u.input + u.output,
+        "input_tokens_details": {"cached_tokens": u.cache_read},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning},
+    })
+}
+
+/// The full response object (also the payload of `response.completed`).
+fn response_obj(
+    id: &str,
+    model: &str,
+    created: u64,
+    output: Vec<Value>,
+    stop: Option<&StopReason>,
+    usage: Option<&Usage>,
+    status: &str,
+) -> Value {
+    let incomplete = matches!(stop, Some(StopReason::MaxTokens));
+    let status = if status == "completed" && incomplete {
+        "incomplete"
+    } else {
+        status
+    };
+    json!({
+        "id": id, "object": "response", "created_at": created, "status": status, "model": model,
+        "output": output,
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "usage": usage_json(usage), "error": null,
+    })
+}
+
+fn items(c: &Collected) -> Vec<Value> {
+    let mut out = Vec::new();
+    if !c.reasoning.is_empty() {
+        out.push(json!({"type": "reasoning", "id": new_id("rs"), "summary": [], "content": [{"type": "reasoning_text", "text": c.reasoning}]}));
+    }
+    if !c.text.is_empty() || c.tool_calls.is_empty() {
+        out.push(json!({"type": "message", "id": new_id("msg"), "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": c.text, "annotations": []}]}));
+    }
+    for t in &c.tool_calls {
+        out.push(json!({"type": "function_call", "id": new_id("fc"), "call_id": t.id, "name": t.name, "arguments": t.arguments, "status": "completed"}));
+    }
+    out
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body
+            .map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let (model, request, session) = parse(&value)?;
+        let stream = request.stream;
+        let mut routed = crate::route(&state, &headers, &model, request, session).await?;
+        let mut h = HeaderMap::new();
+        crate::chat::served_headers(&mut h, &routed);
+        let id = new_id("resp");
+        let created = now();
+        if stream {
+            h.insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert("cache-control", HeaderValue::from_static("no-cache"));
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+            tokio::spawn(pump(routed, tx, id, model, created));
+            let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }));
+            return Ok((StatusCode::OK, h, body).into_response());
+        }
+        let mut c = Collected::default();
+        while let Some(ev) = routed.stream.next().await {
+            match ev {
+                Ok(ev) => c.apply(&ev),
+                Err(f) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        f.to_string(),
+                    )
+                    .code(f.class.as_str()))
+                }
+            }
+        }
+        let body = response_obj(
+            &id,
+            &model,
+            created,
+            items(&c),
+            c.stop.as_ref(),
+            c.usage.as_ref(),
+            "completed",
+        );
+        Ok((StatusCode::OK, h, axum::Json(body)).into_response())
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+struct Emitter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    seq: u64,
+}
+
+impl Emitter {
+    async fn send(&mut self, event: &str, mut data: Value) -> bool {
+        data["type"] = json!(event);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        self.tx
+            .send(Ok(bytes::Bytes::from(format!(
+                "event: {event}\ndata: {data}\n\n"
+            ))))
+            .await
+            .is_ok()
+    }
+}
+
+/// Streams the real Responses event sequence as events arrive.
+async fn pump(
+    mut routed: Routed,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    id: String,
+    model: String,
+    created: u64,
+) {
+    let mut e = Emitter {
+        tx: tx.clone(),
+        seq: 0,
+    };
+    let shell = response_obj(&id, &model, created, vec![], None, None, "in_progress");
+    if !e.send("response.created", json!({"response": shell})).await
+        || !e
+            .send("response.in_progress", json!({"response": shell}))
+            .await
+    {
+        return;
+    }
+    let mut c = Collected::default();
+    let mut output: Vec<Value> = Vec::new();
+    // (kind, output_index, item id) of the open item.
+    let mut open: Option<(&'static str, usize, String)> = None;
+    let mut tool_items: Vec<(usize, usize, String)> = Vec::new();
+    loop {
+        let ev = tokio::select! {
+            ev = routed.stream.next() => ev,
+            _ = tx.closed() => return,
+        };
+        let Some(ev) = ev else { break };
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(f) => {
+                let mut failed = response_obj(&id, &model, created, output, None, None, "failed");
+                failed["error"] = json!({"code": f.class.as_str(), "message": f.to_string()});
+                e.send("response.failed", json!({"response": failed})).await;
+                return;
+            }
+        };
+        c.apply(&ev);
+        let want = match &ev {
+            Event::ReasoningDelta(_) => Some("reasoning"),
+            Event::TextDelta(_) => Some("message"),
+            _ => None,
+        };
+        if let Some(kind) = want {
+            if open.as_ref().map(|o| o.0) != Some(kind) {
+                if !close(&mut e, &mut open, &c, &mut output).await {
+                    return;
+                }
+                let idx = output.len();
+                let item_id = new_id(if kind == "reasoning" { "rs" } else { "msg" });
+                let item = if kind == "reasoning" {
+                    json!({"type": "reasoning", "id": item_id, "summary": [], "content": []})
+                } else {
+                    json!({"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []})
+                };
+                output.push(item.clone());
+                if !e
+                    .send(
+                        "response.output_item.added",
+                        json!({"output_index": idx, "item": item}),
+                    )
+                    .await
+                {
+                    return;
+                }
+                if kind == "message"
+                    && !e.send("response.content_part.added", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})).await
+                {
+                    return;
+                }
+                open = Some((kind, idx, item_id));
+            }
+        }
+        let ok = match (&ev, &open) {
+            (Event::ReasoningDelta(r), Some((_, idx, item_id))) => e.send("response.reasoning_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": r})).await,
+            (Event::TextDelta(t), Some((_, idx, item_id))) => e.send("response.output_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": t})).await,
+            (Event::ToolCallStart { index, id: call_id, name }, _) => {
+                if !close(&mut e, &mut open, &c, &mut output).await {
+                    return;
+                }
+                let idx = output.len();
+                let item_id = new_id("fc");
+                let item = json!({"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"});
+                output.push(item.clone());
+                tool_items.push((*index, idx, item_id));
+                e.send("response.output_item.added", json!({"output_index": idx, "item": item})).await
+            }
+            (Event::ToolCallDelta { index, arguments }, _) => match tool_items.iter().find(|t| t.0 == *index) {
+                Some((_, idx, item_id)) => e.send("response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": idx, "delta": arguments})).await,
+                None => true,
+            },
+            (Event::ToolCallEnd { index }, _) => match tool_items.iter().find(|t| t.0 == *index) {
+                Some((ti, idx, item_id)) => {
+                    let call = c.tool_calls.get(*ti).cloned().unwrap_or_else(|| clawgate_wire::ToolCall { id: String::new(), name: String::new(), arguments: String::new() });
+                    let item = json!({"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name, "arguments": call.arguments, "status": "completed"});
+                    if let Some(slot) = output.get_mut(*idx) {
+                        *slot = item.clone();
+                    }
+                    e.send("response.function_call_arguments.done", json!({"item_id": item_id, "output_index": idx, "arguments": call.arguments})).await
+                        && e.send("response.output_item.done", json!({"output_index": idx, "item": item})).await
+                }
+                None => true,
+            },
+            _ => true,
+        };
+        if !ok {
+            return;
+        }
+    }
+    if !close(&mut e, &mut open, &c, &mut output).await {
+        return;
+    }
+    let done = response_obj(
+        &id,
+        &model,
+        created,
+        output,
+        c.stop.as_ref(),
+        c.usage.as_ref(),
+        "completed",
+    );
+    e.send("response.completed", json!({"response": done}))
+        .await;
+}
+
+/// Finishes the open reasoning or message item.
+async fn close(
+    e: &mut Emitter,
+    open: &mut Option<(&'static str, usize, String)>,
+    c: &Collected,
+    output: &mut [Value],
+) -> bool {
+    let Some((kind, idx, item_id)) = open.take() else {
+        return true;
+    };
+    let item = if kind == "reasoning" {
+        json!({"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": c.reasoning}]})
+    } else {
+        json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": c.text, "annotations": []}]})
+    };
+    if let Some(slot) = output.get_mut(idx) {
+        *slot = item.clone();
+    }
+    if kind == "message" {
+        let part = json!({"type": "output_text", "text": c.text, "annotations": []});
+        if !e.send("response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": c.text})).await
+            || !e.send("response.content_part.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part})).await
+        {
+            return false;
+        }
+    }
+    e.send(
+        "response.output_item.done",
+        json!({"output_index": idx, "item": item}),
+    )
+    .await
+}
