@@ -1,7 +1,12 @@
 //! Gateway auth (SEC-1): bearer token or password, compared in constant
 //! time; `x-api-key` is accepted too so Anthropic-style clients work.
 
-use axum::extract::{Request, State};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -14,11 +19,43 @@ use crate::AppState;
 pub struct GatewayAuth {
     pub mode: AuthMode,
     pub secret: Option<Secret>,
+    failures: Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>,
 }
+
+/// Failed attempts from one address allowed per window before 429 (SEC-1).
+pub const MAX_FAILURES: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 impl GatewayAuth {
     /// From `gateway.auth`. With no mode written: token when a token is
     /// configured, else none (loopback only, enforced at bind).
+    pub fn new(mode: AuthMode, secret: Option<Secret>) -> Self {
+        Self {
+            mode,
+            secret,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Seconds until `ip` may try again, when it failed too often.
+    fn blocked(&self, ip: Option<IpAddr>) -> Option<u64> {
+        let map = self.failures.lock().ok()?;
+        let (count, since) = map.get(&ip)?;
+        let elapsed = since.elapsed();
+        (*count >= MAX_FAILURES && elapsed < FAILURE_WINDOW)
+            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+    }
+
+    fn failed(&self, ip: Option<IpAddr>) {
+        if let Ok(mut map) = self.failures.lock() {
+            let entry = map.entry(ip).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= FAILURE_WINDOW {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+
     pub fn from_config(g: &Gateway) -> Self {
         let mode = g.auth_mode.unwrap_or(if g.token.is_some() {
             AuthMode::Token
@@ -32,7 +69,7 @@ impl GatewayAuth {
             AuthMode::Password => g.password.as_ref().and_then(|t| t.resolved.clone()),
             AuthMode::None => None,
         };
-        Self { mode, secret }
+        Self::new(mode, secret)
     }
 }
 
@@ -52,6 +89,23 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
     if auth.mode == AuthMode::None {
         return next.run(req).await;
     }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(wait) = auth.blocked(ip) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "too many failed authentication attempts; try again later",
+        );
+        err.retry_after = Some(wait);
+        return if is_anthropic {
+            crate::errors::AnthropicError(err).into_response()
+        } else {
+            err.into_response()
+        };
+    }
     let given = req
         .headers()
         .get("authorization")
@@ -68,6 +122,7 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
     if ok {
         return next.run(req).await;
     }
+    auth.failed(ip);
     let msg = if given.is_some() {
         "invalid gateway credential"
     } else {

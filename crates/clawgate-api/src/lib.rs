@@ -26,7 +26,7 @@ use clawgate_config::AuthMode;
 use clawgate_router::Runner;
 use serde_json::{json, Value};
 
-pub use auth::GatewayAuth;
+pub use auth::{GatewayAuth, FAILURE_WINDOW, MAX_FAILURES};
 use errors::ApiError;
 
 /// Request bodies above this are refused with 413 (GW-3).
@@ -340,7 +340,8 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
     });

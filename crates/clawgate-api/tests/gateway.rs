@@ -78,16 +78,18 @@ async fn start(lmstudio: &str, auth: GatewayAuth) -> Gw {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.unwrap();
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     Gw { addr, _task: task }
 }
 
 fn token_auth() -> GatewayAuth {
-    GatewayAuth {
-        mode: AuthMode::Token,
-        secret: Some(Secret::new(TOKEN)),
-    }
+    GatewayAuth::new(AuthMode::Token, Some(Secret::new(TOKEN)))
 }
 
 fn http() -> reqwest::Client {
@@ -208,21 +210,40 @@ async fn sec_1_auth_missing_wrong_right_and_public_bind_refusal() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Repeated failures from one address: 429 with Retry-After, even for
+    // the right token, until the window passes.
+    // Two failures above already count.
+    for _ in 2..clawgate_api::MAX_FAILURES {
+        let r = http()
+            .get(gw.url("/v1/models"))
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = http()
+        .get(gw.url("/v1/models"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait));
     // /health needs no credential.
     assert_eq!(
         http().get(gw.url("/health")).send().await.unwrap().status(),
         200
     );
-    let none = GatewayAuth {
-        mode: AuthMode::None,
-        secret: None,
-    };
+    let none = GatewayAuth::new(AuthMode::None, None);
     assert!(check_auth("0.0.0.0:18789".parse().unwrap(), &none).is_err());
     assert!(check_auth("127.0.0.1:18789".parse().unwrap(), &none).is_ok());
-    let empty = GatewayAuth {
-        mode: AuthMode::Token,
-        secret: None,
-    };
+    let empty = GatewayAuth::new(AuthMode::Token, None);
     assert!(check_auth("127.0.0.1:18789".parse().unwrap(), &empty).is_err());
 }
 
@@ -236,14 +257,7 @@ async fn gw_3_errors_in_openai_shape_with_statuses() {
         }
     })
     .await;
-    let gw = start(
-        &lm.base_url(),
-        GatewayAuth {
-            mode: AuthMode::None,
-            secret: None,
-        },
-    )
-    .await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
     let post = |body: Vec<u8>| {
         http()
             .post(gw.url("/v1/chat/completions"))
@@ -325,14 +339,7 @@ async fn wire_7_client_disconnect_cancels_upstream() {
             .wait(h2.clone())
     })
     .await;
-    let gw = start(
-        &lm.base_url(),
-        GatewayAuth {
-            mode: AuthMode::None,
-            secret: None,
-        },
-    )
-    .await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
     let mut r = http()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "MiniMax Local", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
@@ -359,14 +366,7 @@ async fn wire_7_client_disconnect_cancels_upstream() {
 #[tokio::test]
 async fn gw_2_models_health_ready() {
     let lm = FakeServer::start(|_| lmstudio_answer()).await;
-    let gw = start(
-        &lm.base_url(),
-        GatewayAuth {
-            mode: AuthMode::None,
-            secret: None,
-        },
-    )
-    .await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
     let v: Value = http()
         .get(gw.url("/v1/models"))
         .send()
