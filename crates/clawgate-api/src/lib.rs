@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 pub mod errors;
 mod messages;
+mod metrics;
 mod responses;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,7 @@ pub struct AppState {
     registry: Arc<RwLock<Arc<Registry>>>,
     pub runner: Arc<Runner>,
     pub auth: Arc<GatewayAuth>,
+    pub telemetry: Arc<metrics::Telemetry>,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             registry: Arc::new(RwLock::new(Arc::new(registry))),
             runner: Arc::new(runner),
             auth: Arc::new(auth),
+            telemetry: Arc::new(metrics::Telemetry::default()),
         }
     }
 
@@ -152,11 +155,45 @@ pub(crate) async fn route(
         agent: agent.as_deref(),
         on_notice: None,
     };
-    state
+    let started = std::time::Instant::now();
+    let mut routed = state
         .runner
         .run(turn)
         .await
-        .map_err(|e| ApiError::from_run(&e))
+        .map_err(|e| ApiError::from_run(&e))?;
+    let telemetry = state.telemetry.clone();
+    let (provider, model) = (routed.served.provider.clone(), routed.served.model.clone());
+    routed.stream.on_finish(Box::new(move |usage| {
+        telemetry.answer(&provider, &model, usage.as_ref(), started.elapsed());
+    }));
+    Ok(routed)
+}
+
+/// Counts every request by endpoint and status.
+async fn count(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let endpoint = if path.starts_with("/v1/models/") {
+        "/v1/models/{id}"
+    } else {
+        match path {
+            "/v1/chat/completions"
+            | "/v1/responses"
+            | "/v1/messages"
+            | "/v1/models"
+            | "/health"
+            | "/ready"
+            | "/metrics" => path,
+            _ => "other",
+        }
+    }
+    .to_string();
+    let res = next.run(req).await;
+    state.telemetry.request(&endpoint, res.status().as_u16());
+    res
 }
 
 fn unknown_model(reg: &Registry, model: &str) -> ApiError {
@@ -272,6 +309,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/responses", post(responses::handle))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
+        .route("/metrics", get(metrics::handle))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
@@ -281,6 +319,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .merge(api)
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

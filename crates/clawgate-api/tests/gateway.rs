@@ -136,6 +136,25 @@ async fn gw_1_chat_non_stream_through_fallback_with_provenance() {
     // Cross-protocol: the chat request went out as a Responses call.
     let up: Value = serde_json::from_slice(&lm.requests()[0].body).unwrap();
     assert_eq!(lm.requests()[0].path, "/v1/responses");
+    // Metrics: the request, the fallback, the failure class, tokens.
+    let m = http()
+        .get(gw.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "clawgate_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 1",
+        "clawgate_fallbacks_total 1",
+        "clawgate_upstream_failures_total{class=\"timeout\"} 1",
+        "clawgate_tokens_total{provider=\"lmstudio\",model=\"minimax-m2.1-gs32\",kind=\"output\"} 3",
+        "clawgate_answer_duration_seconds_count{provider=\"lmstudio\",model=\"minimax-m2.1-gs32\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
     assert_eq!(up["instructions"], "be brief");
     assert_eq!(up["model"], "minimax-m2.1-gs32");
 }

@@ -155,20 +155,46 @@ pub struct StreamFailure {
     pub error: WireError,
 }
 
+/// Called once when a routed stream is dropped, with the usage it saw.
+pub type OnFinish = Box<dyn FnOnce(Option<clawgate_wire::Usage>) + Send>;
+
 /// The answering stream, its first event already received.
 pub struct RoutedStream {
     first: Option<Event>,
     inner: EventStream,
     reference: String,
+    usage: Option<clawgate_wire::Usage>,
+    on_finish: Option<OnFinish>,
+}
+
+impl Drop for RoutedStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_finish.take() {
+            f(self.usage);
+        }
+    }
 }
 
 impl RoutedStream {
+    /// Registers a callback run when the stream is dropped (metrics).
+    pub fn on_finish(&mut self, f: OnFinish) {
+        self.on_finish = Some(f);
+    }
+
     pub async fn next(&mut self) -> Option<Result<Event, StreamFailure>> {
         if let Some(ev) = self.first.take() {
+            if let Event::Usage(u) = &ev {
+                self.usage = Some(*u);
+            }
             return Some(Ok(ev));
         }
         match self.inner.next().await? {
-            Ok(ev) => Some(Ok(ev)),
+            Ok(ev) => {
+                if let Event::Usage(u) = &ev {
+                    self.usage = Some(*u);
+                }
+                Some(Ok(ev))
+            }
             Err(error) => Some(Err(StreamFailure {
                 reference: self.reference.clone(),
                 class: classify(&error),
@@ -584,6 +610,8 @@ impl Runner {
                                 first,
                                 inner,
                                 reference: reference.clone(),
+                                usage: None,
+                                on_finish: None,
                             },
                             Served {
                                 reference: reference.clone(),

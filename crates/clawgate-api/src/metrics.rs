@@ -1,0 +1,162 @@
+//! `GET /metrics` (GW-1): Prometheus text — requests per endpoint, routing
+//! counters (attempts, fallbacks, failures by class), tokens and answer
+//! latency per served model.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use clawgate_wire::Usage;
+
+use crate::AppState;
+
+const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Default)]
+struct ModelStats {
+    input_tokens: u64,
+    output_tokens: u64,
+    answers: u64,
+    latency_sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Telemetry {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    models: Mutex<BTreeMap<(String, String), ModelStats>>,
+}
+
+impl Telemetry {
+    pub fn request(&self, endpoint: &str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((endpoint.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    /// One finished answer of a served model.
+    pub fn answer(&self, provider: &str, model: &str, usage: Option<&Usage>, took: Duration) {
+        if let Ok(mut m) = self.models.lock() {
+            let s = m
+                .entry((provider.to_string(), model.to_string()))
+                .or_default();
+            if let Some(u) = usage {
+                s.input_tokens += u.input;
+                s.output_tokens += u.output;
+            }
+            s.answers += 1;
+            let secs = took.as_secs_f64();
+            s.latency_sum += secs;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    s.buckets[i] += 1;
+                }
+            }
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn handle(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    let m = &state.runner.metrics;
+    let _ = writeln!(out, "# HELP clawgate_requests_total HTTP requests by endpoint and status.\n# TYPE clawgate_requests_total counter");
+    if let Ok(r) = state.telemetry.requests.lock() {
+        for ((ep, st), n) in r.iter() {
+            let _ = writeln!(
+                out,
+                "clawgate_requests_total{{endpoint=\"{}\",status=\"{st}\"}} {n}",
+                esc(ep)
+            );
+        }
+    }
+    for (name, help, v) in [
+        ("clawgate_turns_total", "Turns routed.", &m.turns),
+        ("clawgate_attempts_total", "Upstream attempts.", &m.attempts),
+        (
+            "clawgate_fallbacks_total",
+            "Turns answered by another candidate than the selected one.",
+            &m.fallbacks,
+        ),
+        (
+            "clawgate_exhausted_total",
+            "Turns where every candidate failed.",
+            &m.exhausted,
+        ),
+        (
+            "clawgate_overload_retries_total",
+            "Whole-chain retries because every candidate was overloaded.",
+            &m.overload_retries,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP clawgate_upstream_failures_total Failed upstream attempts by error class.\n# TYPE clawgate_upstream_failures_total counter");
+    let mut failures: Vec<_> = m.failures().into_iter().collect();
+    failures.sort();
+    for (class, n) in failures {
+        let _ = writeln!(
+            out,
+            "clawgate_upstream_failures_total{{class=\"{class}\"}} {n}"
+        );
+    }
+    let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model.\n# TYPE clawgate_tokens_total counter");
+    let _ = writeln!(out, "# HELP clawgate_answer_duration_seconds Time from request to the end of the answer, per served model.\n# TYPE clawgate_answer_duration_seconds histogram");
+    if let Ok(models) = state.telemetry.models.lock() {
+        for ((p, model), s) in models.iter() {
+            let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
+            let _ = writeln!(
+                out,
+                "clawgate_tokens_total{{{l},kind=\"input\"}} {}",
+                s.input_tokens
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_tokens_total{{{l},kind=\"output\"}} {}",
+                s.output_tokens
+            );
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "clawgate_answer_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "clawgate_answer_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                s.answers
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_answer_duration_seconds_sum{{{l}}} {}",
+                s.latency_sum
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_answer_duration_seconds_count{{{l}}} {}",
+                s.answers
+            );
+        }
+    }
+    let mut r = out.into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
