@@ -447,3 +447,228 @@ async fn gw_2_models_health_ready() {
         .unwrap();
     assert_eq!(r["default"], "anthropic/claude-sonnet-4-5");
 }
+
+/// A streamed answer with reasoning and text, in a backend protocol.
+fn backend_stream(api: &str) -> Reply {
+    let frames: Vec<String> = match api {
+        "openai-completions" => vec![
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"reasoning_content":"hmm"}}]})
+            ),
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"content":"Hi there"},"finish_reason":"stop"}]})
+            ),
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}})
+            ),
+            "data: [DONE]\n\n".into(),
+        ],
+        "openai-responses" => vec![
+            format!(
+                "event: response.reasoning_text.delta\ndata: {}\n\n",
+                json!({"delta":"hmm"})
+            ),
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"delta":"Hi there"})
+            ),
+            format!(
+                "event: response.completed\ndata: {}\n\n",
+                json!({"response":{"status":"completed","usage":{"input_tokens":4,"output_tokens":2}}})
+            ),
+        ],
+        _ => vec![
+            format!(
+                "event: message_start\ndata: {}\n\n",
+                json!({"message":{"usage":{"input_tokens":4}}})
+            ),
+            format!(
+                "event: content_block_start\ndata: {}\n\n",
+                json!({"index":0,"content_block":{"type":"thinking","thinking":""}})
+            ),
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}})
+            ),
+            format!(
+                "event: content_block_start\ndata: {}\n\n",
+                json!({"index":1,"content_block":{"type":"text","text":""}})
+            ),
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"index":1,"delta":{"type":"text_delta","text":"Hi there"}})
+            ),
+            format!(
+                "event: message_delta\ndata: {}\n\n",
+                json!({"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}})
+            ),
+            format!("event: message_stop\ndata: {}\n\n", json!({})),
+        ],
+    };
+    Reply::sse(frames)
+}
+
+/// Text and reasoning of an SSE answer from each inbound protocol.
+fn read_inbound(path: &str, body: &str) -> (String, String) {
+    let (mut text, mut reasoning) = (String::new(), String::new());
+    for frame in body.split("\n\n") {
+        let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        match path {
+            "/v1/chat/completions" => {
+                text += v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap_or_default();
+                reasoning += v["choices"][0]["delta"]["reasoning_content"]
+                    .as_str()
+                    .unwrap_or_default();
+            }
+            "/v1/responses" => match v["type"].as_str() {
+                Some("response.output_text.delta") => {
+                    text += v["delta"].as_str().unwrap_or_default()
+                }
+                Some("response.reasoning_text.delta") => {
+                    reasoning += v["delta"].as_str().unwrap_or_default()
+                }
+                _ => {}
+            },
+            _ => {
+                text += v["delta"]["text"].as_str().unwrap_or_default();
+                reasoning += v["delta"]["thinking"].as_str().unwrap_or_default();
+            }
+        }
+    }
+    (text, reasoning)
+}
+
+#[tokio::test]
+async fn gw_1_cross_protocol_matrix_streaming() {
+    let mut failures = Vec::new();
+    for api in [
+        "openai-completions",
+        "openai-responses",
+        "anthropic-messages",
+    ] {
+        let a = api.to_string();
+        let up = FakeServer::start(move |_| backend_stream(&a)).await;
+        let text = format!(
+            r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", api: "{api}", models: [{{ id: "m" }}] }} }} }} }}"#,
+            up.base_url()
+        );
+        let reg = load_text(Path::new("m.json5"), &text, &|_| None)
+            .unwrap()
+            .registry;
+        let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+        let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        for (path, body) in [
+            (
+                "/v1/chat/completions",
+                json!({"model": "b/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            (
+                "/v1/responses",
+                json!({"model": "b/m", "stream": true, "input": "hi"}),
+            ),
+            (
+                "/v1/messages",
+                json!({"model": "b/m", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+        ] {
+            let r = http()
+                .post(format!("http://{addr}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let got = read_inbound(path, &r.text().await.unwrap());
+            if status != 200 || got != ("Hi there".to_string(), "hmm".to_string()) {
+                failures.push(format!("{path} over {api}: {status} {got:?}"));
+            }
+        }
+        task.abort();
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn gw_3_policy_403_and_upstream_502_503() {
+    let up = FakeServer::start(|r| {
+        if r.body_str().contains("overloaded") {
+            Reply::json(
+                503,
+                r#"{"error":{"message":"Loading model","type":"unavailable_error"}}"#,
+            )
+        } else {
+            Reply::json(500, r#"{"error":{"message":"boom","type":"server_error"}}"#)
+        }
+    })
+    .await;
+    let text = format!(
+        r#"{{ agents: {{ defaults: {{ modelPolicy: {{ allow: ["b/*"] }} }} }},
+             models: {{ providers: {{ b: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let reg = load_text(Path::new("p.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let mut runner = Runner::new(
+        Client::new().unwrap(),
+        Arc::new(clawgate_router::clock::ManualClock::default()),
+    );
+    runner.overload.max_retries = 1;
+    let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let post = |model: &str, content: &str| {
+        http()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": content}]}))
+            .send()
+    };
+    let r = post("anthropic/claude-opus-4-5", "x").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("agents.defaults.modelPolicy.allow"));
+    // Overload first: it sets no cooldown (a 500 would cool the provider).
+    let r = post("b/m", "overloaded").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "overloaded"
+    );
+    let r = post("b/m", "x").await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "server_error"
+    );
+}
