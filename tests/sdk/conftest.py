@@ -28,6 +28,8 @@ class FakeChat(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         FakeChat.requests.append({"path": self.path, "body": body})
+        if self.path.endswith("/responses"):
+            return self._responses(body)
         msgs = body.get("messages", [])
         wants_tool = bool(body.get("tools")) and not any(m.get("role") == "tool" for m in msgs)
         if wants_tool:
@@ -64,6 +66,22 @@ class FakeChat(BaseHTTPRequestHandler):
             self.send_header("content-length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)
+
+    def _responses(self, body):
+        """LM Studio's Responses API: reasoning, then text."""
+        events = [
+            ("response.reasoning_text.delta", {"delta": "local reasoning"}),
+            ("response.output_text.delta", {"delta": "Bonjour du local"}),
+            ("response.completed", {"response": {"status": "completed",
+                                                 "usage": {"input_tokens": 7, "output_tokens": 3}}}),
+        ]
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for name, data in events:
+            self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        self._chunk(b"")
 
     def _chunk(self, data: bytes):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -102,5 +120,26 @@ def gateway(upstream, tmp_path_factory):
     assert "listening on http://" in line, line
     base = line.strip().rsplit(" ", 1)[-1]
     yield base + "/v1"
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def seed_gateway(upstream, tmp_path_factory):
+    """The seed hybrid config unchanged but for two addresses: Anthropic on a
+    dead loopback port (the hosted primary is down), LM Studio on the fake."""
+    home = tmp_path_factory.mktemp("seed-home")
+    seed = (ROOT / "tests" / "fixtures" / "configs" / "seed-hybrid-hosted-primary.json5").read_text()
+    seed = seed.replace("http://127.0.0.1:1234/v1", upstream)
+    seed = seed.replace("providers: {", "providers: {\n      anthropic: { baseUrl: \"http://127.0.0.1:9\" },", 1)
+    config = home / "clawgate.json5"
+    config.write_text(seed)
+    binary = os.environ.get("CLAWGATE_BIN", str(ROOT / "target" / "debug" / "clawgate"))
+    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off", ANTHROPIC_API_KEY="sk-ant-test")
+    proc = subprocess.Popen([binary, "--config", str(config), "gateway", "--port", "0"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+    line = proc.stderr.readline()
+    assert "listening on http://" in line, line
+    yield line.strip().rsplit(" ", 1)[-1] + "/v1"
     proc.terminate()
     proc.wait(timeout=15)

@@ -73,3 +73,12 @@ def test_errors_in_anthropic_shape(gateway):
     good = anthropic.Anthropic(base_url=gateway.removesuffix("/v1"), api_key=TOKEN, max_retries=0)
     with pytest.raises(anthropic.NotFoundError):
         good.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+
+
+def test_messages_stream_tool_use(client):
+    with client.messages.stream(model="default", max_tokens=64, tools=TOOLS,
+                                messages=[{"role": "user", "content": "weather?"}]) as s:
+        final = s.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use"
+    assert uses and uses[0].name == "get_weather" and uses[0].input == {"city": "Paris"}

@@ -146,3 +146,17 @@ def test_responses_stream_function_call(client):
                 name = ev.item.name
     assert name == "get_weather"
     assert json.loads(args) == {"city": "Paris"}
+
+
+def test_seed_hybrid_answers_through_local_fallback(seed_gateway):
+    client = openai.OpenAI(base_url=seed_gateway, api_key="unused-on-loopback", max_retries=0)
+    r = client.chat.completions.with_raw_response.create(
+        model="default", messages=[{"role": "user", "content": "bonjour"}])
+    assert r.headers["x-clawgate-fallback"] == (
+        "answered by lmstudio/minimax-m2.1-gs32 (selected anthropic/claude-sonnet-4-5: timeout)")
+    c = r.parse()
+    assert c.choices[0].message.content == "Bonjour du local"
+    assert c.choices[0].message.model_extra.get("reasoning_content") == "local reasoning"
+    sent = FakeChat.requests[-1]
+    assert sent["path"].endswith("/responses")
+    assert sent["body"]["model"] == "minimax-m2.1-gs32"
