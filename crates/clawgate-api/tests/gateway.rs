@@ -672,3 +672,32 @@ async fn gw_3_policy_403_and_upstream_502_503() {
         "server_error"
     );
 }
+
+#[tokio::test]
+async fn gw_2_routing_header_overrides_agent_backend() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-clawgate-model", "MiniMax Local")
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-clawgate-fallback").is_none(),
+        "the override is selected, not a fallback"
+    );
+    assert!(r.headers()["x-clawgate-served-by"]
+        .to_str()
+        .unwrap()
+        .starts_with("lmstudio/minimax-m2.1-gs32"));
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "agent/nobody", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -20,6 +20,9 @@ pub struct GatewayArgs {
     /// Port (default: gateway.port, 18789; 0 picks a free one).
     #[arg(long)]
     port: Option<u16>,
+    /// On SIGINT/SIGTERM, how long in-flight answers may finish.
+    #[arg(long, default_value_t = 10)]
+    drain_seconds: u64,
 }
 
 pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
@@ -37,9 +40,14 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
         let runner = Runner::new(client, Arc::new(TokioClock::default()));
         let state = AppState::new(reg, runner, auth);
-        clawgate_api::serve(addr, state, Duration::from_secs(10), |local| {
-            eprintln!("clawgate gateway listening on http://{local}");
-        })
+        clawgate_api::serve(
+            addr,
+            state,
+            Duration::from_secs(args.drain_seconds),
+            |local| {
+                eprintln!("clawgate gateway listening on http://{local}");
+            },
+        )
         .await
         .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))
     })

@@ -1,0 +1,133 @@
+//! `clawgate gateway` as a process: graceful shutdown drains an in-flight
+//! stream, and gives up at the drain bound (GW-1).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawgate_testkit::{FakeServer, Reply};
+use serde_json::json;
+use tokio::sync::Notify;
+
+fn start(dir: &std::path::Path, upstream: &str, drain: u64) -> (Child, String) {
+    std::fs::write(
+        dir.join("clawgate.json5"),
+        format!(r#"{{ models: {{ providers: {{ up: {{ baseUrl: "{upstream}", models: [{{ id: "m" }}] }} }} }} }}"#),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args([
+            "gateway",
+            "--port",
+            "0",
+            "--drain-seconds",
+            &drain.to_string(),
+        ])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("CLAWGATE_LOG", "off")
+        .env_remove("CLAWGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    (child, url)
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn held_stream(hold: Arc<Notify>) -> Reply {
+    Reply::sse([format!(
+        "data: {}\n\n",
+        json!({"choices":[{"delta":{"content":"one "}}]})
+    )])
+    .wait(hold)
+    .bytes(format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices":[{"delta":{"content":"two"},"finish_reason":"stop"}]})
+    ))
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_stream_then_exits() {
+    let hold = Arc::new(Notify::new());
+    let h2 = hold.clone();
+    let up = FakeServer::start(move |_| held_stream(h2.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(dir.path(), &up.base_url(), 30);
+    let mut r = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("one ") {
+        seen.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    sigterm(&child);
+    // Still serving the in-flight answer: release the rest and read it all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the stream finished"
+    );
+    hold.notify_waiters();
+    while let Some(c) = r.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(
+        seen.contains("two") && seen.trim_end().ends_with("data: [DONE]"),
+        "{seen}"
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(10))
+        .await
+        .expect("exits after draining");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_up_at_the_drain_bound() {
+    let hold = Arc::new(Notify::new());
+    let h2 = hold.clone();
+    let up = FakeServer::start(move |_| held_stream(h2.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(dir.path(), &up.base_url(), 1);
+    let mut r = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let _ = r.chunk().await.unwrap();
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10))
+        .await
+        .expect("exits at the drain bound");
+    assert!(status.success());
+}
