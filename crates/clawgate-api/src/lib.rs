@@ -274,22 +274,64 @@ async fn health() -> Json<Value> {
     Json(json!({"ok": true, "status": "live"}))
 }
 
+/// `host:port` of a base URL, for a reachability probe.
+fn host_port(base: &str) -> Option<String> {
+    let rest = base.split("://").nth(1)?;
+    let authority = rest.split('/').next()?;
+    if authority.contains(':') && !authority.ends_with(']') {
+        return Some(authority.to_string());
+    }
+    let port = if base.starts_with("https://") {
+        443
+    } else {
+        80
+    };
+    Some(format!("{authority}:{port}"))
+}
+
+/// Ready when the config is loaded and at least one candidate of the
+/// default agent accepts a TCP connection (a probe of 500 ms each).
 async fn ready(State(state): State<AppState>) -> Response {
     let reg = state.registry();
-    match reg.chain(None, None) {
-        Ok(c) => {
-            let first = c
-                .candidates
-                .first()
-                .map(|x| x.resolved.reference().to_string());
-            Json(json!({"ok": true, "status": "ready", "default": first})).into_response()
+    let chain = match reg.chain(None, None) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"ok": false, "status": "no-model", "error": e.to_string()})),
+            )
+                .into_response()
         }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ok": false, "status": "no-model", "error": e.to_string()})),
-        )
-            .into_response(),
+    };
+    let mut checked = Vec::new();
+    for c in &chain.candidates {
+        let m = &c.resolved.model;
+        let Some(p) = reg.provider(&m.provider) else {
+            continue;
+        };
+        let Some(addr) = host_port(p.base_url_for(m)) else {
+            continue;
+        };
+        let up = matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(&addr)
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        let reference = m.reference().to_string();
+        if up {
+            return Json(json!({"ok": true, "status": "ready", "default": chain.candidates.first().map(|x| x.resolved.reference().to_string()), "reachable": reference}))
+                .into_response();
+        }
+        checked.push(reference);
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ok": false, "status": "unreachable", "checked": checked})),
+    )
+        .into_response()
 }
 
 async fn fallback() -> Response {

@@ -446,6 +446,18 @@ async fn gw_2_models_health_ready() {
         .await
         .unwrap();
     assert_eq!(r["default"], "anthropic/claude-sonnet-4-5");
+    // The primary's port is dead; the LM Studio fallback answers the probe.
+    assert_eq!(r["reachable"], "lmstudio/minimax-m2.1-gs32");
+    let dead = start(
+        "http://127.0.0.1:9/v1",
+        GatewayAuth::new(AuthMode::None, None),
+    )
+    .await;
+    let r = http().get(dead.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "unreachable");
+    assert_eq!(v["checked"].as_array().unwrap().len(), 3);
 }
 
 /// A streamed answer with reasoning and text, in a backend protocol.
