@@ -6,7 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -393,14 +392,6 @@ pub async fn handle(
     headers: HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        // Over 20 MB (413) or an unreadable body, in the OpenAI shape.
-        Err(rej) => {
-            return ApiError::new(rej.status(), "invalid_request_error", rej.body_text())
-                .into_response()
-        }
-    };
     match run(state, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -410,11 +401,9 @@ pub async fn handle(
 async fn run(
     state: AppState,
     headers: HeaderMap,
-    body: bytes::Bytes,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    let parsed = parse(&value)?;
+    let parsed = parse(&crate::json_request(body)?)?;
     let stream = parsed.request.stream;
     let routed = crate::route(
         &state,
@@ -432,17 +421,10 @@ async fn run(
     }
     let mut resp_headers = HeaderMap::new();
     served_headers(&mut resp_headers, &routed);
-    resp_headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp_headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    tokio::spawn(pump(routed, tx, id, created, model, parsed.include_usage));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    Ok((StatusCode::OK, resp_headers, body).into_response())
+    let include_usage = parsed.include_usage;
+    Ok(crate::sse_response(resp_headers, move |tx| {
+        pump(routed, tx, id, created, model, include_usage)
+    }))
 }
 
 async fn collect(
@@ -498,7 +480,7 @@ async fn collect(
 /// closes the upstream connection (WIRE-7).
 async fn pump(
     mut routed: Routed,
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tx: crate::Chunks,
     id: String,
     created: u64,
     model: String,

@@ -104,6 +104,43 @@ pub(crate) fn target(
     }
 }
 
+/// Where a streaming handler's task writes its SSE bytes.
+pub(crate) type Chunks = tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
+
+/// An SSE response fed by `pump`, spawned now, as events arrive. When the
+/// client goes away the receiver drops and `pump`'s sends fail.
+pub(crate) fn sse_response<Fut>(
+    mut headers: axum::http::HeaderMap,
+    pump: impl FnOnce(Chunks) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use axum::http::HeaderValue;
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(pump(tx));
+    let body =
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+/// The request body as JSON: 413 over the size limit, 400 when not JSON.
+pub(crate) fn json_request(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Value, ApiError> {
+    let body =
+        body.map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
 /// Resolves the target, checks policy, and runs the turn through the
 /// failover runner: what every inbound protocol shares.
 pub(crate) async fn route(

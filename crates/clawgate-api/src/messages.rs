@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawgate_router::Routed;
 use clawgate_wire::{
@@ -247,11 +246,7 @@ pub async fn handle(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = async {
-        let body = body
-            .map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
+        let value = crate::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
         let routed = crate::route(&state, &headers, &model, request, session).await?;
@@ -315,17 +310,7 @@ fn frame(event: &str, data: Value) -> bytes::Bytes {
 fn stream_response(routed: Routed, model: String) -> Response {
     let mut headers = HeaderMap::new();
     crate::chat::served_headers(&mut headers, &routed);
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    tokio::spawn(pump(routed, tx, model));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    (StatusCode::OK, headers, body).into_response()
+    crate::sse_response(headers, move |tx| pump(routed, tx, model))
 }
 
 /// Which content block is open.
@@ -365,11 +350,7 @@ fn open_block(
 /// Forwards events as the Anthropic event sequence as they arrive:
 /// `message_start`, one `content_block_*` run per block, `message_delta`,
 /// `message_stop`. A client that hangs up stops it (and the upstream).
-async fn pump(
-    mut routed: Routed,
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-    model: String,
-) {
+async fn pump(mut routed: Routed, tx: crate::Chunks, model: String) {
     let start = json!({"type": "message_start", "message": {
         "id": message_id(), "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_json(None)}});

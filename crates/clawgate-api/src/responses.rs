@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawgate_router::Routed;
 use clawgate_wire::{
@@ -327,11 +326,7 @@ pub async fn handle(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = async {
-        let body = body
-            .map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
+        let value = crate::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
         let mut routed = crate::route(&state, &headers, &model, request, session).await?;
@@ -340,17 +335,9 @@ pub async fn handle(
         let id = new_id("resp");
         let created = now();
         if stream {
-            h.insert(
-                "content-type",
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert("cache-control", HeaderValue::from_static("no-cache"));
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-            tokio::spawn(pump(routed, tx, id, model, created));
-            let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
+            return Ok(crate::sse_response(h, move |tx| {
+                pump(routed, tx, id, model, created)
             }));
-            return Ok((StatusCode::OK, h, body).into_response());
         }
         let mut c = Collected::default();
         while let Some(ev) = routed.stream.next().await {
@@ -385,7 +372,7 @@ pub async fn handle(
 }
 
 struct Emitter {
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tx: crate::Chunks,
     seq: u64,
 }
 
@@ -404,13 +391,7 @@ impl Emitter {
 }
 
 /// Streams the real Responses event sequence as events arrive.
-async fn pump(
-    mut routed: Routed,
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-    id: String,
-    model: String,
-    created: u64,
-) {
+async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, created: u64) {
     let mut e = Emitter {
         tx: tx.clone(),
         seq: 0,
