@@ -199,26 +199,38 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request("input has no message").param("input"));
     }
-    let tools = obj
+    let mut tools = Vec::new();
+    for (i, t) in obj
         .get("tools")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
-        .filter_map(|t| {
-            Some(ToolDef {
-                name: t.get("name")?.as_str()?.to_string(),
-                description: t
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                parameters: t
-                    .get("parameters")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object"})),
-            })
-        })
-        .collect();
+        .enumerate()
+    {
+        // Hosted tools (web_search, file_search, …) are not offered to
+        // other backends; a function tool must be complete.
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            continue;
+        }
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("tools[{i}].name is required")).param("tools")
+            })?;
+        tools.push(ToolDef {
+            name: name.to_string(),
+            description: t
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters: t
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"})),
+        });
+    }
     let tool_choice = match obj.get("tool_choice") {
         Some(Value::String(s)) => match s.as_str() {
             "auto" => Some(ToolChoice::Auto),

@@ -713,3 +713,31 @@ async fn gw_2_routing_header_overrides_agent_backend() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn gw_3_odd_bodies_get_4xx_on_every_endpoint() {
+    let lm = FakeServer::start(|_| lmstudio_answer()).await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
+    let bodies = [
+        json!([]),
+        json!("text"),
+        json!({"model": 1}),
+        json!({"model": "default", "messages": "x", "input": 5}),
+        json!({"model": "default", "max_tokens": -1, "messages": [{"role": "user", "content": {"a": 1}}]}),
+        json!({"model": "default", "max_tokens": 8, "messages": [{"role": "robot", "content": "x"}]}),
+        json!({"model": "default", "max_tokens": 8, "messages": [{"role": "tool"}], "input": [{"type": "alien"}]}),
+        json!({"model": "default", "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "video"}]}], "input": [{"role": "user", "content": [{"type": "video"}]}]}),
+        json!({"model": "default", "max_tokens": 8, "tools": [{"type": "function", "function": {}}, {}], "messages": [{"role": "user", "content": "x"}], "input": "x", "stop": [1, 2]}),
+        json!({"model": "", "messages": [], "input": []}),
+    ];
+    for path in ["/v1/chat/completions", "/v1/responses", "/v1/messages"] {
+        for b in &bodies {
+            let r = http().post(gw.url(path)).json(b).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            assert!((400..500).contains(&status), "{path} {b}: {status} {v}");
+            let has_error = v.get("error").is_some();
+            assert!(has_error, "{path} {b}: {v}");
+        }
+    }
+}

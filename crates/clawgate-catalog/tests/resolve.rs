@@ -307,3 +307,30 @@ fn cfg_3_secrets_resolve_but_never_print() {
     let lm = r.provider("lmstudio").unwrap();
     assert!(lm.api_key.as_ref().unwrap().is_marker());
 }
+
+/// No panic on any input: every prefix of a real config, and every single
+/// byte replaced by a few troublesome characters, loads or is refused
+/// with diagnostics.
+#[test]
+fn broken_input_never_panics() {
+    let text = std::fs::read_to_string(fixture("rich.json5")).unwrap();
+    let bytes = text.as_bytes();
+    let mut refused = 0;
+    for cut in 0..bytes.len() {
+        if !text.is_char_boundary(cut) {
+            continue;
+        }
+        if load_text(&PathBuf::from("p.json5"), &text[..cut], &env).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > bytes.len() / 2, "most prefixes are invalid JSON5");
+    for (i, _) in text.char_indices().step_by(7) {
+        for ch in ["\"", "{", "]", ":", "-1", "\u{0}", "é"] {
+            let mut broken = text.clone();
+            let end = text[i..].chars().next().map_or(i, |c| i + c.len_utf8());
+            broken.replace_range(i..end, ch);
+            let _ = load_text(&PathBuf::from("m.json5"), &broken, &env);
+        }
+    }
+}

@@ -90,3 +90,29 @@ fn tool_and_litellm_streams_parse() {
         assert!(evs.len() > 2, "{name}");
     }
 }
+
+/// Garbage and truncated recordings never panic the SSE parser.
+#[test]
+fn sse_parser_survives_any_prefix_and_garbage() {
+    let body = body("llamacpp/chat-tools-stream.http");
+    for cut in (0..body.len()).step_by(13) {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        p.push(&body[..cut], &mut out);
+        let _ = p.finish();
+    }
+    let mut seed: u32 = 0x1234_5678;
+    let mut junk = Vec::with_capacity(4096);
+    for _ in 0..4096 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        junk.push(b"data:\r\n :{}[DONE]\xff\xc3"[(seed % 16) as usize]);
+    }
+    let mut p = SseParser::new();
+    let mut out = Vec::new();
+    for chunk in junk.chunks(37) {
+        p.push(chunk, &mut out);
+    }
+    let _ = p.finish();
+}
