@@ -51,6 +51,15 @@ impl AppState {
         }
     }
 
+    /// Replaces the config snapshot; requests in flight keep theirs.
+    pub fn swap_registry(&self, registry: Registry) {
+        let new = Arc::new(registry);
+        match self.registry.write() {
+            Ok(mut r) => *r = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
     /// The current config snapshot (an `Arc` clone; no lock is held after).
     pub fn registry(&self) -> Arc<Registry> {
         match self.registry.read() {
@@ -401,6 +410,42 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Watches the config file (CFG-6): when its modification time or size
+/// changes, the file is loaded and fully checked; a valid file replaces the
+/// snapshot, an invalid one is reported and the old snapshot stays.
+pub fn watch_config(
+    state: AppState,
+    path: std::path::PathBuf,
+    every: Duration,
+    load: impl Fn(&std::path::Path) -> Result<Registry, String> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    tokio::spawn(async move {
+        let mut last = stamp(&path);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = stamp(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match load(&path) {
+                Ok(reg) => {
+                    state.swap_registry(reg);
+                    tracing::info!(path = %path.display(), "config reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "config reload rejected; keeping the previous config")
+                }
+            }
+        }
+    })
 }
 
 /// Why the gateway will not start.

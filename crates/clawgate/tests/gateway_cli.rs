@@ -131,3 +131,58 @@ async fn sigterm_gives_up_at_the_drain_bound() {
         .expect("exits at the drain bound");
     assert!(status.success());
 }
+
+async fn model_ids(url: &str) -> Vec<String> {
+    let v: serde_json::Value = reqwest::get(format!("{url}/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
+    let up = FakeServer::start(|_| Reply::json(200, "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(dir.path(), &up.base_url(), 1);
+    assert!(!model_ids(&url).await.contains(&"Fast".to_string()));
+    // A valid change is picked up without a restart.
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ agents: {{ defaults: {{ models: {{ "up/m": {{ alias: "Fast" }} }} }} }},
+                 models: {{ providers: {{ up: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if model_ids(&url).await.contains(&"Fast".to_string()) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "reloaded within 10 s");
+    // An invalid file is rejected; the running config stays.
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        "{ models: { mode: \"merged\" } }",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(model_ids(&url).await.contains(&"Fast".to_string()));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(10))
+        .await
+        .unwrap();
+}

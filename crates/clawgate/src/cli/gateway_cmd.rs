@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
     let ip = bind_ip(args.bind.as_deref().unwrap_or(&g.bind));
     let addr = SocketAddr::new(ip, args.port.unwrap_or(g.port));
     let auth = GatewayAuth::from_config(g);
+    let config_file = ctx.location.file().map(|f| f.to_path_buf());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +41,18 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
         let runner = Runner::new(client, Arc::new(TokioClock::default()));
         let state = AppState::new(reg, runner, auth);
+        if let Some(file) = config_file {
+            clawgate_api::watch_config(state.clone(), file, Duration::from_secs(1), |p| {
+                clawgate_catalog::load(Some(p), &Ctx::env)
+                    .map(|s| {
+                        for w in &s.warnings {
+                            tracing::warn!("{w}");
+                        }
+                        s.registry
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        }
         clawgate_api::serve(
             addr,
             state,
