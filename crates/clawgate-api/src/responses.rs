@@ -420,6 +420,8 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
     let mut output: Vec<Value> = Vec::new();
     // (kind, output_index, item id) of the open item.
     let mut open: Option<(&'static str, usize, String)> = None;
+    // Text of the open reasoning or message item only.
+    let mut item_text = String::new();
     let mut tool_items: Vec<(usize, usize, String)> = Vec::new();
     loop {
         let ev = tokio::select! {
@@ -444,7 +446,7 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
         };
         if let Some(kind) = want {
             if open.as_ref().map(|o| o.0) != Some(kind) {
-                if !close(&mut e, &mut open, &c, &mut output).await {
+                if !close(&mut e, &mut open, &item_text, &mut output).await {
                     return;
                 }
                 let idx = output.len();
@@ -470,13 +472,17 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
                     return;
                 }
                 open = Some((kind, idx, item_id));
+                item_text.clear();
             }
+        }
+        if let Event::ReasoningDelta(t) | Event::TextDelta(t) = &ev {
+            item_text.push_str(t);
         }
         let ok = match (&ev, &open) {
             (Event::ReasoningDelta(r), Some((_, idx, item_id))) => e.send("response.reasoning_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": r})).await,
             (Event::TextDelta(t), Some((_, idx, item_id))) => e.send("response.output_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": t})).await,
             (Event::ToolCallStart { index, id: call_id, name }, _) => {
-                if !close(&mut e, &mut open, &c, &mut output).await {
+                if !close(&mut e, &mut open, &item_text, &mut output).await {
                     return;
                 }
                 let idx = output.len();
@@ -508,7 +514,7 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
             return;
         }
     }
-    if !close(&mut e, &mut open, &c, &mut output).await {
+    if !close(&mut e, &mut open, &item_text, &mut output).await {
         return;
     }
     let done = response_obj(
@@ -528,23 +534,23 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
 async fn close(
     e: &mut Emitter,
     open: &mut Option<(&'static str, usize, String)>,
-    c: &Collected,
+    text: &str,
     output: &mut [Value],
 ) -> bool {
     let Some((kind, idx, item_id)) = open.take() else {
         return true;
     };
     let item = if kind == "reasoning" {
-        json!({"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": c.reasoning}]})
+        json!({"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}]})
     } else {
-        json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": c.text, "annotations": []}]})
+        json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]})
     };
     if let Some(slot) = output.get_mut(idx) {
         *slot = item.clone();
     }
     if kind == "message" {
-        let part = json!({"type": "output_text", "text": c.text, "annotations": []});
-        if !e.send("response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": c.text})).await
+        let part = json!({"type": "output_text", "text": text, "annotations": []});
+        if !e.send("response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": text})).await
             || !e.send("response.content_part.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part})).await
         {
             return false;

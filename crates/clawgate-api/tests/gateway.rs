@@ -741,3 +741,65 @@ async fn gw_3_odd_bodies_get_4xx_on_every_endpoint() {
         }
     }
 }
+
+#[tokio::test]
+async fn gw_1_responses_items_keep_their_own_text() {
+    let up = FakeServer::start(|_| {
+        Reply::sse([
+            format!("data: {}\n\n", json!({"choices":[{"delta":{"content":"Before. "}}]})),
+            format!("data: {}\n\n", json!({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":"{}"}}]}}]})),
+            format!("data: {}\n\n", json!({"choices":[{"delta":{"content":"After."},"finish_reason":"stop"}]})),
+            "data: [DONE]\n\n".to_string(),
+        ])
+    })
+    .await;
+    let text = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let reg = load_text(Path::new("r.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let body = http()
+        .post(format!("http://{addr}/v1/responses"))
+        .json(&json!({"model": "b/m", "stream": true, "input": "x", "tools": [{"type": "function", "name": "f", "parameters": {}}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let done: Vec<String> = body
+        .split("\n\n")
+        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["type"] == "response.output_text.done")
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(done, ["Before. ", "After."]);
+    let completed: Value = body
+        .split("\n\n")
+        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["type"] == "response.completed")
+        .unwrap();
+    let kinds: Vec<&str> = completed["response"]["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["message", "function_call", "message"]);
+}
