@@ -375,6 +375,12 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 pub(crate) fn served_headers(headers: &mut HeaderMap, routed: &Routed) {
+    // PERF-5: the gateway's own time so far (the whole answer for a
+    // non-streamed one; up to the response head for a stream).
+    let us = routed.overhead().as_micros().to_string();
+    if let Ok(v) = HeaderValue::from_str(&us) {
+        headers.insert("x-clawgate-overhead-us", v);
+    }
     let s = &routed.served;
     let v = format!("{}; host={}; api={}", s.reference, s.host, s.api);
     if let Ok(v) = HeaderValue::from_str(&v) {

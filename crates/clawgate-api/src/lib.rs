@@ -201,7 +201,6 @@ pub(crate) async fn route(
         agent: agent.as_deref(),
         on_notice: None,
     };
-    let started = std::time::Instant::now();
     let mut routed = state
         .runner
         .run(turn)
@@ -209,8 +208,16 @@ pub(crate) async fn route(
         .map_err(|e| ApiError::from_run(&e))?;
     let telemetry = state.telemetry.clone();
     let (provider, model) = (routed.served.provider.clone(), routed.served.model.clone());
-    routed.stream.on_finish(Box::new(move |usage| {
-        telemetry.answer(&provider, &model, usage.as_ref(), started.elapsed());
+    let started = routed.started;
+    routed.stream.on_finish(Box::new(move |usage, waited| {
+        let took = started.elapsed();
+        telemetry.answer(
+            &provider,
+            &model,
+            usage.as_ref(),
+            took,
+            took.saturating_sub(waited),
+        );
     }));
     Ok(routed)
 }

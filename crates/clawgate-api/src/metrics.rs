@@ -24,7 +24,12 @@ struct ModelStats {
     answers: u64,
     latency_sum: f64,
     buckets: [u64; BUCKETS.len()],
+    overhead_sum: f64,
+    overhead_buckets: [u64; OVERHEAD_BUCKETS.len()],
 }
+
+/// Gateway overhead buckets, in seconds (PERF-5: microseconds expected).
+const OVERHEAD_BUCKETS: [f64; 8] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1];
 
 #[derive(Default)]
 pub struct Telemetry {
@@ -40,7 +45,14 @@ impl Telemetry {
     }
 
     /// One finished answer of a served model.
-    pub fn answer(&self, provider: &str, model: &str, usage: Option<&Usage>, took: Duration) {
+    pub fn answer(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: Option<&Usage>,
+        took: Duration,
+        overhead: Duration,
+    ) {
         if let Ok(mut m) = self.models.lock() {
             let s = m
                 .entry((provider.to_string(), model.to_string()))
@@ -55,6 +67,13 @@ impl Telemetry {
             for (i, b) in BUCKETS.iter().enumerate() {
                 if secs <= *b {
                     s.buckets[i] += 1;
+                }
+            }
+            let o = overhead.as_secs_f64();
+            s.overhead_sum += o;
+            for (i, b) in OVERHEAD_BUCKETS.iter().enumerate() {
+                if o <= *b {
+                    s.overhead_buckets[i] += 1;
                 }
             }
         }
@@ -151,6 +170,28 @@ pub async fn handle(State(state): State<AppState>) -> Response {
                 "clawgate_answer_duration_seconds_count{{{l}}} {}",
                 s.answers
             );
+        }
+        let _ = writeln!(out, "# HELP clawgate_overhead_seconds Gateway time per answer: total minus time waiting on upstreams.\n# TYPE clawgate_overhead_seconds histogram");
+        for ((p, model), s) in models.iter() {
+            let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
+            for (i, b) in OVERHEAD_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "clawgate_overhead_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                    s.overhead_buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "clawgate_overhead_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                s.answers
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_overhead_seconds_sum{{{l}}} {}",
+                s.overhead_sum
+            );
+            let _ = writeln!(out, "clawgate_overhead_seconds_count{{{l}}} {}", s.answers);
         }
     }
     let mut r = out.into_response();

@@ -108,6 +108,13 @@ async fn gw_1_chat_non_stream_through_fallback_with_provenance() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // PERF-5: the gateway's own time, as a number of microseconds.
+    let overhead: u64 = r.headers()["x-clawgate-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead < 60_000_000);
     let served = r.headers()["x-clawgate-served-by"]
         .to_str()
         .unwrap()
@@ -152,6 +159,7 @@ async fn gw_1_chat_non_stream_through_fallback_with_provenance() {
         "clawgate_upstream_failures_total{class=\"timeout\"} 1",
         "clawgate_tokens_total{provider=\"lmstudio\",model=\"minimax-m2.1-gs32\",kind=\"output\"} 3",
         "clawgate_answer_duration_seconds_count{provider=\"lmstudio\",model=\"minimax-m2.1-gs32\"} 1",
+        "clawgate_overhead_seconds_count{provider=\"lmstudio\",model=\"minimax-m2.1-gs32\"} 1",
     ] {
         assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
     }

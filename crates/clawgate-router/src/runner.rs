@@ -155,8 +155,9 @@ pub struct StreamFailure {
     pub error: WireError,
 }
 
-/// Called once when a routed stream is dropped, with the usage it saw.
-pub type OnFinish = Box<dyn FnOnce(Option<clawgate_wire::Usage>) + Send>;
+/// Called once when a routed stream is dropped, with the usage it saw and
+/// the total time spent waiting on upstreams (PERF-5).
+pub type OnFinish = Box<dyn FnOnce(Option<clawgate_wire::Usage>, Duration) + Send>;
 
 /// The answering stream, its first event already received.
 pub struct RoutedStream {
@@ -165,17 +166,25 @@ pub struct RoutedStream {
     reference: String,
     usage: Option<clawgate_wire::Usage>,
     on_finish: Option<OnFinish>,
+    /// Time spent waiting on upstreams: attempts, backoff, and every read.
+    upstream_wait: Duration,
 }
 
 impl Drop for RoutedStream {
     fn drop(&mut self) {
         if let Some(f) = self.on_finish.take() {
-            f(self.usage);
+            f(self.usage, self.upstream_wait);
         }
     }
 }
 
 impl RoutedStream {
+    /// Time spent waiting on upstreams so far; the gateway's own overhead is
+    /// the elapsed time minus this (PERF-5).
+    pub fn upstream_wait(&self) -> Duration {
+        self.upstream_wait
+    }
+
     /// Registers a callback run when the stream is dropped (metrics).
     pub fn on_finish(&mut self, f: OnFinish) {
         self.on_finish = Some(f);
@@ -188,7 +197,10 @@ impl RoutedStream {
             }
             return Some(Ok(ev));
         }
-        match self.inner.next().await? {
+        let t = std::time::Instant::now();
+        let next = self.inner.next().await;
+        self.upstream_wait += t.elapsed();
+        match next? {
             Ok(ev) => {
                 if let Event::Usage(u) = &ev {
                     self.usage = Some(*u);
@@ -206,6 +218,8 @@ impl RoutedStream {
 
 pub struct Routed {
     pub stream: RoutedStream,
+    /// When routing of this turn began (for the overhead measure, PERF-5).
+    pub started: std::time::Instant,
     pub served: Served,
     /// What the chain asked for first.
     pub selected: String,
@@ -213,6 +227,14 @@ pub struct Routed {
 }
 
 impl Routed {
+    /// The gateway's own time so far: elapsed since routing began minus
+    /// the time spent waiting on upstreams (PERF-5).
+    pub fn overhead(&self) -> Duration {
+        self.started
+            .elapsed()
+            .saturating_sub(self.stream.upstream_wait())
+    }
+
     /// FO-7: "answered by X (selected Y: reason)" when a fallback answered.
     pub fn fallback_notice(&self) -> Option<String> {
         if self.served.reference.eq_ignore_ascii_case(&self.selected) {
@@ -365,6 +387,7 @@ impl Runner {
 
     /// Routes one turn.
     pub async fn run(&self, turn: Turn<'_>) -> Result<Routed, RunError> {
+        let started = std::time::Instant::now();
         self.metrics.turns.fetch_add(1, Ordering::Relaxed);
         let selected = turn
             .chain
@@ -377,15 +400,21 @@ impl Runner {
         let mut noticed = false;
         let mut backoff = self.overload.initial_backoff;
         let mut waited_retry_after = false;
+        let mut upstream_wait = Duration::ZERO;
         for round in 0..=self.overload.max_retries {
             let start = attempts.len();
-            match self.pass(&turn, round, &mut attempts).await {
-                Ok(Some((stream, served))) => {
+            match self
+                .pass(&turn, round, &mut attempts, &mut upstream_wait)
+                .await
+            {
+                Ok(Some((mut stream, served))) => {
+                    stream.upstream_wait += upstream_wait;
                     if !served.reference.eq_ignore_ascii_case(&selected) {
                         self.metrics.fallbacks.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(Routed {
                         stream,
+                        started,
                         served,
                         selected,
                         attempts,
@@ -419,7 +448,9 @@ impl Runner {
                             wait_ms = d.as_millis() as u64,
                             "waiting for Retry-After before one more pass"
                         );
+                        let t = std::time::Instant::now();
                         self.clock.sleep(d).await;
+                        upstream_wait += t.elapsed();
                         continue;
                     }
                     _ => break,
@@ -437,7 +468,9 @@ impl Runner {
                 backoff_ms = backoff.as_millis() as u64,
                 "every candidate overloaded; retrying the chain"
             );
+            let t = std::time::Instant::now();
             self.clock.sleep(backoff).await;
+            upstream_wait += t.elapsed();
             waited += backoff;
             if waited >= self.overload.notice_after && !noticed {
                 noticed = true;
@@ -487,6 +520,7 @@ impl Runner {
         turn: &Turn<'_>,
         round: u32,
         attempts: &mut Vec<Attempt>,
+        upstream_wait: &mut Duration,
     ) -> Result<Option<(RoutedStream, Served)>, RunError> {
         let policy = turn.registry.data_policy(turn.agent);
         for cand in &turn.chain.candidates {
@@ -586,6 +620,7 @@ impl Runner {
                     req.extra_body.entry(k).or_insert(v);
                 }
                 self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+                let t = std::time::Instant::now();
                 let result = match self.client.send(&ep, &req).await {
                     Ok(mut stream) => match stream.next().await {
                         Some(Ok(first)) => Ok((stream, Some(first))),
@@ -594,6 +629,7 @@ impl Runner {
                     },
                     Err(e) => Err(e),
                 };
+                *upstream_wait += t.elapsed();
                 match result {
                     Ok((inner, first)) => {
                         if let Ok(mut b) = self.book.lock() {
@@ -612,6 +648,7 @@ impl Runner {
                                 reference: reference.clone(),
                                 usage: None,
                                 on_finish: None,
+                                upstream_wait: Duration::ZERO,
                             },
                             Served {
                                 reference: reference.clone(),
