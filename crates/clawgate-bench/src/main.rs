@@ -63,7 +63,10 @@ async fn mock_chat(State(m): State<Mock>, body: bytes::Bytes) -> Response {
             if i > 0 && !m.delay.is_zero() {
                 tokio::time::sleep(m.delay).await;
             }
-            let f = format!("data: {}\n\n", json!({"choices":[{"index":0,"delta":{"content":"tok "}}]}));
+            let f = format!(
+                "data: {}\n\n",
+                json!({"choices":[{"index":0,"delta":{"content":"tok "}}]})
+            );
             if tx.send(Ok(bytes::Bytes::from(f))).await.is_err() {
                 return;
             }
@@ -75,9 +78,10 @@ async fn mock_chat(State(m): State<Mock>, body: bytes::Bytes) -> Response {
         );
         let _ = tx.send(Ok(bytes::Bytes::from(end))).await;
     });
-    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let body =
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
@@ -120,21 +124,38 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// Starts the gateway on the mock; returns it, its base URL and the time
 /// from spawn to a ready `/ready`.
-async fn start_gateway(bin: &PathBuf, upstream: SocketAddr, dir: &std::path::Path) -> Result<(Proc, String, Duration)> {
+async fn start_gateway(
+    bin: &PathBuf,
+    upstream: SocketAddr,
+    dir: &std::path::Path,
+) -> Result<(Proc, String, Duration)> {
     let config = dir.join("clawgate.json5");
     std::fs::write(
         &config,
-        format!(r#"{{ models: {{ providers: {{ mock: {{ baseUrl: "http://{upstream}/v1", models: [{{ id: "m", maxTokens: 4096 }}] }} }} }} }}"#),
+        format!(
+            r#"{{ models: {{ providers: {{ mock: {{ baseUrl: "http://{upstream}/v1", models: [{{ id: "m", maxTokens: 4096 }}] }} }} }} }}"#
+        ),
     )?;
     let t0 = Instant::now();
     let mut child = Command::new(bin)
-        .args(["--config", config.to_str().unwrap_or_default(), "gateway", "--port", "0"])
+        .args([
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "gateway",
+            "--port",
+            "0",
+        ])
         .env("HOME", dir)
         .env("CLAWGATE_LOG", "off")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {} (build it with cargo build --release -p clawgate)", bin.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p clawgate)",
+                bin.display()
+            )
+        })?;
     let stderr = child.stderr.take().context("no stderr")?;
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
@@ -143,7 +164,12 @@ async fn start_gateway(bin: &PathBuf, upstream: SocketAddr, dir: &std::path::Pat
         line
     })
     .await?;
-    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if !url.starts_with("http://") {
         bail!("gateway did not start: {line}");
     }
@@ -163,8 +189,14 @@ async fn start_gateway(bin: &PathBuf, upstream: SocketAddr, dir: &std::path::Pat
 }
 
 fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Proc, String)> {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let conf = dir.join("nginx.conf");
     let text = format!(
         "worker_processes 1; daemon off; pid {pid}; error_log {dir}/nginx-error.log;
@@ -215,19 +247,36 @@ fn pct(v: &[Duration], p: f64) -> Duration {
 
 /// `total` requests from `conc` workers; streams record time to first chunk.
 async fn load(url: &str, stream: bool, conc: usize, total: usize) -> Stats {
-    let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(conc).build().unwrap_or_default();
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(conc)
+        .build()
+        .unwrap_or_default();
     let body = json!({"model": "mock/m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (client, body, counter, url) = (client.clone(), body.clone(), counter.clone(), format!("{url}/v1/chat/completions"));
+        let (client, body, counter, url) = (
+            client.clone(),
+            body.clone(),
+            counter.clone(),
+            format!("{url}/v1/chat/completions"),
+        );
         tasks.push(tokio::spawn(async move {
             let mut s = Stats::default();
             while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let t = Instant::now();
-                let r = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
-                let Ok(mut r) = r else { s.errors += 1; continue };
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let Ok(mut r) = r else {
+                    s.errors += 1;
+                    continue;
+                };
                 if !r.status().is_success() {
                     s.errors += 1;
                     let _ = r.bytes().await;
@@ -307,9 +356,18 @@ async fn main() -> Result<()> {
         for (sys, url) in &systems {
             rows.push((*sys, load(url, stream, conc, total).await));
         }
-        let metric = |s: &Stats| if stream { pct(&s.ttft, 0.5) } else { pct(&s.latencies, 0.5) };
+        let metric = |s: &Stats| {
+            if stream {
+                pct(&s.ttft, 0.5)
+            } else {
+                pct(&s.latencies, 0.5)
+            }
+        };
         let direct = metric(&rows[0].1);
-        let nginx_over = rows.iter().find(|r| r.0 == "NGINX").map(|r| metric(&r.1).saturating_sub(direct));
+        let nginx_over = rows
+            .iter()
+            .find(|r| r.0 == "NGINX")
+            .map(|r| metric(&r.1).saturating_sub(direct));
         for (sys, s) in &rows {
             let over = metric(s).saturating_sub(direct);
             let ratio = match (nginx_over, *sys) {
@@ -321,18 +379,35 @@ async fn main() -> Result<()> {
                 "| {name} | {sys} | {} | {} | {} | {:.0} | {} | {} | {ratio} |",
                 us(pct(&s.latencies, 0.5)),
                 us(pct(&s.latencies, 0.99)),
-                if stream { us(pct(&s.ttft, 0.5)) } else { "-".into() },
+                if stream {
+                    us(pct(&s.ttft, 0.5))
+                } else {
+                    "-".into()
+                },
                 s.latencies.len() as f64 / s.wall.as_secs_f64(),
                 s.errors,
-                if *sys == "DIRECT" { "-".into() } else { us(over) },
+                if *sys == "DIRECT" {
+                    "-".into()
+                } else {
+                    us(over)
+                },
             );
         }
     }
     println!();
-    println!("- cold start, spawn to ready /ready: {} ms", cold.as_millis());
-    println!("- gateway RSS idle: {} kB; after the runs: {} kB", idle_rss.unwrap_or(0), rss_kb(gw.child.id()).unwrap_or(0));
+    println!(
+        "- cold start, spawn to ready /ready: {} ms",
+        cold.as_millis()
+    );
+    println!(
+        "- gateway RSS idle: {} kB; after the runs: {} kB",
+        idle_rss.unwrap_or(0),
+        rss_kb(gw.child.id()).unwrap_or(0)
+    );
     if nginx.is_none() {
-        println!("- nginx not found: install it (apt-get install nginx-light) for the reference proxy");
+        println!(
+            "- nginx not found: install it (apt-get install nginx-light) for the reference proxy"
+        );
     }
     drop(gw);
     drop(nginx);
