@@ -72,12 +72,9 @@ fn text_of(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
             let mut out = Vec::new();
             for (i, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
-                    Some("text") | Some("input_text") => out.push(Part::Text(
-                        p.get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                    )),
+                    Some("text") | Some("input_text") => {
+                        out.push(Part::Text(crate::text_field(p, "text")))
+                    }
                     Some("image_url") => {
                         let url = p
                             .get("image_url")
@@ -155,16 +152,8 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
                 {
                     let f = tc.get("function").unwrap_or(&Value::Null);
                     parts.push(Part::ToolCall {
-                        id: tc
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                        name: f
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
+                        id: crate::text_field(tc, "id"),
+                        name: crate::text_field(f, "name"),
                         arguments: f
                             .get("arguments")
                             .and_then(Value::as_str)
@@ -509,13 +498,11 @@ async fn pump(
     let mut usage = None;
     let mut stop = None;
     loop {
-        // A client that hangs up drops the body's receiver: stop at once,
-        // which drops the upstream stream and closes its connection.
-        let ev = tokio::select! {
-            ev = routed.stream.next() => ev,
-            _ = tx.closed() => return,
+        let ev = match crate::next_event(&mut routed.stream, &tx).await {
+            crate::Next::Event(ev) => ev,
+            crate::Next::End => break,
+            crate::Next::Gone => return,
         };
-        let Some(ev) = ev else { break };
         let out = match ev {
             Ok(Event::TextDelta(t)) => chunk(json!({"content": t}), None),
             Ok(Event::ReasoningDelta(r)) => chunk(json!({"reasoning_content": r}), None),

@@ -95,26 +95,48 @@ pub(crate) fn target(
         Some(agent) => {
             if let Some(id) = &agent {
                 if !reg.config.agents.entries.contains_key(id) {
-                    return Err(unknown_model(reg, model));
+                    return Err(unknown_model(reg, model, &format!("no agent \"{id}\"")));
                 }
             }
             let requested = override_model.map(|m| (m.to_string(), SelectionSource::Configured));
             Ok(Target { agent, requested })
         }
-        None => {
-            if reg.resolve(model).is_err() {
-                return Err(unknown_model(reg, model));
-            }
-            Ok(Target {
-                agent: None,
-                requested: Some((model.to_string(), SelectionSource::User)),
-            })
-        }
+        // Resolved (once) when the chain is built; errors become a 404 there.
+        None => Ok(Target {
+            agent: None,
+            requested: Some((model.to_string(), SelectionSource::User)),
+        }),
     }
 }
 
 /// Where a streaming handler's task writes its SSE bytes.
 pub(crate) type Chunks = tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
+
+/// A string field of a request object, empty when absent.
+pub(crate) fn text_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What a streaming pump gets next.
+pub(crate) enum Next {
+    Event(Result<clawgate_wire::Event, clawgate_router::StreamFailure>),
+    /// The answer is complete.
+    End,
+    /// The client hung up: stop, which drops the upstream stream and
+    /// closes its connection (WIRE-7).
+    Gone,
+}
+
+/// The next routed event, unless the client goes away first.
+pub(crate) async fn next_event(stream: &mut clawgate_router::RoutedStream, tx: &Chunks) -> Next {
+    tokio::select! {
+        ev = stream.next() => ev.map_or(Next::End, Next::Event),
+        _ = tx.closed() => Next::Gone,
+    }
+}
 
 /// An SSE response fed by `pump`, spawned now, as events arrive. When the
 /// client goes away the receiver drops and `pump`'s sends fail.
@@ -169,15 +191,7 @@ pub(crate) async fn route(
             agent.as_deref(),
             requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
         )
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                e.to_string(),
-            )
-            .code("model_not_found")
-            .param("model")
-        })?;
+        .map_err(|e| unknown_model(&registry, model, &e))?;
     if let Some((_, SelectionSource::User)) = &requested {
         if let Some(c) = chain.candidates.first() {
             registry
@@ -249,13 +263,9 @@ async fn count(
     res
 }
 
-fn unknown_model(reg: &Registry, model: &str) -> ApiError {
+/// 404 for a model target that does not resolve, listing the valid ones.
+fn unknown_model(reg: &Registry, model: &str, err: &dyn std::fmt::Display) -> ApiError {
     let targets: Vec<String> = model_ids(reg);
-    let err = reg
-        .resolve(model)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
     ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
@@ -320,7 +330,12 @@ async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Res
     if model_ids(&reg).iter().any(|m| m.eq_ignore_ascii_case(&id)) || reg.resolve(&id).is_ok() {
         return Json(model_obj(&id, &owner(&reg, &id))).into_response();
     }
-    unknown_model(&reg, &id).into_response()
+    let err = reg
+        .resolve(&id)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    unknown_model(&reg, &id, &err).into_response()
 }
 
 async fn health() -> Json<Value> {

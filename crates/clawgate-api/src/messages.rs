@@ -37,7 +37,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                 let ty = b.get("type").and_then(Value::as_str).unwrap_or_default();
                 match ty {
                     "text" => out.push(Part::Text(
-                        b.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        crate::text_field(b, "text"),
                     )),
                     "image" => {
                         let src = b.get("source").unwrap_or(&Value::Null);
@@ -47,13 +47,13 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                                 src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
                                 src.get("data").and_then(Value::as_str).unwrap_or_default()
                             ),
-                            _ => src.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
+                            _ => crate::text_field(src, "url"),
                         };
                         out.push(Part::Image { url });
                     }
                     "tool_use" => out.push(Part::ToolCall {
-                        id: b.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-                        name: b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        id: crate::text_field(b, "id"),
+                        name: crate::text_field(b, "name"),
                         arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
                     }),
                     "tool_result" => {
@@ -67,7 +67,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                             _ => String::new(),
                         };
                         out.push(Part::ToolResult {
-                            id: b.get("tool_use_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                            id: crate::text_field(b, "tool_use_id"),
                             content,
                             is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
                         });
@@ -362,11 +362,11 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, model: String) {
     let mut usage = None;
     let mut stop = None;
     loop {
-        let ev = tokio::select! {
-            ev = routed.stream.next() => ev,
-            _ = tx.closed() => return,
+        let ev = match crate::next_event(&mut routed.stream, &tx).await {
+            crate::Next::Event(ev) => ev,
+            crate::Next::End => break,
+            crate::Next::Gone => return,
         };
-        let Some(ev) = ev else { break };
         let mut out: Vec<bytes::Bytes> = Vec::new();
         match ev {
             Ok(Event::ReasoningDelta(r)) => {

@@ -43,7 +43,7 @@ fn content_parts(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
             for (i, c) in items.iter().enumerate() {
                 match c.get("type").and_then(Value::as_str).unwrap_or_default() {
                     "input_text" | "output_text" | "text" => out.push(Part::Text(
-                        c.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        crate::text_field(c, "text"),
                     )),
                     "input_image" => {
                         let url = c
@@ -146,16 +146,8 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
                         &mut messages,
                         Role::Assistant,
                         vec![Part::ToolCall {
-                            id: item
-                                .get("call_id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            name: item
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
+                            id: crate::text_field(item, "call_id"),
+                            name: crate::text_field(item, "name"),
                             arguments: item
                                 .get("arguments")
                                 .and_then(Value::as_str)
@@ -167,11 +159,7 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
                         &mut messages,
                         Role::User,
                         vec![Part::ToolResult {
-                            id: item
-                                .get("call_id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
+                            id: crate::text_field(item, "call_id"),
                             content: match item.get("output") {
                                 Some(Value::String(s)) => s.clone(),
                                 Some(other) => other.to_string(),
@@ -424,11 +412,11 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, 
     let mut item_text = String::new();
     let mut tool_items: Vec<(usize, usize, String)> = Vec::new();
     loop {
-        let ev = tokio::select! {
-            ev = routed.stream.next() => ev,
-            _ = tx.closed() => return,
+        let ev = match crate::next_event(&mut routed.stream, &tx).await {
+            crate::Next::Event(ev) => ev,
+            crate::Next::End => break,
+            crate::Next::Gone => return,
         };
-        let Some(ev) = ev else { break };
         let ev = match ev {
             Ok(ev) => ev,
             Err(f) => {

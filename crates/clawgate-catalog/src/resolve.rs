@@ -133,7 +133,6 @@ pub struct Chain {
     /// True when no fallback may be used (explicit user selection, or a
     /// per-agent model without its own fallbacks).
     pub strict: bool,
-    pub default_rule: Option<DefaultRule>,
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {
@@ -285,17 +284,29 @@ impl Registry {
     /// The default model and the rule that chose it (REF-3). `None` means
     /// the gateway must fall back on discovered local servers.
     pub fn default_model(&self) -> Option<(ModelRef, DefaultRule)> {
+        self.default_resolved()
+            .map(|(r, rule)| (r.reference(), rule))
+    }
+
+    fn default_resolved(&self) -> Option<(Resolved, DefaultRule)> {
         let defaults = &self.config.agents.defaults;
         if let Some(primary) = defaults.model.as_ref().and_then(|m| m.primary.as_ref()) {
             if let Ok(r) = self.resolve(&primary.value) {
-                return Some((r.reference(), DefaultRule::Configured));
+                return Some((r, DefaultRule::Configured));
             }
         }
         self.providers
             .values()
             .filter(|p| p.configured && p.api.is_some())
             .find_map(|p| p.models.first())
-            .map(|m| (m.reference(), DefaultRule::FirstConfiguredProvider))
+            .map(|m| {
+                let resolved = Resolved {
+                    model: m.clone(),
+                    via: Via::Ref,
+                    catalogued: true,
+                };
+                (resolved, DefaultRule::FirstConfiguredProvider)
+            })
     }
 
     fn agent(&self, agent: Option<&str>) -> Result<Option<&AgentSettings>, ResolveError> {
@@ -329,25 +340,27 @@ impl Registry {
         requested: Option<(&str, SelectionSource)>,
     ) -> Result<Chain, ResolveError> {
         let entry = self.agent(agent)?;
+        let agent_name = agent.unwrap_or("default").to_string();
+        // An explicit user selection is strict: nothing else to resolve.
+        if let Some((input, SelectionSource::User)) = requested {
+            return Ok(Chain {
+                agent: agent_name,
+                candidates: vec![Candidate {
+                    resolved: self.resolve(input)?,
+                    role: Role::Requested,
+                }],
+                strict: true,
+            });
+        }
         let defaults = &self.config.agents.defaults;
         // A per-agent model is strict unless it carries its own fallbacks.
         let (selection, agent_strict) = match entry.and_then(|e| e.model.as_ref()) {
             Some(sel) => (Some(sel), sel.fallbacks.is_none()),
             None => (defaults.model.as_ref(), false),
         };
-        let mut default_rule = None;
         let primary = match selection.and_then(|s| s.primary.as_ref()) {
-            Some(p) => {
-                default_rule = Some(DefaultRule::Configured);
-                Some(self.resolve(&p.value)?)
-            }
-            None => match self.default_model() {
-                Some((r, rule)) => {
-                    default_rule = Some(rule);
-                    Some(self.resolve(&r.to_string())?)
-                }
-                None => None,
-            },
+            Some(p) => Some(self.resolve(&p.value)?),
+            None => self.default_resolved().map(|(r, _)| r),
         };
         let mut candidates: Vec<Candidate> = Vec::new();
         let push = |c: Candidate, list: &mut Vec<Candidate>| {
@@ -356,21 +369,11 @@ impl Registry {
                 list.push(c);
             }
         };
-        let agent_name = agent.unwrap_or("default").to_string();
-        if let Some((input, source)) = requested {
-            let resolved = self.resolve(input)?;
+        if let Some((input, _)) = requested {
             candidates.push(Candidate {
-                resolved,
+                resolved: self.resolve(input)?,
                 role: Role::Requested,
             });
-            if source == SelectionSource::User {
-                return Ok(Chain {
-                    agent: agent_name,
-                    candidates,
-                    strict: true,
-                    default_rule,
-                });
-            }
         } else if let Some(p) = primary.clone() {
             candidates.push(Candidate {
                 resolved: p,
@@ -410,7 +413,6 @@ impl Registry {
             agent: agent_name,
             candidates,
             strict: agent_strict,
-            default_rule,
         })
     }
 
