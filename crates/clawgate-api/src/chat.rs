@@ -417,9 +417,11 @@ async fn run(
     let mut resp_headers = HeaderMap::new();
     served_headers(&mut resp_headers, &routed);
     let include_usage = parsed.include_usage;
-    Ok(crate::sse_response(resp_headers, move |tx| {
-        pump(routed, tx, id, created, model, include_usage)
-    }))
+    Ok(crate::sse::response(
+        resp_headers,
+        routed.stream,
+        ChatEncoder::new(id, created, model, include_usage),
+    ))
 }
 
 async fn collect(
@@ -470,91 +472,110 @@ async fn collect(
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 
-/// Forwards events as SSE chunks as they arrive. When the client goes
-/// away the send fails, the task ends, and dropping the routed stream
-/// closes the upstream connection (WIRE-7).
-async fn pump(
-    mut routed: Routed,
-    tx: crate::Chunks,
+/// The chat-completions chunk stream. The constant part of every chunk
+/// is rendered once; a text delta is then two copies and one escape.
+struct ChatEncoder {
+    /// `data: {"id":…,"model":…,"choices":[{"index":0,"delta":`
+    head: Vec<u8>,
     id: String,
     created: u64,
     model: String,
     include_usage: bool,
-) {
-    let chunk = |delta: Value, finish: Option<&str>| -> bytes::Bytes {
-        let v = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        bytes::Bytes::from(format!("data: {v}\n\n"))
-    };
-    if tx
-        .send(Ok(chunk(json!({"role": "assistant", "content": ""}), None)))
-        .await
-        .is_err()
-    {
-        return;
+    usage: Option<Usage>,
+    stop: Option<StopReason>,
+}
+
+impl ChatEncoder {
+    fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+        let mut head = b"data: {\"id\":".to_vec();
+        crate::sse::json_str(&mut head, &id);
+        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        crate::sse::num(&mut head, created);
+        head.extend_from_slice(b",\"model\":");
+        crate::sse::json_str(&mut head, &model);
+        head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        Self {
+            head,
+            id,
+            created,
+            model,
+            include_usage,
+            usage: None,
+            stop: None,
+        }
     }
-    let mut usage = None;
-    let mut stop = None;
-    loop {
-        let ev = match crate::next_event(&mut routed.stream, &tx).await {
-            crate::Next::Event(ev) => ev,
-            crate::Next::End => break,
-            crate::Next::Gone => return,
-        };
-        let out = match ev {
-            Ok(Event::TextDelta(t)) => chunk(json!({"content": t}), None),
-            Ok(Event::ReasoningDelta(r)) => chunk(json!({"reasoning_content": r}), None),
+
+    /// A chunk whose delta is `{"<key>":"<text>"}`.
+    fn text(&self, out: &mut Vec<u8>, key: &[u8], text: &str) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b"\":");
+        crate::sse::json_str(out, text);
+        out.extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: &Value, finish: Option<&str>) {
+        out.extend_from_slice(&self.head);
+        crate::sse::json(out, delta);
+        out.extend_from_slice(b",\"finish_reason\":");
+        crate::sse::json(out, &finish);
+        out.extend_from_slice(b"}]}\n\n");
+    }
+}
+
+impl crate::sse::Encode for ChatEncoder {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        self.text(out, b"role\":\"assistant\",\"content", "");
+    }
+
+    fn event(
+        &mut self,
+        ev: Result<Event, clawgate_router::StreamFailure>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match ev {
+            Ok(Event::TextDelta(t)) => self.text(out, b"content", &t),
+            Ok(Event::ReasoningDelta(r)) => self.text(out, b"reasoning_content", &r),
             Ok(Event::ToolCallStart {
                 index,
                 id: call_id,
                 name,
-            }) => chunk(
-                json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            }) => self.chunk(
+                out,
+                &json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
                 None,
             ),
-            Ok(Event::ToolCallDelta { index, arguments }) => chunk(
-                json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
+            Ok(Event::ToolCallDelta { index, arguments }) => self.chunk(
+                out,
+                &json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
                 None,
             ),
-            Ok(Event::ToolCallEnd { .. }) => continue,
-            Ok(Event::Usage(u)) => {
-                usage = Some(u);
-                continue;
-            }
-            Ok(Event::Stop(s)) => {
-                stop = Some(s);
-                continue;
-            }
+            Ok(Event::ToolCallEnd { .. }) => {}
+            Ok(Event::Usage(u)) => self.usage = Some(u),
+            Ok(Event::Stop(s)) => self.stop = Some(s),
             Err(f) => {
                 // FO-5: no switch after output; a clear terminal error.
                 let err = json!({"error": {"message": f.to_string(), "type": "upstream_error", "code": f.class.as_str()}});
-                let _ = tx
-                    .send(Ok(bytes::Bytes::from(format!("data: {err}\n\n"))))
-                    .await;
-                let _ = tx
-                    .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
-                    .await;
-                return;
+                out.extend_from_slice(b"data: ");
+                crate::sse::json(out, &err);
+                out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+                return false;
             }
-        };
-        if tx.send(Ok(out)).await.is_err() {
-            return;
         }
+        true
     }
-    let _ = tx
-        .send(Ok(chunk(json!({}), Some(finish_reason(stop.as_ref())))))
-        .await;
-    if include_usage {
-        if let Some(u) = usage {
-            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage_json(&u)});
-            let _ = tx
-                .send(Ok(bytes::Bytes::from(format!("data: {v}\n\n"))))
-                .await;
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.chunk(out, &json!({}), Some(finish_reason(self.stop.as_ref())));
+        if self.include_usage {
+            if let Some(u) = &self.usage {
+                let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(u)});
+                out.extend_from_slice(b"data: ");
+                crate::sse::json(out, &v);
+                out.extend_from_slice(b"\n\n");
+            }
         }
+        out.extend_from_slice(b"data: [DONE]\n\n");
     }
-    let _ = tx
-        .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
-        .await;
 }

@@ -12,6 +12,7 @@ pub mod errors;
 mod messages;
 mod metrics;
 mod responses;
+mod sse;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -109,57 +110,12 @@ pub(crate) fn target(
     }
 }
 
-/// Where a streaming handler's task writes its SSE bytes.
-pub(crate) type Chunks = tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
-
 /// A string field of a request object, empty when absent.
 pub(crate) fn text_field(v: &Value, key: &str) -> String {
     v.get(key)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
-}
-
-/// What a streaming pump gets next.
-pub(crate) enum Next {
-    Event(Result<clawgate_wire::Event, clawgate_router::StreamFailure>),
-    /// The answer is complete.
-    End,
-    /// The client hung up: stop, which drops the upstream stream and
-    /// closes its connection (WIRE-7).
-    Gone,
-}
-
-/// The next routed event, unless the client goes away first.
-pub(crate) async fn next_event(stream: &mut clawgate_router::RoutedStream, tx: &Chunks) -> Next {
-    tokio::select! {
-        ev = stream.next() => ev.map_or(Next::End, Next::Event),
-        _ = tx.closed() => Next::Gone,
-    }
-}
-
-/// An SSE response fed by `pump`, spawned now, as events arrive. When the
-/// client goes away the receiver drops and `pump`'s sends fail.
-pub(crate) fn sse_response<Fut>(
-    mut headers: axum::http::HeaderMap,
-    pump: impl FnOnce(Chunks) -> Fut,
-) -> Response
-where
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    use axum::http::HeaderValue;
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(pump(tx));
-    let body =
-        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
-    (StatusCode::OK, headers, body).into_response()
 }
 
 /// The request body as JSON: 413 over the size limit, 400 when not JSON.

@@ -303,14 +303,28 @@ async fn collect(mut routed: Routed, model: String) -> Result<Response, ApiError
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 
-fn frame(event: &str, data: Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+fn frame(out: &mut Vec<u8>, event: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    crate::sse::json(out, data);
+    out.extend_from_slice(b"\n\n");
 }
 
 fn stream_response(routed: Routed, model: String) -> Response {
     let mut headers = HeaderMap::new();
     crate::chat::served_headers(&mut headers, &routed);
-    crate::sse_response(headers, move |tx| pump(routed, tx, model))
+    crate::sse::response(
+        headers,
+        routed.stream,
+        MessagesEncoder {
+            model,
+            index: -1,
+            open: Open::None,
+            usage: None,
+            stop: None,
+        },
+    )
 }
 
 /// Which content block is open.
@@ -322,97 +336,107 @@ enum Open {
     Tool(usize),
 }
 
-/// Closes the open block (if another kind) and opens `want`.
-fn open_block(
-    want: Open,
-    block: Value,
-    out: &mut Vec<bytes::Bytes>,
-    open: &mut Open,
-    index: &mut i64,
-) {
-    if *open == want {
-        return;
-    }
-    if *open != Open::None {
-        out.push(frame(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": *index}),
-        ));
-    }
-    *index += 1;
-    out.push(frame(
-        "content_block_start",
-        json!({"type": "content_block_start", "index": *index, "content_block": block}),
-    ));
-    *open = want;
+/// The Anthropic event sequence: `message_start`, one `content_block_*`
+/// run per block, `message_delta`, `message_stop`.
+struct MessagesEncoder {
+    model: String,
+    index: i64,
+    open: Open,
+    usage: Option<Usage>,
+    stop: Option<StopReason>,
 }
 
-/// Forwards events as the Anthropic event sequence as they arrive:
-/// `message_start`, one `content_block_*` run per block, `message_delta`,
-/// `message_stop`. A client that hangs up stops it (and the upstream).
-async fn pump(mut routed: Routed, tx: crate::Chunks, model: String) {
-    let start = json!({"type": "message_start", "message": {
-        "id": message_id(), "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_json(None)}});
-    if tx.send(Ok(frame("message_start", start))).await.is_err() {
-        return;
+impl MessagesEncoder {
+    /// Closes the open block (if another kind) and opens `want`.
+    fn open_block(&mut self, want: Open, block: impl FnOnce() -> Value, out: &mut Vec<u8>) {
+        if self.open == want {
+            return;
+        }
+        self.close(out);
+        self.index += 1;
+        frame(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.index, "content_block": block()}),
+        );
+        self.open = want;
     }
-    let mut index: i64 = -1;
-    let mut open = Open::None;
-    let mut usage = None;
-    let mut stop = None;
-    loop {
-        let ev = match crate::next_event(&mut routed.stream, &tx).await {
-            crate::Next::Event(ev) => ev,
-            crate::Next::End => break,
-            crate::Next::Gone => return,
-        };
-        let mut out: Vec<bytes::Bytes> = Vec::new();
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if self.open != Open::None {
+            frame(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": self.index}),
+            );
+            self.open = Open::None;
+        }
+    }
+
+    /// A `content_block_delta` of `kind` carrying `text` in `field`.
+    fn delta(&self, out: &mut Vec<u8>, kind: &str, field: &str, text: &str) {
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
+        crate::sse::num(out, self.index.max(0) as u64);
+        out.extend_from_slice(b",\"delta\":{\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"");
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(b"\":");
+        crate::sse::json_str(out, text);
+        out.extend_from_slice(b"}}\n\n");
+    }
+}
+
+impl crate::sse::Encode for MessagesEncoder {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        let start = json!({"type": "message_start", "message": {
+            "id": message_id(), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_json(None)}});
+        frame(out, "message_start", &start);
+    }
+
+    fn event(
+        &mut self,
+        ev: Result<Event, clawgate_router::StreamFailure>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         match ev {
             Ok(Event::ReasoningDelta(r)) => {
-                open_block(
+                self.open_block(
                     Open::Thinking,
-                    json!({"type": "thinking", "thinking": ""}),
-                    &mut out,
-                    &mut open,
-                    &mut index,
+                    || json!({"type": "thinking", "thinking": ""}),
+                    out,
                 );
-                out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": r}})));
+                self.delta(out, "thinking_delta", "thinking", &r);
             }
             Ok(Event::TextDelta(t)) => {
-                open_block(
-                    Open::Text,
-                    json!({"type": "text", "text": ""}),
-                    &mut out,
-                    &mut open,
-                    &mut index,
-                );
-                out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}})));
+                self.open_block(Open::Text, || json!({"type": "text", "text": ""}), out);
+                self.delta(out, "text_delta", "text", &t);
             }
             Ok(Event::ToolCallStart {
                 index: ti,
                 id,
                 name,
             }) => {
-                open_block(
+                self.open_block(
                     Open::Tool(ti),
-                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                    &mut out,
-                    &mut open,
-                    &mut index,
+                    || json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    out,
                 );
             }
             Ok(Event::ToolCallDelta {
                 index: ti,
                 arguments,
             }) => {
-                if open == Open::Tool(ti) {
-                    out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}})));
+                if self.open == Open::Tool(ti) {
+                    self.delta(out, "input_json_delta", "partial_json", &arguments);
                 }
             }
             Ok(Event::ToolCallEnd { .. }) => {}
-            Ok(Event::Usage(u)) => usage = Some(u),
-            Ok(Event::Stop(s)) => stop = Some(s),
+            Ok(Event::Usage(u)) => self.usage = Some(u),
+            Ok(Event::Stop(s)) => self.stop = Some(s),
             Err(f) => {
                 // FO-5: a terminal error event, no switch to another model.
                 let err = AnthropicError(ApiError::new(
@@ -421,27 +445,17 @@ async fn pump(mut routed: Routed, tx: crate::Chunks, model: String) {
                     f.to_string(),
                 ))
                 .body();
-                let _ = tx.send(Ok(frame("error", err))).await;
-                return;
+                frame(out, "error", &err);
+                return false;
             }
         }
-        for b in out {
-            if tx.send(Ok(b)).await.is_err() {
-                return;
-            }
-        }
+        true
     }
-    if open != Open::None {
-        let _ = tx
-            .send(Ok(frame(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            )))
-            .await;
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.close(out);
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(self.stop.as_ref()), "stop_sequence": null}, "usage": usage_json(self.usage.as_ref())});
+        frame(out, "message_delta", &delta);
+        frame(out, "message_stop", &json!({"type": "message_stop"}));
     }
-    let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(stop.as_ref()), "stop_sequence": null}, "usage": usage_json(usage.as_ref())});
-    let _ = tx.send(Ok(frame("message_delta", delta))).await;
-    let _ = tx
-        .send(Ok(frame("message_stop", json!({"type": "message_stop"}))))
-        .await;
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clawgate_router::Routed;
 use clawgate_wire::{
     ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
 };
@@ -335,9 +334,11 @@ pub async fn handle(
         let id = new_id("resp");
         let created = now();
         if stream {
-            return Ok(crate::sse_response(h, move |tx| {
-                pump(routed, tx, id, model, created)
-            }));
+            return Ok(crate::sse::response(
+                h,
+                routed.stream,
+                ResponsesEncoder::new(id, model, created),
+            ));
         }
         let mut c = Collected::default();
         while let Some(ev) = routed.stream.next().await {
@@ -371,182 +372,233 @@ pub async fn handle(
     }
 }
 
-struct Emitter {
-    tx: crate::Chunks,
+/// The real Responses event sequence, each event with its
+/// `sequence_number`.
+struct ResponsesEncoder {
+    id: String,
+    model: String,
+    created: u64,
     seq: u64,
+    c: Collected,
+    output: Vec<Value>,
+    /// (kind, output_index, item id) of the open reasoning or message item.
+    open: Option<(&'static str, usize, String)>,
+    /// Text of the open reasoning or message item only.
+    item_text: String,
+    /// (our tool index, output_index, item id).
+    tool_items: Vec<(usize, usize, String)>,
 }
 
-impl Emitter {
-    async fn send(&mut self, event: &str, mut data: Value) -> bool {
+impl ResponsesEncoder {
+    fn new(id: String, model: String, created: u64) -> Self {
+        Self {
+            id,
+            model,
+            created,
+            seq: 0,
+            c: Collected::default(),
+            output: Vec::new(),
+            open: None,
+            item_text: String::new(),
+            tool_items: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, out: &mut Vec<u8>, event: &str, mut data: Value) {
         data["type"] = json!(event);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        self.tx
-            .send(Ok(bytes::Bytes::from(format!(
-                "event: {event}\ndata: {data}\n\n"
-            ))))
-            .await
-            .is_ok()
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        crate::sse::json(out, &data);
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// A text or reasoning delta, rendered without building a `Value`.
+    fn text_delta(&mut self, out: &mut Vec<u8>, event: &str, idx: usize, item_id: &str, t: &str) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        crate::sse::num(out, self.seq);
+        self.seq += 1;
+        out.extend_from_slice(b",\"item_id\":");
+        crate::sse::json_str(out, item_id);
+        out.extend_from_slice(b",\"output_index\":");
+        crate::sse::num(out, idx as u64);
+        out.extend_from_slice(b",\"content_index\":0,\"delta\":");
+        crate::sse::json_str(out, t);
+        out.extend_from_slice(b"}\n\n");
+    }
+
+    fn shell(&self, output: Vec<Value>, status: &str) -> Value {
+        response_obj(
+            &self.id,
+            &self.model,
+            self.created,
+            output,
+            self.c.stop.as_ref(),
+            self.c.usage.as_ref(),
+            status,
+        )
+    }
+
+    /// Finishes the open reasoning or message item.
+    fn close(&mut self, out: &mut Vec<u8>) {
+        let Some((kind, idx, item_id)) = self.open.take() else {
+            return;
+        };
+        let text = std::mem::take(&mut self.item_text);
+        let item = if kind == "reasoning" {
+            json!({"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}]})
+        } else {
+            json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        };
+        if let Some(slot) = self.output.get_mut(idx) {
+            *slot = item.clone();
+        }
+        if kind == "message" {
+            let part = json!({"type": "output_text", "text": text, "annotations": []});
+            self.send(out, "response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": text}));
+            self.send(out, "response.content_part.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part}));
+        }
+        self.send(
+            out,
+            "response.output_item.done",
+            json!({"output_index": idx, "item": item}),
+        );
+    }
+
+    /// Opens a reasoning or message item unless one of that kind is open.
+    fn open_item(&mut self, out: &mut Vec<u8>, kind: &'static str) {
+        if self.open.as_ref().map(|o| o.0) == Some(kind) {
+            return;
+        }
+        self.close(out);
+        let idx = self.output.len();
+        let item_id = new_id(if kind == "reasoning" { "rs" } else { "msg" });
+        let item = if kind == "reasoning" {
+            json!({"type": "reasoning", "id": item_id, "summary": [], "content": []})
+        } else {
+            json!({"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []})
+        };
+        self.output.push(item.clone());
+        self.send(
+            out,
+            "response.output_item.added",
+            json!({"output_index": idx, "item": item}),
+        );
+        if kind == "message" {
+            self.send(out, "response.content_part.added", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+        }
+        self.open = Some((kind, idx, item_id));
+        self.item_text.clear();
     }
 }
 
-/// Streams the real Responses event sequence as events arrive.
-async fn pump(mut routed: Routed, tx: crate::Chunks, id: String, model: String, created: u64) {
-    let mut e = Emitter {
-        tx: tx.clone(),
-        seq: 0,
-    };
-    let shell = response_obj(&id, &model, created, vec![], None, None, "in_progress");
-    if !e.send("response.created", json!({"response": shell})).await
-        || !e
-            .send("response.in_progress", json!({"response": shell}))
-            .await
-    {
-        return;
+impl crate::sse::Encode for ResponsesEncoder {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        let shell = self.shell(vec![], "in_progress");
+        self.send(out, "response.created", json!({"response": shell}));
+        self.send(out, "response.in_progress", json!({"response": shell}));
     }
-    let mut c = Collected::default();
-    let mut output: Vec<Value> = Vec::new();
-    // (kind, output_index, item id) of the open item.
-    let mut open: Option<(&'static str, usize, String)> = None;
-    // Text of the open reasoning or message item only.
-    let mut item_text = String::new();
-    let mut tool_items: Vec<(usize, usize, String)> = Vec::new();
-    loop {
-        let ev = match crate::next_event(&mut routed.stream, &tx).await {
-            crate::Next::Event(ev) => ev,
-            crate::Next::End => break,
-            crate::Next::Gone => return,
-        };
+
+    fn event(
+        &mut self,
+        ev: Result<Event, clawgate_router::StreamFailure>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let ev = match ev {
             Ok(ev) => ev,
             Err(f) => {
-                let mut failed = response_obj(&id, &model, created, output, None, None, "failed");
+                let output = std::mem::take(&mut self.output);
+                let mut failed = response_obj(
+                    &self.id,
+                    &self.model,
+                    self.created,
+                    output,
+                    None,
+                    None,
+                    "failed",
+                );
                 failed["error"] = json!({"code": f.class.as_str(), "message": f.to_string()});
-                e.send("response.failed", json!({"response": failed})).await;
-                return;
+                self.send(out, "response.failed", json!({"response": failed}));
+                return false;
             }
         };
-        c.apply(&ev);
-        let want = match &ev {
-            Event::ReasoningDelta(_) => Some("reasoning"),
-            Event::TextDelta(_) => Some("message"),
-            _ => None,
-        };
-        if let Some(kind) = want {
-            if open.as_ref().map(|o| o.0) != Some(kind) {
-                if !close(&mut e, &mut open, &item_text, &mut output).await {
-                    return;
+        self.c.apply(&ev);
+        match ev {
+            Event::ReasoningDelta(t) => {
+                self.open_item(out, "reasoning");
+                self.item_text.push_str(&t);
+                if let Some((_, idx, item_id)) = self.open.take() {
+                    self.text_delta(out, "response.reasoning_text.delta", idx, &item_id, &t);
+                    self.open = Some(("reasoning", idx, item_id));
                 }
-                let idx = output.len();
-                let item_id = new_id(if kind == "reasoning" { "rs" } else { "msg" });
-                let item = if kind == "reasoning" {
-                    json!({"type": "reasoning", "id": item_id, "summary": [], "content": []})
-                } else {
-                    json!({"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []})
-                };
-                output.push(item.clone());
-                if !e
-                    .send(
-                        "response.output_item.added",
-                        json!({"output_index": idx, "item": item}),
-                    )
-                    .await
-                {
-                    return;
-                }
-                if kind == "message"
-                    && !e.send("response.content_part.added", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})).await
-                {
-                    return;
-                }
-                open = Some((kind, idx, item_id));
-                item_text.clear();
             }
-        }
-        if let Event::ReasoningDelta(t) | Event::TextDelta(t) = &ev {
-            item_text.push_str(t);
-        }
-        let ok = match (&ev, &open) {
-            (Event::ReasoningDelta(r), Some((_, idx, item_id))) => e.send("response.reasoning_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": r})).await,
-            (Event::TextDelta(t), Some((_, idx, item_id))) => e.send("response.output_text.delta", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "delta": t})).await,
-            (Event::ToolCallStart { index, id: call_id, name }, _) => {
-                if !close(&mut e, &mut open, &item_text, &mut output).await {
-                    return;
+            Event::TextDelta(t) => {
+                self.open_item(out, "message");
+                self.item_text.push_str(&t);
+                if let Some((_, idx, item_id)) = self.open.take() {
+                    self.text_delta(out, "response.output_text.delta", idx, &item_id, &t);
+                    self.open = Some(("message", idx, item_id));
                 }
-                let idx = output.len();
+            }
+            Event::ToolCallStart {
+                index,
+                id: call_id,
+                name,
+            } => {
+                self.close(out);
+                let idx = self.output.len();
                 let item_id = new_id("fc");
                 let item = json!({"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"});
-                output.push(item.clone());
-                tool_items.push((*index, idx, item_id));
-                e.send("response.output_item.added", json!({"output_index": idx, "item": item})).await
+                self.output.push(item.clone());
+                self.tool_items.push((index, idx, item_id));
+                self.send(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": idx, "item": item}),
+                );
             }
-            (Event::ToolCallDelta { index, arguments }, _) => match tool_items.iter().find(|t| t.0 == *index) {
-                Some((_, idx, item_id)) => e.send("response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": idx, "delta": arguments})).await,
-                None => true,
-            },
-            (Event::ToolCallEnd { index }, _) => match tool_items.iter().find(|t| t.0 == *index) {
-                Some((ti, idx, item_id)) => {
-                    let call = c.tool_calls.get(*ti).cloned().unwrap_or_else(|| clawgate_wire::ToolCall { id: String::new(), name: String::new(), arguments: String::new() });
-                    let item = json!({"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name, "arguments": call.arguments, "status": "completed"});
-                    if let Some(slot) = output.get_mut(*idx) {
+            Event::ToolCallDelta { index, arguments } => {
+                if let Some((_, idx, item_id)) =
+                    self.tool_items.iter().find(|t| t.0 == index).cloned()
+                {
+                    self.send(out, "response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": idx, "delta": arguments}));
+                }
+            }
+            Event::ToolCallEnd { index } => {
+                if let Some((ti, idx, item_id)) =
+                    self.tool_items.iter().find(|t| t.0 == index).cloned()
+                {
+                    let (call_id, name, arguments) = match self.c.tool_calls.get(ti) {
+                        Some(c) => (c.id.clone(), c.name.clone(), c.arguments.clone()),
+                        None => Default::default(),
+                    };
+                    let item = json!({"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"});
+                    if let Some(slot) = self.output.get_mut(idx) {
                         *slot = item.clone();
                     }
-                    e.send("response.function_call_arguments.done", json!({"item_id": item_id, "output_index": idx, "arguments": call.arguments})).await
-                        && e.send("response.output_item.done", json!({"output_index": idx, "item": item})).await
+                    self.send(out, "response.function_call_arguments.done", json!({"item_id": item_id, "output_index": idx, "arguments": arguments}));
+                    self.send(
+                        out,
+                        "response.output_item.done",
+                        json!({"output_index": idx, "item": item}),
+                    );
                 }
-                None => true,
-            },
-            _ => true,
-        };
-        if !ok {
-            return;
+            }
+            Event::Usage(_) | Event::Stop(_) => {}
         }
+        true
     }
-    if !close(&mut e, &mut open, &item_text, &mut output).await {
-        return;
-    }
-    let done = response_obj(
-        &id,
-        &model,
-        created,
-        output,
-        c.stop.as_ref(),
-        c.usage.as_ref(),
-        "completed",
-    );
-    e.send("response.completed", json!({"response": done}))
-        .await;
-}
 
-/// Finishes the open reasoning or message item.
-async fn close(
-    e: &mut Emitter,
-    open: &mut Option<(&'static str, usize, String)>,
-    text: &str,
-    output: &mut [Value],
-) -> bool {
-    let Some((kind, idx, item_id)) = open.take() else {
-        return true;
-    };
-    let item = if kind == "reasoning" {
-        json!({"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}]})
-    } else {
-        json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]})
-    };
-    if let Some(slot) = output.get_mut(idx) {
-        *slot = item.clone();
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.close(out);
+        let output = std::mem::take(&mut self.output);
+        let done = self.shell(output, "completed");
+        self.send(out, "response.completed", json!({"response": done}));
     }
-    if kind == "message" {
-        let part = json!({"type": "output_text", "text": text, "annotations": []});
-        if !e.send("response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": text})).await
-            || !e.send("response.content_part.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part})).await
-        {
-            return false;
-        }
-    }
-    e.send(
-        "response.output_item.done",
-        json!({"output_index": idx, "item": item}),
-    )
-    .await
 }

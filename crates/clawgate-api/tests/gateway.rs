@@ -811,3 +811,83 @@ async fn gw_1_responses_items_keep_their_own_text() {
         .collect();
     assert_eq!(kinds, ["message", "function_call", "message"]);
 }
+
+/// PERF-3 / issue 6: a chunk from the upstream reaches the client before
+/// the upstream sends the next one, on every inbound protocol. The
+/// upstream holds the rest of its answer until the client has seen the
+/// first delta; a gateway that buffered would never get there.
+#[tokio::test]
+async fn perf_3_streams_are_not_buffered_on_any_endpoint() {
+    for path in ["/v1/chat/completions", "/v1/responses", "/v1/messages"] {
+        let release = Arc::new(Notify::new());
+        let r2 = release.clone();
+        let lm = FakeServer::start(move |_| {
+            responses_stream(&[("response.output_text.delta", json!({"delta": "one"}))])
+                .wait(r2.clone())
+                .bytes(format!(
+                    "event: response.output_text.delta\ndata: {}\n\nevent: response.completed\ndata: {}\n\n",
+                    json!({"delta": " two"}),
+                    json!({"response": {"status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}}})
+                ))
+        })
+        .await;
+        let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
+        let body = if path == "/v1/responses" {
+            json!({"model": "MiniMax Local", "stream": true, "input": "x"})
+        } else {
+            json!({"model": "MiniMax Local", "stream": true, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+        };
+        let mut r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let mut seen = String::new();
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{path}: first delta held back"))
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if read_inbound(path, &seen).0 == "one" && seen.ends_with("\n\n") {
+                break;
+            }
+        }
+        // Only now does the upstream send the rest.
+        release.notify_waiters();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert_eq!(read_inbound(path, &seen).0, "one two", "{path}: {seen}");
+    }
+}
+
+/// Many upstream chunks that arrive together are forwarded together, in
+/// order, none lost (the gateway writes what is ready in one frame).
+#[tokio::test]
+async fn perf_3_a_burst_of_chunks_arrives_whole_and_in_order() {
+    let mut frames: Vec<(&str, Value)> = Vec::new();
+    let words: Vec<String> = (0..500).map(|i| format!("w{i} ")).collect();
+    for w in &words {
+        frames.push(("response.output_text.delta", json!({ "delta": w })));
+    }
+    frames.push((
+        "response.completed",
+        json!({"response": {"status": "completed", "usage": {"input_tokens": 1, "output_tokens": 500}}}),
+    ));
+    let reply = responses_stream(&frames);
+    let lm = FakeServer::start(move |_| reply.clone()).await;
+    let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
+    for path in ["/v1/chat/completions", "/v1/responses", "/v1/messages"] {
+        let body = if path == "/v1/responses" {
+            json!({"model": "MiniMax Local", "stream": true, "input": "x"})
+        } else {
+            json!({"model": "MiniMax Local", "stream": true, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+        };
+        let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        let text = r.text().await.unwrap();
+        assert_eq!(read_inbound(path, &text).0, words.concat(), "{path}");
+    }
+}

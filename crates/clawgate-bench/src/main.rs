@@ -32,6 +32,17 @@ struct Args {
     /// Pause between streamed chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Rounds per scenario: the systems take turns each round, so drift on
+    /// the machine hits them alike; percentiles pool all rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Multiply every scenario's request count (default 1 with --quick,
+    /// else 4).
+    #[arg(long)]
+    scale: Option<usize>,
+    /// Run only the scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Clone)]
@@ -338,7 +349,7 @@ async fn main() -> Result<()> {
         systems.push(("NGINX", u.clone()));
     }
     systems.push(("CLAWGATE", gw_url.clone()));
-    let scale = if args.quick { 1 } else { 4 };
+    let scale = args.scale.unwrap_or(if args.quick { 1 } else { 4 });
     let scenarios: [(&str, bool, usize, usize); 4] = [
         ("chat, non-streaming, c=1", false, 1, 500 * scale),
         ("chat, non-streaming, c=64", false, 64, 3000 * scale),
@@ -348,13 +359,25 @@ async fn main() -> Result<()> {
     println!("| scenario | system | p50 µs | p99 µs | TTFT p50 µs | req/s | errors | overhead p50 µs | overhead vs nginx |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, stream, conc, total) in scenarios {
+        if args.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         // Warm pools and caches first.
         for (_, url) in &systems {
             let _ = load(url, stream, conc, conc * 4).await;
         }
-        let mut rows = Vec::new();
-        for (sys, url) in &systems {
-            rows.push((*sys, load(url, stream, conc, total).await));
+        let mut rows: Vec<(&str, Stats)> =
+            systems.iter().map(|(s, _)| (*s, Stats::default())).collect();
+        let rounds = args.rounds.max(1);
+        for _ in 0..rounds {
+            for (i, (_, url)) in systems.iter().enumerate() {
+                let s = load(url, stream, conc, total / rounds).await;
+                let row = &mut rows[i].1;
+                row.latencies.extend(s.latencies);
+                row.ttft.extend(s.ttft);
+                row.errors += s.errors;
+                row.wall += s.wall;
+            }
         }
         let metric = |s: &Stats| {
             if stream {

@@ -192,26 +192,38 @@ impl RoutedStream {
 
     pub async fn next(&mut self) -> Option<Result<Event, StreamFailure>> {
         if let Some(ev) = self.first.take() {
-            if let Event::Usage(u) = &ev {
-                self.usage = Some(*u);
-            }
-            return Some(Ok(ev));
+            return Some(Ok(self.seen(ev)));
         }
         let t = std::time::Instant::now();
         let next = self.inner.next().await;
         self.upstream_wait += t.elapsed();
-        match next? {
-            Ok(ev) => {
-                if let Event::Usage(u) = &ev {
-                    self.usage = Some(*u);
-                }
-                Some(Ok(ev))
-            }
-            Err(error) => Some(Err(StreamFailure {
+        next.map(|r| self.map(r))
+    }
+
+    /// The next event if it is ready without waiting on the upstream
+    /// (see [`EventStream::next_ready`]).
+    pub fn next_ready(&mut self) -> std::task::Poll<Option<Result<Event, StreamFailure>>> {
+        if let Some(ev) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(self.seen(ev))));
+        }
+        self.inner.next_ready().map(|n| n.map(|r| self.map(r)))
+    }
+
+    fn seen(&mut self, ev: Event) -> Event {
+        if let Event::Usage(u) = &ev {
+            self.usage = Some(*u);
+        }
+        ev
+    }
+
+    fn map(&mut self, r: Result<Event, clawgate_wire::WireError>) -> Result<Event, StreamFailure> {
+        match r {
+            Ok(ev) => Ok(self.seen(ev)),
+            Err(error) => Err(StreamFailure {
                 reference: self.reference.clone(),
                 class: classify(&error),
                 error,
-            })),
+            }),
         }
     }
 }

@@ -5,11 +5,12 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clawgate_core::ApiKind;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::{timeout_at, Instant};
 
 use crate::anthropic;
@@ -117,6 +118,7 @@ impl Client {
             pending_error: None,
             next_tool: 0,
             salvaged: 0,
+            sse_events: Vec::new(),
         };
         if !(200..300).contains(&status) {
             let body = stream.read_all().await.unwrap_or_default();
@@ -182,6 +184,8 @@ pub struct EventStream {
     /// Next free tool-call index (after the decoder's own).
     next_tool: usize,
     salvaged: usize,
+    /// Reused between reads.
+    sse_events: Vec<crate::sse::SseEvent>,
 }
 
 impl EventStream {
@@ -226,16 +230,23 @@ impl EventStream {
         Some(Err(e))
     }
 
+    /// What is ready without reading: a queued event or error, or the end.
+    fn ready(&mut self) -> Option<Option<Result<Event, WireError>>> {
+        if !self.queue.is_empty() || self.pending_error.is_some() {
+            return Some(self.next_queued());
+        }
+        if self.ended {
+            return Some(None);
+        }
+        None
+    }
+
     /// The next event; `None` after the last one (or after an error).
     pub async fn next(&mut self) -> Option<Result<Event, WireError>> {
         loop {
-            if !self.queue.is_empty() || self.pending_error.is_some() {
-                return self.next_queued();
+            if let Some(r) = self.ready() {
+                return r;
             }
-            if self.ended {
-                return None;
-            }
-            let mut out = Vec::new();
             if !self.sse_mode {
                 let body = match self.read_all().await {
                     Ok(b) => b,
@@ -251,48 +262,92 @@ impl EventStream {
                         ))
                     }
                 };
+                let mut out = Vec::new();
                 if let Err(e) = self.decoder.on_body(&parsed, &mut out) {
                     return self.fail(e);
                 }
                 self.post(out);
                 continue;
             }
-            match self.chunk().await {
-                Ok(Some(bytes)) => {
-                    let mut evs = Vec::new();
-                    self.sse.push(&bytes, &mut evs);
-                    for ev in &evs {
-                        if let Err(e) = self.decoder.on_sse(ev, &mut out) {
-                            self.post(out);
-                            // Hand out what came before the error first.
-                            let err = e;
-                            return self.error_after_queue(err);
-                        }
-                    }
-                }
-                Ok(None) => {
-                    self.ended = true;
-                    let last = match self.sse.finish() {
-                        Ok(l) => l,
-                        Err(e) => {
-                            return self
-                                .fail(WireError::new(WireErrorKind::Truncated, e.to_string()))
-                        }
-                    };
-                    if let Some(ev) = last {
-                        if let Err(e) = self.decoder.on_sse(&ev, &mut out) {
-                            return self.fail(e);
-                        }
-                    }
-                    if let Err(e) = self.decoder.on_end(&mut out) {
-                        self.post(out);
-                        return self.error_after_queue(e);
-                    }
-                }
-                Err(e) => return self.fail(e),
+            let item = self.chunk().await;
+            if let Some(r) = self.absorb(item) {
+                return r;
             }
-            self.post(out);
         }
+    }
+
+    /// The next event if it can be had without waiting: queued events, then
+    /// bytes the connection has already received. `Pending` means the next
+    /// event needs more bytes from the upstream. The gateway uses this to
+    /// write every event that arrived together in one frame (one syscall)
+    /// while never holding back an event that is ready.
+    pub fn next_ready(&mut self) -> Poll<Option<Result<Event, WireError>>> {
+        loop {
+            if let Some(r) = self.ready() {
+                return Poll::Ready(r);
+            }
+            if !self.sse_mode {
+                return Poll::Pending;
+            }
+            // Polling a stream's `next` and dropping it is cancel-safe.
+            let item = match self.body.next().now_or_never() {
+                None => return Poll::Pending,
+                Some(None) => Ok(None),
+                Some(Some(Ok(b))) => Ok(Some(b)),
+                Some(Some(Err(e))) => Err(transport_error(&e, Phase::Body)),
+            };
+            if let Some(r) = self.absorb(item) {
+                return Poll::Ready(r);
+            }
+        }
+    }
+
+    /// Decodes one read of a streamed body. `Some` is an answer to hand out
+    /// now (an error, after the events before it); `None` means the decoded
+    /// events (if any) are queued.
+    fn absorb(
+        &mut self,
+        item: Result<Option<Bytes>, WireError>,
+    ) -> Option<Option<Result<Event, WireError>>> {
+        let mut out = Vec::new();
+        match item {
+            Ok(Some(bytes)) => {
+                self.sse_events.clear();
+                self.sse.push(&bytes, &mut self.sse_events);
+                let evs = std::mem::take(&mut self.sse_events);
+                for ev in &evs {
+                    if let Err(e) = self.decoder.on_sse(ev, &mut out) {
+                        self.post(out);
+                        // Hand out what came before the error first.
+                        return Some(self.error_after_queue(e));
+                    }
+                }
+                self.sse_events = evs;
+            }
+            Ok(None) => {
+                self.ended = true;
+                let last = match self.sse.finish() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return Some(
+                            self.fail(WireError::new(WireErrorKind::Truncated, e.to_string())),
+                        )
+                    }
+                };
+                if let Some(ev) = last {
+                    if let Err(e) = self.decoder.on_sse(&ev, &mut out) {
+                        return Some(self.fail(e));
+                    }
+                }
+                if let Err(e) = self.decoder.on_end(&mut out) {
+                    self.post(out);
+                    return Some(self.error_after_queue(e));
+                }
+            }
+            Err(e) => return Some(self.fail(e)),
+        }
+        self.post(out);
+        None
     }
 
     /// Queues decoded events, promoting tool calls written as text (WIRE-6).

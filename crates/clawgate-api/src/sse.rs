@@ -1,0 +1,136 @@
+//! The streaming response body every endpoint shares: routed events are
+//! turned into the client protocol's SSE frames by an [`Encode`] and
+//! written as they arrive.
+//!
+//! The body is pulled by hyper (no task, no channel): each poll waits for
+//! the next event, then also takes every event that is already decoded or
+//! already received from the upstream, and hands the lot to hyper as one
+//! frame. Nothing is ever held back waiting for more data, yet a burst of
+//! upstream chunks costs one write instead of one write per chunk (most of
+//! the gateway's CPU on streams was in `writev`). When the client goes
+//! away hyper drops the body, which drops the routed stream and closes the
+//! upstream connection (WIRE-7).
+
+use std::task::Poll;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clawgate_router::{RoutedStream, StreamFailure};
+use clawgate_wire::Event;
+
+/// Above this many bytes a frame is handed out even if more is ready.
+const FRAME_LIMIT: usize = 16 * 1024;
+
+/// Scheduler turns without a new event before a frame is handed out.
+const YIELDS: usize = 2;
+
+/// One client protocol's streaming encoder.
+pub(crate) trait Encode: Send + 'static {
+    /// What goes before the first event (role chunk, `message_start`, …).
+    fn start(&mut self, out: &mut Vec<u8>);
+    /// One event; `false` ends the stream (a terminal error was written).
+    fn event(&mut self, ev: Result<Event, StreamFailure>, out: &mut Vec<u8>) -> bool;
+    /// The answer is complete.
+    fn finish(&mut self, out: &mut Vec<u8>);
+}
+
+struct Pump<E> {
+    stream: RoutedStream,
+    enc: E,
+    started: bool,
+    done: bool,
+}
+
+impl<E: Encode> Pump<E> {
+    /// The next frame: at least one event (or the end), plus everything
+    /// that is ready without waiting.
+    async fn frame(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::with_capacity(1024);
+        // The first frame goes out at once: time to first token is the
+        // number that matters there.
+        let first = !self.started;
+        if first {
+            self.started = true;
+            self.enc.start(&mut out);
+        }
+        // Turns given to the upstream connection since the last event.
+        let mut yields = 0;
+        loop {
+            // Wait only when nothing is ready yet.
+            let next = match self.stream.next_ready() {
+                Poll::Ready(n) => n,
+                Poll::Pending if out.is_empty() => self.stream.next().await,
+                Poll::Pending if first || yields >= YIELDS => return Some(out),
+                Poll::Pending => {
+                    // hyper's client connection task hands over one body
+                    // chunk per turn; give it a turn or two so chunks it
+                    // has already read join this frame. No timer: when a
+                    // turn brings nothing, the frame goes out.
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            yields = 0;
+            match next {
+                None => {
+                    self.enc.finish(&mut out);
+                    self.done = true;
+                    return Some(out);
+                }
+                Some(ev) => {
+                    if !self.enc.event(ev, &mut out) {
+                        self.done = true;
+                        return Some(out);
+                    }
+                }
+            }
+            if out.len() >= FRAME_LIMIT {
+                return Some(out);
+            }
+        }
+    }
+}
+
+/// A `200 text/event-stream` response fed by `enc` from `stream`.
+pub(crate) fn response<E: Encode>(
+    mut headers: HeaderMap,
+    stream: RoutedStream,
+    enc: E,
+) -> Response {
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    let pump = Pump {
+        stream,
+        enc,
+        started: false,
+        done: false,
+    };
+    let body = futures_util::stream::unfold(pump, |mut p| async move {
+        let frame = p.frame().await.filter(|f| !f.is_empty())?;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(frame)), p))
+    });
+    (StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response()
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends any serialisable value as JSON.
+pub(crate) fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Appends an unsigned integer in decimal.
+pub(crate) fn num(out: &mut Vec<u8>, n: u64) {
+    let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+}
