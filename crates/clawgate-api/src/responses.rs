@@ -461,8 +461,16 @@ impl ResponsesEncoder {
         }
         if kind == "message" {
             let part = json!({"type": "output_text", "text": text, "annotations": []});
-            self.send(out, "response.output_text.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": text}));
-            self.send(out, "response.content_part.done", json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part}));
+            self.send(
+                out,
+                "response.output_text.done",
+                json!({"item_id": item_id, "output_index": idx, "content_index": 0, "text": text}),
+            );
+            self.send(
+                out,
+                "response.content_part.done",
+                json!({"item_id": item_id, "output_index": idx, "content_index": 0, "part": part}),
+            );
         }
         self.send(
             out,
@@ -567,7 +575,11 @@ impl crate::sse::Encode for ResponsesEncoder {
                 if let Some((_, idx, item_id)) =
                     self.tool_items.iter().find(|t| t.0 == index).cloned()
                 {
-                    self.send(out, "response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": idx, "delta": arguments}));
+                    self.send(
+                        out,
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": item_id, "output_index": idx, "delta": arguments}),
+                    );
                 }
             }
             Event::ToolCallEnd { index } => {
@@ -582,7 +594,11 @@ impl crate::sse::Encode for ResponsesEncoder {
                     if let Some(slot) = self.output.get_mut(idx) {
                         *slot = item.clone();
                     }
-                    self.send(out, "response.function_call_arguments.done", json!({"item_id": item_id, "output_index": idx, "arguments": arguments}));
+                    self.send(
+                        out,
+                        "response.function_call_arguments.done",
+                        json!({"item_id": item_id, "output_index": idx, "arguments": arguments}),
+                    );
                     self.send(
                         out,
                         "response.output_item.done",
