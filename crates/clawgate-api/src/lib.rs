@@ -15,7 +15,7 @@ mod responses;
 mod sse;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -36,7 +36,8 @@ pub const MAX_BODY: usize = 20 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    registry: Arc<RwLock<Arc<Registry>>>,
+    /// PERF-3: an immutable snapshot, read without a lock.
+    registry: Arc<arc_swap::ArcSwap<Registry>>,
     pub runner: Arc<Runner>,
     pub auth: Arc<GatewayAuth>,
     pub telemetry: Arc<metrics::Telemetry>,
@@ -45,7 +46,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(registry: Registry, runner: Runner, auth: GatewayAuth) -> Self {
         Self {
-            registry: Arc::new(RwLock::new(Arc::new(registry))),
+            registry: Arc::new(arc_swap::ArcSwap::from_pointee(registry)),
             runner: Arc::new(runner),
             auth: Arc::new(auth),
             telemetry: Arc::new(metrics::Telemetry::default()),
@@ -54,19 +55,12 @@ impl AppState {
 
     /// Replaces the config snapshot; requests in flight keep theirs.
     pub fn swap_registry(&self, registry: Registry) {
-        let new = Arc::new(registry);
-        match self.registry.write() {
-            Ok(mut r) => *r = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        self.registry.store(Arc::new(registry));
     }
 
-    /// The current config snapshot (an `Arc` clone; no lock is held after).
+    /// The current config snapshot (an `Arc` clone; no lock is taken).
     pub fn registry(&self) -> Arc<Registry> {
-        match self.registry.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.registry.load_full()
     }
 }
 

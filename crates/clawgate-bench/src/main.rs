@@ -44,7 +44,7 @@ struct Args {
     #[arg(long)]
     litellm: Option<PathBuf>,
     /// Seconds one system may spend on one round of a scenario.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 4.0)]
     budget_s: f64,
     /// Streams held open at once for the memory scenario (0 to skip).
     #[arg(long, default_value_t = 1000)]
@@ -798,7 +798,8 @@ async fn main() -> Result<()> {
         let stream = sc.kind != Kind::Chat { stream: false };
         // Warm pools and caches first.
         for sys in &systems {
-            let _ = load(sys, sc.kind, sc.conc, sc.conc * 4, budget, c).await;
+            let warm = budget.min(Duration::from_secs(2));
+            let _ = load(sys, sc.kind, sc.conc, sc.conc * 4, warm, c).await;
         }
         let mut rows: Vec<(&System, Stats)> =
             systems.iter().map(|s| (s, Stats::default())).collect();
@@ -864,7 +865,12 @@ async fn main() -> Result<()> {
     for line in &summary {
         println!("{line}");
     }
-    if args.only.is_none() && args.open_streams > 0 {
+    if args.open_streams > 0
+        && args
+            .only
+            .as_ref()
+            .is_none_or(|o| "open streams".contains(o.as_str()))
+    {
         println!();
         println!(
             "| {} open streams | opened | RSS MB | time to open all, ms |",
