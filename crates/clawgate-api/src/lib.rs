@@ -34,23 +34,34 @@ use errors::ApiError;
 /// Request bodies above this are refused with 413 (GW-3).
 pub const MAX_BODY: usize = 20 * 1024 * 1024;
 
+/// What every handler shares. axum clones the state for each request,
+/// so it is one `Arc` (one atomic increment), not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     /// PERF-3: an immutable snapshot, read without a lock.
-    registry: Arc<arc_swap::ArcSwap<Registry>>,
-    pub runner: Arc<Runner>,
-    pub auth: Arc<GatewayAuth>,
-    pub telemetry: Arc<metrics::Telemetry>,
+    registry: arc_swap::ArcSwap<Registry>,
+    pub runner: Runner,
+    pub auth: GatewayAuth,
+    pub telemetry: metrics::Telemetry,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(registry: Registry, runner: Runner, auth: GatewayAuth) -> Self {
-        Self {
-            registry: Arc::new(arc_swap::ArcSwap::from_pointee(registry)),
-            runner: Arc::new(runner),
-            auth: Arc::new(auth),
-            telemetry: Arc::new(metrics::Telemetry::default()),
-        }
+        Self(Arc::new(Shared {
+            registry: arc_swap::ArcSwap::from_pointee(registry),
+            runner,
+            auth,
+            telemetry: metrics::Telemetry::default(),
+        }))
     }
 
     /// Replaces the config snapshot; requests in flight keep theirs.
@@ -170,12 +181,12 @@ pub(crate) async fn route(
         .run(turn)
         .await
         .map_err(|e| ApiError::from_run(&e))?;
-    let telemetry = state.telemetry.clone();
+    let shared = state.clone();
     let (provider, model) = (routed.served.provider.clone(), routed.served.model.clone());
     let started = routed.started;
     routed.stream.on_finish(Box::new(move |usage, waited| {
         let took = started.elapsed();
-        telemetry.answer(
+        shared.telemetry.answer(
             &provider,
             &model,
             usage.as_ref(),
@@ -197,19 +208,18 @@ async fn count(
         "/v1/models/{id}"
     } else {
         match path {
-            "/v1/chat/completions"
-            | "/v1/responses"
-            | "/v1/messages"
-            | "/v1/models"
-            | "/health"
-            | "/ready"
-            | "/metrics" => path,
+            "/v1/chat/completions" => "/v1/chat/completions",
+            "/v1/responses" => "/v1/responses",
+            "/v1/messages" => "/v1/messages",
+            "/v1/models" => "/v1/models",
+            "/health" => "/health",
+            "/ready" => "/ready",
+            "/metrics" => "/metrics",
             _ => "other",
         }
-    }
-    .to_string();
+    };
     let res = next.run(req).await;
-    state.telemetry.request(&endpoint, res.status().as_u16());
+    state.telemetry.request(endpoint, res.status().as_u16());
     res
 }
 

@@ -33,14 +33,16 @@ const OVERHEAD_BUCKETS: [f64; 8] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0
 
 #[derive(Default)]
 pub struct Telemetry {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    models: Mutex<BTreeMap<(String, String), ModelStats>>,
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// provider → model → stats; looked up by `&str`, so a known model
+    /// costs no allocation per answer.
+    models: Mutex<PerModel>,
 }
 
 impl Telemetry {
-    pub fn request(&self, endpoint: &str, status: u16) {
+    pub fn request(&self, endpoint: &'static str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((endpoint.to_string(), status)).or_default() += 1;
+            *m.entry((endpoint, status)).or_default() += 1;
         }
     }
 
@@ -54,9 +56,18 @@ impl Telemetry {
         overhead: Duration,
     ) {
         if let Ok(mut m) = self.models.lock() {
-            let s = m
-                .entry((provider.to_string(), model.to_string()))
-                .or_default();
+            if !m.contains_key(provider) {
+                m.insert(provider.to_string(), BTreeMap::new());
+            }
+            let Some(per) = m.get_mut(provider) else {
+                return;
+            };
+            if !per.contains_key(model) {
+                per.insert(model.to_string(), ModelStats::default());
+            }
+            let Some(s) = per.get_mut(model) else {
+                return;
+            };
             if let Some(u) = usage {
                 s.input_tokens += u.input;
                 s.output_tokens += u.output;
@@ -78,6 +89,13 @@ impl Telemetry {
             }
         }
     }
+}
+
+type PerModel = BTreeMap<String, BTreeMap<String, ModelStats>>;
+
+fn flat(m: &PerModel) -> impl Iterator<Item = (&String, &String, &ModelStats)> {
+    m.iter()
+        .flat_map(|(p, per)| per.iter().map(move |(model, s)| (p, model, s)))
 }
 
 fn esc(s: &str) -> String {
@@ -136,7 +154,7 @@ pub async fn handle(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model.\n# TYPE clawgate_tokens_total counter");
     let _ = writeln!(out, "# HELP clawgate_answer_duration_seconds Time from request to the end of the answer, per served model.\n# TYPE clawgate_answer_duration_seconds histogram");
     if let Ok(models) = state.telemetry.models.lock() {
-        for ((p, model), s) in models.iter() {
+        for (p, model, s) in flat(&models) {
             let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
             let _ = writeln!(
                 out,
@@ -172,7 +190,7 @@ pub async fn handle(State(state): State<AppState>) -> Response {
             );
         }
         let _ = writeln!(out, "# HELP clawgate_overhead_seconds Gateway time per answer: total minus time waiting on upstreams.\n# TYPE clawgate_overhead_seconds histogram");
-        for ((p, model), s) in models.iter() {
+        for (p, model, s) in flat(&models) {
             let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
             for (i, b) in OVERHEAD_BUCKETS.iter().enumerate() {
                 let _ = writeln!(

@@ -49,6 +49,10 @@ struct Args {
     /// Streams held open at once for the memory scenario (0 to skip).
     #[arg(long, default_value_t = 1000)]
     open_streams: usize,
+    /// Start the mock, the gateway and nginx, print where they listen, and
+    /// wait (for profiling by hand).
+    #[arg(long)]
+    serve: bool,
     /// Run only the scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
@@ -211,7 +215,19 @@ struct Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first so a server stops its own children (uvicorn
+    /// workers), then SIGKILL after three seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        for _ in 0..300 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -340,7 +356,7 @@ fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Proc, Str
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
     let text = format!(
-        "worker_processes 1; daemon off; pid {pid}; error_log {dir}/nginx-error.log;
+        "master_process off; worker_processes 1; daemon off; pid {pid}; error_log {dir}/nginx-error.log;
 worker_rlimit_nofile 16384;
 events {{ worker_connections 8192; }}
 http {{
@@ -628,7 +644,7 @@ async fn open_streams(
         }));
     }
     while opened.load(std::sync::atomic::Ordering::Relaxed) < n
-        && t0.elapsed() < Duration::from_secs(60)
+        && t0.elapsed() < Duration::from_secs(20)
         && !tasks.iter().all(|t| t.is_finished())
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -726,6 +742,20 @@ async fn main() -> Result<()> {
             key: Some(LITELLM_KEY),
             pid: Some(p.child.id()),
         });
+    }
+    if args.serve {
+        for sys in &systems {
+            println!("{} {} pid {:?}", sys.name, sys.url, sys.pid);
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        drop(gw);
+        drop(nginx);
+        drop(litellm);
+        return Ok(());
     }
     let scale = args.scale.unwrap_or(if args.quick { 1 } else { 4 });
     let c = args.chunks;

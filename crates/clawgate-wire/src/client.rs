@@ -27,6 +27,9 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
+    /// the per-request CPU, and a gateway calls the same few URLs.
+    urls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl Client {
@@ -38,7 +41,28 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            urls: Default::default(),
+        })
+    }
+
+    fn url(&self, ep: &Endpoint) -> Result<reqwest::Url, WireError> {
+        let text = ep.url();
+        if let Some(u) = self.urls.lock().ok().and_then(|m| m.get(&text).cloned()) {
+            return Ok(u);
+        }
+        let url = reqwest::Url::parse(&text).map_err(|e| {
+            WireError::new(WireErrorKind::Request, format!("invalid URL {text}: {e}"))
+        })?;
+        if let Ok(mut m) = self.urls.lock() {
+            // Config reloads can change URLs; keep the cache small.
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(text, url.clone());
+        }
+        Ok(url)
     }
 
     /// Sends one model call and returns its event stream once the response
@@ -63,7 +87,7 @@ impl Client {
             .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
         let mut rb = self
             .http
-            .post(ep.url())
+            .post(self.url(ep)?)
             .header("content-type", "application/json")
             .body(bytes);
         if req.stream {
