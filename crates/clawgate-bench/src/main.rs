@@ -49,6 +49,10 @@ struct Args {
     /// Streams held open at once for the memory scenario (0 to skip).
     #[arg(long, default_value_t = 1000)]
     open_streams: usize,
+    /// Worker threads for clawgate and worker processes for nginx: the two
+    /// proxies get the same share of the machine.
+    #[arg(long, default_value_t = 1)]
+    workers: u16,
     /// Start the mock, the gateway and nginx, print where they listen, and
     /// wait (for profiling by hand).
     #[arg(long)]
@@ -283,6 +287,7 @@ async fn start_gateway(
     bin: &PathBuf,
     upstream: SocketAddr,
     dir: &std::path::Path,
+    workers: u16,
 ) -> Result<(Proc, String, Duration)> {
     let config = dir.join("clawgate.json5");
     std::fs::write(
@@ -302,6 +307,8 @@ async fn start_gateway(
             "gateway",
             "--port",
             "0",
+            "--workers",
+            &workers.to_string(),
         ])
         .env("HOME", dir)
         .env("CLAWGATE_LOG", "off")
@@ -349,14 +356,18 @@ fn free_port() -> Option<u16> {
     )
 }
 
-fn start_nginx(upstream: SocketAddr, dir: &std::path::Path) -> Option<(Proc, String)> {
+fn start_nginx(
+    upstream: SocketAddr,
+    dir: &std::path::Path,
+    workers: u16,
+) -> Option<(Proc, String)> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())?;
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
     let text = format!(
-        "master_process off; worker_processes 1; daemon off; pid {pid}; error_log {dir}/nginx-error.log;
+        "{master} worker_processes {workers}; daemon off; pid {pid}; error_log {dir}/nginx-error.log;
 worker_rlimit_nofile 16384;
 events {{ worker_connections 8192; }}
 http {{
@@ -367,6 +378,8 @@ http {{
     location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; proxy_read_timeout 300s; }}
   }}
 }}\n",
+        // One worker runs without a master (it then dies with a plain kill).
+        master = if workers == 1 { "master_process off;" } else { "" },
         pid = dir.join("nginx.pid").display(),
         dir = dir.display(),
     );
@@ -694,9 +707,9 @@ async fn main() -> Result<()> {
         release: release_rx,
     })
     .await?;
-    let (gw, gw_url, cold) = start_gateway(&args.gateway, mock, &dir).await?;
+    let (gw, gw_url, cold) = start_gateway(&args.gateway, mock, &dir, args.workers).await?;
     let idle_rss = rss_kb(gw.child.id());
-    let nginx = start_nginx(mock, &dir);
+    let nginx = start_nginx(mock, &dir, args.workers);
     let mut notes = Vec::new();
     let litellm = match &args.litellm {
         Some(bin) => match start_litellm(bin, mock, &dir).await {
@@ -812,7 +825,7 @@ async fn main() -> Result<()> {
     // A slow system (LiteLLM) gets a time budget per round instead of the
     // full count, so the whole run stays within minutes.
     let budget = Duration::from_secs_f64(args.budget_s);
-    println!("streams: {c} chunks each; rounds: {}; overhead = system p50 - DIRECT p50 (streams: time to first chunk); gap = (total - first chunk) / chunks", args.rounds.max(1));
+    println!("workers: {} (clawgate threads, nginx processes); streams: {c} chunks each; rounds: {}; overhead = system p50 - DIRECT p50 (streams: time to first chunk); gap = (total - first chunk) / chunks", args.workers, args.rounds.max(1));
     println!();
     println!("| scenario | system | p50 µs | p99 µs | TTFT p50 µs | gap/chunk µs | req/s | errors | overhead µs | vs nginx | vs LiteLLM |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");

@@ -1,5 +1,7 @@
 //! `openai-completions`: `POST {baseUrl}/chat/completions` (WIRE-1).
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use crate::decode::{parse_json, str_at, stream_error, u64_at, Common, Decoder};
@@ -193,14 +195,136 @@ impl ChatDecoder {
     }
 }
 
-impl Decoder for ChatDecoder {
-    fn on_sse(&mut self, ev: &SseEvent, out: &mut Vec<Event>) -> Result<(), WireError> {
-        if ev.is_done() {
-            self.done = true;
-            return Ok(());
+/// The parts of a streamed chunk the gateway reads, borrowed from the
+/// frame; every other field is skipped without allocating. The types are
+/// strict on purpose: a chunk that does not fit (an error, a number where
+/// a string belongs, a duplicate key) goes through the lenient `Value`
+/// path instead, so both paths give the same events.
+#[derive(serde::Deserialize)]
+struct FastChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<FastChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<FastUsage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<FastDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<FastToolCall<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastToolCall<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    function: Option<FastFunction<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastFunction<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FastUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<FastDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<FastDetails>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FastDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl ChatDecoder {
+    fn on_fast(&mut self, c: FastChunk<'_>, out: &mut Vec<Event>) -> Result<(), WireError> {
+        if let Some(u) = c.usage {
+            self.c.usage = Some(Usage {
+                input: u.prompt_tokens.unwrap_or(0),
+                output: u.completion_tokens.unwrap_or(0),
+                cache_read: u
+                    .prompt_tokens_details
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0),
+                cache_write: 0,
+                reasoning: u
+                    .completion_tokens_details
+                    .and_then(|d| d.reasoning_tokens)
+                    .unwrap_or(0),
+            });
         }
-        let v = parse_json(&ev.data)?;
-        if let Some(e) = stream_error(&v) {
+        for choice in c.choices.into_iter().flatten() {
+            if let Some(d) = choice.delta {
+                for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
+                    self.c.reasoning(r, out);
+                }
+                if let Some(t) = &d.content {
+                    self.c.text(t, out);
+                }
+                for tc in d.tool_calls.into_iter().flatten() {
+                    let id = tc.id.as_deref().unwrap_or_default();
+                    let key = tc
+                        .index
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| id.to_string());
+                    let (name, args) = match &tc.function {
+                        Some(f) => (
+                            f.name.as_deref().unwrap_or_default(),
+                            f.arguments.as_deref().unwrap_or_default(),
+                        ),
+                        None => ("", ""),
+                    };
+                    let index = match self.c.tool_index(&key) {
+                        Some(i) => i,
+                        None => self.c.tool_start(&key, id, name, out),
+                    };
+                    self.c.tool_args(index, args, out);
+                }
+            }
+            if let Some(fr) = &choice.finish_reason {
+                self.c.stop = Some(finish_reason(fr)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChatDecoder {
+    /// The lenient path for one streamed chunk.
+    fn on_value(&mut self, v: &Value, out: &mut Vec<Event>) -> Result<(), WireError> {
+        if let Some(e) = stream_error(v) {
             return Err(e);
         }
         if let Some(u) = v.get("usage").and_then(usage) {
@@ -241,6 +365,21 @@ impl Decoder for ChatDecoder {
             }
         }
         Ok(())
+    }
+}
+
+impl Decoder for ChatDecoder {
+    fn on_sse(&mut self, ev: &SseEvent, out: &mut Vec<Event>) -> Result<(), WireError> {
+        if ev.is_done() {
+            self.done = true;
+            return Ok(());
+        }
+        if let Ok(c) = serde_json::from_str::<FastChunk>(&ev.data) {
+            if c.error.is_none() {
+                return self.on_fast(c, out);
+            }
+        }
+        self.on_value(&parse_json(&ev.data)?, out)
     }
 
     fn on_body(&mut self, v: &Value, out: &mut Vec<Event>) -> Result<(), WireError> {
@@ -286,5 +425,75 @@ impl Decoder for ChatDecoder {
         }
         self.c.finish(out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// Feeds the frames through `on_sse` (fast path where the types fit)
+    /// and through the lenient `Value` path only; both must agree.
+    fn both(frames: &[&str]) {
+        let (mut fast, mut slow) = (ChatDecoder::default(), ChatDecoder::default());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for f in frames {
+            let ev = SseEvent {
+                data: (*f).to_string(),
+                ..Default::default()
+            };
+            let ra = fast.on_sse(&ev, &mut a).map_err(|e| e.to_string());
+            let rb = match serde_json::from_str::<Value>(f) {
+                Ok(v) => slow.on_value(&v, &mut b).map_err(|e| e.to_string()),
+                Err(_) => parse_json(f).map(|_| ()).map_err(|e| e.to_string()),
+            };
+            assert_eq!(ra, rb, "result for {f}");
+        }
+        assert_eq!(a, b, "events for {frames:?}");
+        assert_eq!(fast.c.usage, slow.c.usage, "usage for {frames:?}");
+        assert_eq!(fast.c.stop, slow.c.stop, "stop for {frames:?}");
+    }
+
+    #[test]
+    fn fast_and_lenient_chunk_paths_agree() {
+        let cases: &[&[&str]] = &[
+            &[
+                r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+            ],
+            &[
+                r#"{"choices":[{"delta":{"content":"caf\u00e9 \"q\" <think>hm"}}]}"#,
+                r#"{"choices":[{"delta":{"content":"</think>ok"}}]}"#,
+            ],
+            &[r#"{"choices":[{"delta":{"reasoning_content":"a","reasoning":"b","content":"c"}}]}"#],
+            &[r#"{"choices":[{"delta":{"reasoning":{"text":"obj"}}}]}"#],
+            &[r#"{"choices":[{"delta":{"content":5}}]}"#],
+            &[
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}"#,
+                r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            ],
+            &[
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":"0","id":"c","function":{"name":"g"}}]}}]}"#,
+            ],
+            &[
+                r#"{"choices":[{"delta":{"tool_calls":[{"id":"c2","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+            ],
+            &[
+                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+            ],
+            &[r#"{"choices":[],"usage":{"prompt_tokens":5.0}}"#],
+            &[r#"{"choices":null,"usage":null,"error":null}"#],
+            &[r#"{"error":{"message":"boom","type":"server_error","code":500}}"#],
+            &[r#"{"choices":[{"delta":{"content":"a"},"finish_reason":"error"}]}"#],
+            &[r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#],
+            &[r#"{"choices":[{"delta":null,"finish_reason":"length"}]}"#],
+            &[r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"weird"}]}"#],
+            &[r#"{"choices":[{"delta":{"content":"x"}}"#],
+        ];
+        for frames in cases {
+            both(frames);
+        }
     }
 }

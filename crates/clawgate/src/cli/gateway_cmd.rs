@@ -23,6 +23,11 @@ pub struct GatewayArgs {
     /// On SIGINT/SIGTERM, how long in-flight answers may finish.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
+    /// Worker threads (default: one per CPU core). One worker avoids
+    /// cross-thread wake-ups and is the fastest on a small machine that
+    /// also runs the model server or the clients.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
@@ -33,7 +38,11 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
     let addr = SocketAddr::new(ip, args.port.unwrap_or(g.port));
     let auth = GatewayAuth::from_config(g);
     let config_file = ctx.location.file().map(|f| f.to_path_buf());
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(usize::from(n));
+    }
+    let rt = rt
         .enable_all()
         .build()
         .map_err(|e| CliError::new(exit::FAILURE, e))?;
