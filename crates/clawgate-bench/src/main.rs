@@ -53,6 +53,10 @@ struct Args {
     /// proxies get the same share of the machine.
     #[arg(long, default_value_t = 1)]
     workers: u16,
+    /// Leave CPU placement to the kernel (by default the bench keeps CPU 0
+    /// and the proxies get the rest).
+    #[arg(long)]
+    no_pin: bool,
     /// Start the mock, the gateway and nginx, print where they listen, and
     /// wait (for profiling by hand).
     #[arg(long)]
@@ -300,7 +304,7 @@ async fn start_gateway(
         ),
     )?;
     let t0 = Instant::now();
-    let mut child = Command::new(bin)
+    let mut child = pinned(bin.as_os_str())
         .args([
             "--config",
             config.to_str().unwrap_or_default(),
@@ -346,6 +350,47 @@ async fn start_gateway(
     Ok((proc, url, cold))
 }
 
+/// CPUs for the systems under test, when the bench pins (see `pin_self`).
+static PROXY_CPUS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// On a machine with two or more CPUs the bench process (load generator
+/// and mock) keeps CPU 0 and every proxy runs on the others, so each hop
+/// between them costs the same for every system. Unpinned, the kernel's
+/// placement decides whether a hop is a cheap switch on one CPU or a
+/// wake-up of the other, which moved single-connection results by tens of
+/// microseconds from run to run.
+fn pin_self(enabled: bool) -> Option<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !enabled || cpus < 2 {
+        return None;
+    }
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| {
+        if cpus == 2 {
+            "1".to_string()
+        } else {
+            format!("1-{}", cpus - 1)
+        }
+    })
+}
+
+/// A command for a system under test, on the proxy CPUs when pinning.
+fn pinned(program: &std::ffi::OsStr) -> Command {
+    match PROXY_CPUS.get().cloned().flatten() {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 fn free_port() -> Option<u16> {
     Some(
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -384,7 +429,7 @@ http {{
         dir = dir.display(),
     );
     std::fs::write(&conf, text).ok()?;
-    let child = Command::new(nginx)
+    let child = pinned(std::ffi::OsStr::new(nginx))
         .args(["-c", conf.to_str()?, "-p", dir.to_str()?])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -428,7 +473,7 @@ general_settings:
     )?;
     let t0 = Instant::now();
     let log = std::fs::File::create(dir.join("litellm.log"))?;
-    let child = Command::new(bin)
+    let child = pinned(bin.as_os_str())
         .args(["--config", conf.to_str().unwrap_or_default()])
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .env("LITELLM_LOG", "ERROR")
@@ -697,6 +742,8 @@ struct Scenario {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let pin = pin_self(!args.no_pin);
+    let _ = PROXY_CPUS.set(pin.clone());
     let dir = std::env::temp_dir().join(format!("clawgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (release_tx, release_rx) = tokio::sync::watch::channel(0u64);
@@ -825,6 +872,13 @@ async fn main() -> Result<()> {
     // A slow system (LiteLLM) gets a time budget per round instead of the
     // full count, so the whole run stays within minutes.
     let budget = Duration::from_secs_f64(args.budget_s);
+    println!(
+        "pinning: {}",
+        match &pin {
+            Some(c) => format!("load generator and mock on CPU 0, systems under test on CPU {c}"),
+            None => "none".into(),
+        }
+    );
     println!("workers: {} (clawgate threads, nginx processes); streams: {c} chunks each; rounds: {}; overhead = system p50 - DIRECT p50 (streams: time to first chunk); gap = (total - first chunk) / chunks", args.workers, args.rounds.max(1));
     println!();
     println!("| scenario | system | p50 µs | p99 µs | TTFT p50 µs | gap/chunk µs | req/s | errors | overhead µs | vs nginx | vs LiteLLM |");
