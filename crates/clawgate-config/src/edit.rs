@@ -42,6 +42,15 @@ impl Document {
 
     /// Sets the value at `path`, creating missing objects on the way.
     pub fn set(&mut self, path: &[Segment], value: &Value) -> Result<(), ConfigError> {
+        self.set_input(path, to_input(value))
+    }
+
+    /// Like [`Document::set`], keeping the key order of `node`.
+    pub fn set_node(&mut self, path: &[Segment], node: &tree::Node) -> Result<(), ConfigError> {
+        self.set_input(path, node_input(node))
+    }
+
+    fn set_input(&mut self, path: &[Segment], input: CstInputValue) -> Result<(), ConfigError> {
         let (last, parents) = path.split_last().ok_or_else(|| ConfigError::BadPath {
             path: String::new(),
             reason: "empty path".into(),
@@ -87,7 +96,6 @@ impl Document {
                 }
             };
         }
-        let input = to_input(value);
         match (container, last) {
             (Container::Object(obj), Segment::Key(k)) => match obj.get(k) {
                 Some(prop) => prop.set_value(input),
@@ -181,25 +189,73 @@ fn to_input(v: &Value) -> CstInputValue {
 
 /// Reads the value at `path` from a parsed file, with secrets redacted.
 pub fn get_redacted(text: &str, file: &Path, path: &[Segment]) -> Result<Value, ConfigError> {
+    get_redacted_node(text, file, path).map(|n| n.to_json())
+}
+
+/// [`get_redacted`] in source order (the node serialises as JSON).
+pub fn get_redacted_node(
+    text: &str,
+    file: &Path,
+    path: &[Segment],
+) -> Result<tree::Node, ConfigError> {
     let source = Source::new(file, text);
     let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
-    let mut value = root
-        .map(|n| n.to_json())
-        .unwrap_or(Value::Object(Default::default()));
+    let mut node = root.unwrap_or(tree::Node {
+        span: Default::default(),
+        kind: tree::Kind::Object(Vec::new()),
+    });
     let mut keys: Vec<String> = Vec::new();
     for seg in path {
-        value = match (seg, value) {
-            (Segment::Key(k), Value::Object(mut o)) => {
+        node = match (seg, node.kind) {
+            (Segment::Key(k), tree::Kind::Object(entries)) => {
                 keys.push(k.clone());
-                o.remove(k)
+                entries
+                    .into_iter()
+                    .rev()
+                    .find(|e| &e.key == k)
+                    .map(|e| e.value)
                     .ok_or_else(|| ConfigError::PathNotFound(render(path)))?
             }
-            (Segment::Index(i), Value::Array(mut a)) if *i < a.len() => a.swap_remove(*i),
+            (Segment::Index(i), tree::Kind::Array(mut a)) if *i < a.len() => a.swap_remove(*i),
             _ => return Err(ConfigError::PathNotFound(render(path))),
         };
     }
-    redact(&mut value, &keys);
-    Ok(value)
+    redact_node(&mut node, &keys);
+    Ok(node)
+}
+
+fn redact_node(node: &mut tree::Node, keys: &[String]) {
+    match &mut node.kind {
+        tree::Kind::String(s) if is_secret_path(keys) => {
+            *s = SecretValue::resolve(s, &|_| None).redacted();
+        }
+        tree::Kind::Object(entries) => {
+            for e in entries.iter_mut() {
+                let mut child = keys.to_vec();
+                child.push(e.key.clone());
+                redact_node(&mut e.value, &child);
+            }
+        }
+        tree::Kind::Array(items) => {
+            for v in items.iter_mut() {
+                redact_node(v, keys);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn node_input(n: &tree::Node) -> CstInputValue {
+    match &n.kind {
+        tree::Kind::Array(items) => CstInputValue::Array(items.iter().map(node_input).collect()),
+        tree::Kind::Object(entries) => CstInputValue::Object(
+            entries
+                .iter()
+                .map(|e| (e.key.clone(), node_input(&e.value)))
+                .collect(),
+        ),
+        _ => to_input(&n.to_json()),
+    }
 }
 
 /// True when a key path holds secrets (SEC-3).
@@ -220,27 +276,6 @@ fn is_secret_path(keys: &[String]) -> bool {
             parent.map(String::as_str),
             Some("headers") | Some("env") | Some("vars")
         )
-}
-
-fn redact(value: &mut Value, keys: &[String]) {
-    match value {
-        Value::String(s) if is_secret_path(keys) => {
-            *s = SecretValue::resolve(s, &|_| None).redacted();
-        }
-        Value::Object(o) => {
-            for (k, v) in o.iter_mut() {
-                let mut child = keys.to_vec();
-                child.push(k.clone());
-                redact(v, &child);
-            }
-        }
-        Value::Array(a) => {
-            for v in a.iter_mut() {
-                redact(v, keys);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Writes `text` to `path` atomically, keeping the previous content as

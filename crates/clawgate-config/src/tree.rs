@@ -94,9 +94,14 @@ pub fn parse(source: &Source) -> Result<Option<Node>, Diagnostic> {
 /// Parses a standalone JSON5 value (a CLI argument), with a plain message on
 /// failure.
 pub fn parse_value(text: &str) -> Result<serde_json::Value, String> {
+    parse_node(text).map(|n| n.to_json())
+}
+
+/// A value typed on the command line, keys in the order they were written.
+pub fn parse_node(text: &str) -> Result<Node, String> {
     let source = Source::new("<value>", text);
     match parse(&source) {
-        Ok(Some(node)) => Ok(node.to_json()),
+        Ok(Some(node)) => Ok(node),
         Ok(None) => Err("empty value".to_string()),
         Err(d) => Err(format!("column {}: {}", d.column, d.message)),
     }
@@ -217,6 +222,31 @@ impl Node {
                     .map(|e| (e.key.clone(), e.value.to_json()))
                     .collect(),
             ),
+        }
+    }
+}
+
+/// Serialises with object keys in source order (`serde_json::Value`
+/// sorts them), for `config get` output.
+impl serde::Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match &self.kind {
+            Kind::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(i)?;
+                }
+                seq.end()
+            }
+            Kind::Object(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for e in entries {
+                    map.serialize_entry(&e.key, &e.value)?;
+                }
+                map.end()
+            }
+            _ => self.to_json().serialize(s),
         }
     }
 }

@@ -543,3 +543,42 @@ fn cfg_1_no_config_and_env_location() {
     assert!(o.status.success());
     assert!(stdout(&o).contains("($CLAWGATE_CONFIG)"), "{}", stdout(&o));
 }
+
+/// `config get` prints objects in file order and `config set` writes an
+/// object's keys in the order they were typed (JSON values would sort).
+#[test]
+fn cfg_7_get_and_set_keep_key_order() {
+    let run = Run::new();
+    let file = run.path("order.json5");
+    std::fs::write(
+        &file,
+        "{ models: { providers: { zeta: { baseUrl: \"http://127.0.0.1:1/v1\", api: \"openai-completions\", models: [] } } } }\n",
+    )
+    .unwrap();
+    let o = run.cmd(&[
+        "config",
+        "get",
+        "models.providers.zeta",
+        "--config",
+        s(&file),
+    ]);
+    let text = stdout(&o);
+    let (b, a) = (text.find("baseUrl").unwrap(), text.find("\"api\"").unwrap());
+    assert!(b < a, "{text}");
+    let o = run.cmd(&[
+        "config",
+        "set",
+        "models.providers.alpha",
+        "{ models: [], baseUrl: \"http://127.0.0.1:2/v1\", api: \"openai-completions\" }",
+        "--config",
+        s(&file),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let written = std::fs::read_to_string(&file).unwrap();
+    let alpha = &written[written.find("alpha").unwrap()..];
+    let (m, b) = (
+        alpha.find("models").unwrap(),
+        alpha.find("baseUrl").unwrap(),
+    );
+    assert!(m < b, "{written}");
+}

@@ -121,10 +121,15 @@ fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
         return Err(ConfigError::PathNotFound(key.to_string()).into());
     };
     let text = read(file)?;
-    let value = edit::get_redacted(&text, file, &segments)?;
-    match (&value, as_json) {
-        (serde_json::Value::String(s), false) => emit(&format!("{s}\n")),
-        _ => json(&value),
+    // In file order (a JSON value would sort the keys).
+    let node = edit::get_redacted_node(&text, file, &segments)?;
+    match (&node.kind, as_json) {
+        (tree::Kind::String(s), false) => emit(&format!("{s}\n")),
+        _ => {
+            let text =
+                serde_json::to_string_pretty(&node).map_err(|e| CliError::new(exit::FAILURE, e))?;
+            emit(&format!("{text}\n"))
+        }
     }
 }
 
@@ -167,7 +172,7 @@ pub fn edit_config(
 
 fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
     let segments = parse_path(key)?;
-    let parsed = tree::parse_value(value).map_err(|reason| {
+    let parsed = tree::parse_node(value).map_err(|reason| {
         CliError::new(
             exit::USAGE,
             ConfigError::BadValue {
@@ -177,7 +182,7 @@ fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
         )
     })?;
     let file = edit_config(ctx, |doc| {
-        doc.set(&segments, &parsed).map_err(CliError::from)
+        doc.set_node(&segments, &parsed).map_err(CliError::from)
     })?;
     emit(&format!(
         "set {} in {}\n",
