@@ -277,6 +277,14 @@ impl EventStream {
                     Err(e) => return self.fail(e),
                 };
                 self.ended = true;
+                let mut out = Vec::new();
+                if let Some(r) = self.decoder.on_body_bytes(&body, &mut out) {
+                    if let Err(e) = r {
+                        return self.fail(e);
+                    }
+                    self.post(out);
+                    continue;
+                }
                 let parsed = match serde_json::from_slice::<serde_json::Value>(&body) {
                     Ok(v) => v,
                     Err(e) => {
@@ -286,7 +294,6 @@ impl EventStream {
                         ))
                     }
                 };
-                let mut out = Vec::new();
                 if let Err(e) = self.decoder.on_body(&parsed, &mut out) {
                     return self.fail(e);
                 }

@@ -17,6 +17,16 @@ pub trait Decoder: Send {
     fn on_sse(&mut self, ev: &SseEvent, out: &mut Vec<Event>) -> Result<(), WireError>;
     /// The whole body of a non-streamed response.
     fn on_body(&mut self, body: &Value, out: &mut Vec<Event>) -> Result<(), WireError>;
+    /// A typed fast path for the raw body; `None` sends it through
+    /// [`Decoder::on_body`] (the default, and whenever the types do not
+    /// fit).
+    fn on_body_bytes(
+        &mut self,
+        _body: &[u8],
+        _out: &mut Vec<Event>,
+    ) -> Option<Result<(), WireError>> {
+        None
+    }
     /// The stream ended; flush, or report a truncated stream.
     fn on_end(&mut self, out: &mut Vec<Event>) -> Result<(), WireError>;
 }

@@ -210,6 +210,25 @@ struct FastChunk<'a> {
     error: Option<serde::de::IgnoredAny>,
 }
 
+/// A non-streamed completion, read the same way as [`FastChunk`].
+#[derive(serde::Deserialize)]
+struct FastBody<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<FastBodyChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<FastUsage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastBodyChoice<'a> {
+    #[serde(borrow, default)]
+    message: Option<FastDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
 #[derive(serde::Deserialize)]
 struct FastChoice<'a> {
     #[serde(borrow, default)]
@@ -268,7 +287,60 @@ struct FastDetails {
     reasoning_tokens: Option<u64>,
 }
 
+fn fast_usage(u: FastUsage) -> Usage {
+    Usage {
+        input: u.prompt_tokens.unwrap_or(0),
+        output: u.completion_tokens.unwrap_or(0),
+        cache_read: u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+        cache_write: 0,
+        reasoning: u
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0),
+    }
+}
+
 impl ChatDecoder {
+    fn on_fast_body(&mut self, b: FastBody<'_>, out: &mut Vec<Event>) -> Result<(), WireError> {
+        let Some(choice) = b.choices.and_then(|c| c.into_iter().next()) else {
+            return Err(WireError::new(
+                WireErrorKind::Malformed,
+                "response has no choices",
+            ));
+        };
+        if let Some(m) = &choice.message {
+            for r in [&m.reasoning_content, &m.reasoning].into_iter().flatten() {
+                self.c.reasoning(r, out);
+            }
+            if let Some(t) = &m.content {
+                self.c.text(t, out);
+            }
+        }
+        if let Some(m) = choice.message {
+            for (i, tc) in m.tool_calls.into_iter().flatten().enumerate() {
+                let (name, args) = match &tc.function {
+                    Some(f) => (
+                        f.name.as_deref().unwrap_or_default(),
+                        f.arguments.as_deref().unwrap_or_default(),
+                    ),
+                    None => ("", ""),
+                };
+                let id = tc.id.as_deref().unwrap_or_default();
+                let index = self.c.tool_start(&i.to_string(), id, name, out);
+                self.c.tool_args(index, args, out);
+            }
+        }
+        if let Some(fr) = &choice.finish_reason {
+            self.c.stop = Some(finish_reason(fr)?);
+        }
+        self.c.usage = b.usage.map(fast_usage);
+        self.c.finish(out);
+        Ok(())
+    }
+
     fn on_fast(&mut self, c: FastChunk<'_>, out: &mut Vec<Event>) -> Result<(), WireError> {
         if let Some(u) = c.usage {
             self.c.usage = Some(Usage {
@@ -382,6 +454,18 @@ impl Decoder for ChatDecoder {
         self.on_value(&parse_json(&ev.data)?, out)
     }
 
+    fn on_body_bytes(
+        &mut self,
+        body: &[u8],
+        out: &mut Vec<Event>,
+    ) -> Option<Result<(), WireError>> {
+        let b = serde_json::from_slice::<FastBody>(body).ok()?;
+        if b.error.is_some() {
+            return None;
+        }
+        Some(self.on_fast_body(b, out))
+    }
+
     fn on_body(&mut self, v: &Value, out: &mut Vec<Event>) -> Result<(), WireError> {
         if let Some(e) = stream_error(v) {
             return Err(e);
@@ -454,6 +538,38 @@ mod tests {
         assert_eq!(a, b, "events for {frames:?}");
         assert_eq!(fast.c.usage, slow.c.usage, "usage for {frames:?}");
         assert_eq!(fast.c.stop, slow.c.stop, "stop for {frames:?}");
+    }
+
+    #[test]
+    fn fast_and_lenient_body_paths_agree() {
+        let bodies = [
+            r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi <think>a</think> there","reasoning_content":"r"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#,
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}},{"id":"c2","function":{"name":"g"}}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[{"message":{"content":"x","reasoning":"y"},"finish_reason":"length"}],"usage":null}"#,
+            r#"{"choices":[{"message":{"content":"x"}}],"usage":{}}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":{"0":1}}"#,
+            r#"{"error":{"message":"no","type":"invalid_request_error"}}"#,
+            r#"{"choices":[{"message":{"content":"x"},"finish_reason":"error"}]}"#,
+            r#"{"choices":[{"message":{"content":7}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":[{"index":"a","function":{"name":"f"}}]}}]}"#,
+        ];
+        for body in bodies {
+            let (mut fast, mut slow) = (ChatDecoder::default(), ChatDecoder::default());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let v: Value = serde_json::from_str(body).unwrap();
+            let ra = match fast.on_body_bytes(body.as_bytes(), &mut a) {
+                Some(r) => r,
+                None => fast.on_body(&v, &mut a),
+            }
+            .map_err(|e| e.to_string());
+            let rb = slow.on_body(&v, &mut b).map_err(|e| e.to_string());
+            assert_eq!(ra, rb, "result for {body}");
+            assert_eq!(a, b, "events for {body}");
+            assert_eq!(fast.c.usage, slow.c.usage, "usage for {body}");
+            assert_eq!(fast.c.stop, slow.c.stop, "stop for {body}");
+        }
     }
 
     #[test]
