@@ -288,7 +288,7 @@ async fn wait_ready(url: &str, t0: Instant, limit: Duration) -> Result<Duration>
 /// Starts the gateway on the mock; returns it, its base URL and the time
 /// from spawn to a ready `/ready`.
 async fn start_gateway(
-    bin: &PathBuf,
+    bin: &std::path::Path,
     upstream: SocketAddr,
     dir: &std::path::Path,
     workers: u16,

@@ -31,6 +31,9 @@ pub struct Registry {
     pub providers: IndexMap<String, Provider>,
     /// `(alias, target)` from `agents.defaults.models`, in file order.
     pub aliases: Vec<(String, ModelRef)>,
+    /// The `agents.defaults.models` keys that are model refs, parsed once
+    /// per snapshot (not per request), with their index in that map.
+    pub option_refs: Vec<(ModelRef, usize)>,
 }
 
 impl Registry {
@@ -49,10 +52,19 @@ impl Registry {
                 Some((alias.value.clone(), target))
             })
             .collect();
+        let option_refs = config
+            .agents
+            .defaults
+            .models
+            .keys()
+            .enumerate()
+            .filter_map(|(i, k)| ModelRef::parse(k).ok().map(|r| (r, i)))
+            .collect();
         let reg = Self {
             config,
             providers,
             aliases,
+            option_refs,
         };
         let diags = validate::check(&reg);
         (reg, diags)

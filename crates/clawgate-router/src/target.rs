@@ -91,12 +91,12 @@ pub fn extra_body(reg: &Registry, m: &Model) -> Map<String, Value> {
     let defaults = &reg.config.agents.defaults;
     let mut params = defaults.params.clone();
     let r = m.reference();
-    if let Some(opts) = defaults.models.iter().find_map(|(k, o)| {
-        clawgate_core::ModelRef::parse(k)
-            .ok()
-            .filter(|kr| kr.matches(&r))
-            .map(|_| o)
-    }) {
+    if let Some(opts) = reg
+        .option_refs
+        .iter()
+        .find(|(kr, _)| kr.matches(&r))
+        .and_then(|(_, i)| defaults.models.get_index(*i).map(|(_, o)| o))
+    {
         for (k, v) in &opts.params {
             params.insert(k.clone(), v.clone());
         }
