@@ -344,6 +344,49 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
     })
 }
 
+/// A non-streamed completion, serialised straight from these structs.
+#[derive(serde::Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: CompletionMessage<'a>,
+    finish_reason: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
 fn finish_reason(s: Option<&StopReason>) -> &'static str {
     match s {
         Some(StopReason::MaxTokens) => "length",
@@ -442,31 +485,35 @@ async fn collect(
             }
         }
     }
-    let mut message = json!({"role": "assistant", "content": c.text});
-    if !c.reasoning.is_empty() {
-        message["reasoning_content"] = json!(c.reasoning);
-    }
-    if !c.tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(
-            c.tool_calls
-                .iter()
-                .map(|t| json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
-                .collect(),
-        );
-        if c.text.is_empty() {
-            message["content"] = Value::Null;
-        }
-    }
-    let mut body = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(c.stop.as_ref())}],
-    });
-    if let Some(u) = &c.usage {
-        body["usage"] = usage_json(u);
-    }
+    let body = Completion {
+        id: &id,
+        object: "chat.completion",
+        created,
+        model: &model,
+        choices: [CompletionChoice {
+            index: 0,
+            message: CompletionMessage {
+                role: "assistant",
+                // `null` content only beside tool calls, as OpenAI does.
+                content: (!c.text.is_empty() || c.tool_calls.is_empty()).then_some(c.text.as_str()),
+                reasoning_content: (!c.reasoning.is_empty()).then_some(c.reasoning.as_str()),
+                tool_calls: c
+                    .tool_calls
+                    .iter()
+                    .map(|t| ToolCallOut {
+                        id: &t.id,
+                        kind: "function",
+                        function: FunctionOut {
+                            name: &t.name,
+                            arguments: &t.arguments,
+                        },
+                    })
+                    .collect(),
+            },
+            finish_reason: finish_reason(c.stop.as_ref()),
+        }],
+        usage: c.usage.as_ref().map(usage_json),
+    };
     let mut headers = HeaderMap::new();
     served_headers(&mut headers, &routed);
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
