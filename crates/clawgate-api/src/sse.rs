@@ -4,8 +4,10 @@
 //!
 //! The body is pulled by hyper (no task, no channel): each poll waits for
 //! the next event, then also takes every event that is already decoded or
-//! already received from the upstream, and hands the lot to hyper as one
-//! frame. Nothing is ever held back waiting for more data, yet a burst of
+//! already received from the upstream (giving hyper's client connection up
+//! to two scheduler turns to hand over chunks it has read — no timer), and
+//! hands the lot to hyper as one frame; the first frame goes out with the
+//! first event. Nothing is ever held back waiting for more data, yet a burst of
 //! upstream chunks costs one write instead of one write per chunk (most of
 //! the gateway's CPU on streams was in `writev`). When the client goes
 //! away hyper drops the body, which drops the routed stream and closes the
