@@ -1,0 +1,227 @@
+//! The load generator: request mixes per scenario, percentiles, and the
+//! open-streams memory probe.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::systems::{tree_rss_kb, System};
+
+#[derive(Default, Clone)]
+pub struct Stats {
+    pub latencies: Vec<Duration>,
+    pub ttft: Vec<Duration>,
+    /// Per request: (total - first chunk) / chunks.
+    pub gaps: Vec<Duration>,
+    pub errors: usize,
+    pub wall: Duration,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: Stats) {
+        self.latencies.extend(o.latencies);
+        self.ttft.extend(o.ttft);
+        self.gaps.extend(o.gaps);
+        self.errors += o.errors;
+        self.wall += o.wall;
+    }
+    pub fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn pct(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut s = v.to_vec();
+    s.sort();
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// What a scenario sends.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    Chat {
+        stream: bool,
+    },
+    /// Responses API, streamed, to a Responses upstream.
+    Responses,
+    /// Anthropic Messages in, chat completions out; DIRECT and NGINX get
+    /// the equivalent chat stream (they cannot translate).
+    MessagesOverChat,
+}
+
+pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
+    let chat = |stream: bool| {
+        json!({"model": "mock/m", "stream": stream, "max_tokens": 256,
+               "messages": [{"role": "user", "content": text}]})
+        .to_string()
+    };
+    match kind {
+        Kind::Chat { stream } => ("/v1/chat/completions", chat(stream)),
+        Kind::Responses => (
+            "/v1/responses",
+            json!({"model": "mockr/m", "stream": true, "input": text}).to_string(),
+        ),
+        Kind::MessagesOverChat if sys == "DIRECT" || sys == "NGINX" => {
+            ("/v1/chat/completions", chat(true))
+        }
+        Kind::MessagesOverChat => (
+            "/v1/messages",
+            json!({"model": "mock/m", "stream": true, "max_tokens": 256,
+                   "messages": [{"role": "user", "content": text}]})
+            .to_string(),
+        ),
+    }
+}
+
+pub fn client(conc: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(conc)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Up to `total` requests from `conc` workers, stopping early at `budget`;
+/// streams record time to first chunk and the per-chunk gap.
+pub async fn load(
+    sys: &System,
+    kind: Kind,
+    conc: usize,
+    total: usize,
+    budget: Duration,
+    chunks: usize,
+) -> Stats {
+    let http = client(conc);
+    let (path, body) = request(kind, sys.name, "hi");
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (http, body, counter) = (http.clone(), body.clone(), counter.clone());
+        let (url, key) = (format!("{}{path}", sys.url), sys.key);
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
+                && t0.elapsed() < budget
+            {
+                let t = Instant::now();
+                let mut rb = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                if let Some(k) = key {
+                    rb = rb.bearer_auth(k);
+                }
+                let Ok(mut r) = rb.send().await else {
+                    s.errors += 1;
+                    continue;
+                };
+                if !r.status().is_success() {
+                    s.errors += 1;
+                    let _ = r.bytes().await;
+                    continue;
+                }
+                let mut first = None;
+                let mut failed = false;
+                loop {
+                    match r.chunk().await {
+                        Ok(Some(_)) => {
+                            first.get_or_insert_with(|| t.elapsed());
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    s.errors += 1;
+                    continue;
+                }
+                let took = t.elapsed();
+                s.latencies.push(took);
+                if let Some(f) = first {
+                    s.ttft.push(f);
+                    s.gaps.push(took.saturating_sub(f) / chunks.max(1) as u32);
+                }
+            }
+            s
+        }));
+    }
+    let mut all = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            all.add(s);
+        }
+    }
+    all.wall = t0.elapsed();
+    all
+}
+
+/// Opens `n` streams that the mock holds after their first chunk, and
+/// reads the system's RSS once all of them have their first chunk.
+pub async fn open_streams(
+    sys: &System,
+    n: usize,
+    release: &tokio::sync::watch::Sender<u64>,
+) -> (usize, u64, Duration) {
+    let http = client(n);
+    let (path, body) = request(Kind::Chat { stream: true }, sys.name, "hold-open");
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let rb = http
+            .post(format!("{}{path}", sys.url))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let rb = match sys.key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        };
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut r) = rb.send().await else {
+                return false;
+            };
+            if !r.status().is_success() {
+                return false;
+            }
+            let mut counted = false;
+            loop {
+                match r.chunk().await {
+                    Ok(Some(_)) if !counted => {
+                        counted = true;
+                        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return counted,
+                    Err(_) => return false,
+                }
+            }
+        }));
+    }
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < n
+        && t0.elapsed() < Duration::from_secs(20)
+        && !tasks.iter().all(|t| t.is_finished())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed();
+    // Let allocations settle, then read the resident set.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss = sys.pid.map(tree_rss_kb).unwrap_or(0);
+    release.send_modify(|g| *g += 1);
+    let mut ok = 0;
+    for t in tasks {
+        if matches!(t.await, Ok(true)) {
+            ok += 1;
+        }
+    }
+    (ok, rss, took)
+}
