@@ -538,6 +538,9 @@ impl crate::sse::Encode for ResponsesEncoder {
         };
         self.c.apply(&ev);
         match ev {
+            // The open item is taken and put back so its id can be read
+            // while `text_delta` advances the sequence number (no clone
+            // per delta).
             Event::ReasoningDelta(t) => {
                 self.open_item(out, "reasoning");
                 self.item_text.push_str(&t);

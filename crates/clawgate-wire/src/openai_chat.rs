@@ -304,6 +304,16 @@ fn fast_usage(u: FastUsage) -> Usage {
 }
 
 impl ChatDecoder {
+    /// Reasoning (either field name), then text, as the lenient path does.
+    fn fast_text(&mut self, d: &FastDelta<'_>, out: &mut Vec<Event>) {
+        for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
+            self.c.reasoning(r, out);
+        }
+        if let Some(t) = &d.content {
+            self.c.text(t, out);
+        }
+    }
+
     fn on_fast_body(&mut self, b: FastBody<'_>, out: &mut Vec<Event>) -> Result<(), WireError> {
         let Some(choice) = b.choices.and_then(|c| c.into_iter().next()) else {
             return Err(WireError::new(
@@ -312,12 +322,7 @@ impl ChatDecoder {
             ));
         };
         if let Some(m) = &choice.message {
-            for r in [&m.reasoning_content, &m.reasoning].into_iter().flatten() {
-                self.c.reasoning(r, out);
-            }
-            if let Some(t) = &m.content {
-                self.c.text(t, out);
-            }
+            self.fast_text(m, out);
         }
         if let Some(m) = choice.message {
             for (i, tc) in m.tool_calls.into_iter().flatten().enumerate() {
@@ -343,28 +348,11 @@ impl ChatDecoder {
 
     fn on_fast(&mut self, c: FastChunk<'_>, out: &mut Vec<Event>) -> Result<(), WireError> {
         if let Some(u) = c.usage {
-            self.c.usage = Some(Usage {
-                input: u.prompt_tokens.unwrap_or(0),
-                output: u.completion_tokens.unwrap_or(0),
-                cache_read: u
-                    .prompt_tokens_details
-                    .and_then(|d| d.cached_tokens)
-                    .unwrap_or(0),
-                cache_write: 0,
-                reasoning: u
-                    .completion_tokens_details
-                    .and_then(|d| d.reasoning_tokens)
-                    .unwrap_or(0),
-            });
+            self.c.usage = Some(fast_usage(u));
         }
         for choice in c.choices.into_iter().flatten() {
             if let Some(d) = choice.delta {
-                for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
-                    self.c.reasoning(r, out);
-                }
-                if let Some(t) = &d.content {
-                    self.c.text(t, out);
-                }
+                self.fast_text(&d, out);
                 for tc in d.tool_calls.into_iter().flatten() {
                     let id = tc.id.as_deref().unwrap_or_default();
                     let key = tc
