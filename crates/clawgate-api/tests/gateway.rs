@@ -812,6 +812,15 @@ async fn gw_1_responses_items_keep_their_own_text() {
     assert_eq!(kinds, ["message", "function_call", "message"]);
 }
 
+/// A streamed request to the seed's local model in `path`'s protocol.
+fn stream_request(path: &str) -> Value {
+    if path == "/v1/responses" {
+        json!({"model": "MiniMax Local", "stream": true, "input": "x"})
+    } else {
+        json!({"model": "MiniMax Local", "stream": true, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    }
+}
+
 /// PERF-3 / issue 6: a chunk from the upstream reaches the client before
 /// the upstream sends the next one, on every inbound protocol. The
 /// upstream holds the rest of its answer until the client has seen the
@@ -832,11 +841,7 @@ async fn perf_3_streams_are_not_buffered_on_any_endpoint() {
         })
         .await;
         let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
-        let body = if path == "/v1/responses" {
-            json!({"model": "MiniMax Local", "stream": true, "input": "x"})
-        } else {
-            json!({"model": "MiniMax Local", "stream": true, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
-        };
+        let body = stream_request(path);
         let mut r = http().post(gw.url(path)).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let mut seen = String::new();
@@ -881,11 +886,7 @@ async fn perf_3_a_burst_of_chunks_arrives_whole_and_in_order() {
     let lm = FakeServer::start(move |_| reply.clone()).await;
     let gw = start(&lm.base_url(), GatewayAuth::new(AuthMode::None, None)).await;
     for path in ["/v1/chat/completions", "/v1/responses", "/v1/messages"] {
-        let body = if path == "/v1/responses" {
-            json!({"model": "MiniMax Local", "stream": true, "input": "x"})
-        } else {
-            json!({"model": "MiniMax Local", "stream": true, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
-        };
+        let body = stream_request(path);
         let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
         let text = r.text().await.unwrap();
         assert_eq!(read_inbound(path, &text).0, words.concat(), "{path}");
