@@ -76,6 +76,23 @@ pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
     }
 }
 
+/// A JSON POST, with the system's key when it wants one.
+fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let rb = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    match key {
+        Some(k) => rb.bearer_auth(k),
+        None => rb,
+    }
+}
+
 pub fn client(conc: usize) -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -109,14 +126,7 @@ pub async fn load(
                 && t0.elapsed() < budget
             {
                 let t = Instant::now();
-                let mut rb = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                if let Some(k) = key {
-                    rb = rb.bearer_auth(k);
-                }
-                let Ok(mut r) = rb.send().await else {
+                let Ok(mut r) = post(&http, &url, key, &body).send().await else {
                     s.errors += 1;
                     continue;
                 };
@@ -176,14 +186,7 @@ pub async fn open_streams(
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let rb = http
-            .post(format!("{}{path}", sys.url))
-            .header("content-type", "application/json")
-            .body(body.clone());
-        let rb = match sys.key {
-            Some(k) => rb.bearer_auth(k),
-            None => rb,
-        };
+        let rb = post(&http, &format!("{}{path}", sys.url), sys.key, &body);
         let opened = opened.clone();
         tasks.push(tokio::spawn(async move {
             let Ok(mut r) = rb.send().await else {
