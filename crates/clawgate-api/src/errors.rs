@@ -81,7 +81,12 @@ impl ApiError {
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 let mut a = Self::new(status, "upstream_error", e.to_string());
-                a.code = last.map(|c| c.as_str().to_string());
+                // Never null: every candidate skipped (policy, a disabled
+                // credential) is its own code.
+                a.code = Some(
+                    last.map_or("no_candidate_available", |c| c.as_str())
+                        .to_string(),
+                );
                 a.retry_after = x
                     .soonest_retry
                     .map(|d| (d.as_millis().div_ceil(1000) as u64).max(1));

@@ -13,6 +13,9 @@ pub enum ErrorClass {
     Overloaded,
     Billing,
     Timeout,
+    /// Connection refused or reset before an answer: the server is down,
+    /// not slow (a short cooldown; a local one is re-probed first).
+    Unreachable,
     ServerError,
     ContextOverflow,
     Format,
@@ -21,13 +24,14 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         ErrorClass::Auth,
         ErrorClass::AuthPermanent,
         ErrorClass::RateLimit,
         ErrorClass::Overloaded,
         ErrorClass::Billing,
         ErrorClass::Timeout,
+        ErrorClass::Unreachable,
         ErrorClass::ServerError,
         ErrorClass::ContextOverflow,
         ErrorClass::Format,
@@ -43,6 +47,7 @@ impl ErrorClass {
             ErrorClass::Overloaded => "overloaded",
             ErrorClass::Billing => "billing",
             ErrorClass::Timeout => "timeout",
+            ErrorClass::Unreachable => "unreachable",
             ErrorClass::ServerError => "server_error",
             ErrorClass::ContextOverflow => "context_overflow",
             ErrorClass::Format => "format",
@@ -154,11 +159,27 @@ const CONNECTION: &[&str] = &[
     "econnrefused",
     "connect timeout",
 ];
-const PARSE: &[&str] = &[
+/// Texts of a 500 that blame the request, not the server (llama.cpp
+/// answers these with 500; another request would succeed).
+const REQUEST_SPECIFIC: &[&str] = &[
     "parse error",
     "failed to parse",
-    "json",
     "invalid_request_error",
+    "not supported",
+    "unsupported",
+    "is not supported",
+    "invalid request",
+    "invalid argument",
+    "invalid value",
+    "invalid_value",
+    "must be",
+    "is required",
+    "missing field",
+    "unknown field",
+    "failed to load image",
+    "cannot be",
+    "grammar",
+    "json schema",
 ];
 
 fn has(text: &str, needles: &[&str]) -> bool {
@@ -175,8 +196,8 @@ pub fn classify(e: &WireError) -> ErrorClass {
     )
     .to_ascii_lowercase();
     match e.kind {
-        WireErrorKind::Connect
-        | WireErrorKind::Timeout(_)
+        WireErrorKind::Connect => return ErrorClass::Unreachable,
+        WireErrorKind::Timeout(_)
         | WireErrorKind::Idle
         | WireErrorKind::Truncated => return ErrorClass::Timeout,
         WireErrorKind::Cancelled | WireErrorKind::Request => return ErrorClass::Unknown,
@@ -217,7 +238,7 @@ pub fn classify(e: &WireError) -> ErrorClass {
             } else if has(&text, BILLING) {
                 ErrorClass::Billing
             } else if has(&text, CONNECTION) {
-                ErrorClass::Timeout
+                ErrorClass::Unreachable
             } else {
                 ErrorClass::Format
             }
@@ -227,11 +248,13 @@ pub fn classify(e: &WireError) -> ErrorClass {
                 ErrorClass::Overloaded
             } else if has(&text, CONNECTION) {
                 // LiteLLM: its upstream is down.
-                ErrorClass::Timeout
+                ErrorClass::Unreachable
             } else if has(&text, NOT_FOUND) {
                 ErrorClass::ModelNotFound
-            } else if has(&text, PARSE) && status == 500 && text.contains("parse") {
-                // llama.cpp answers malformed JSON with a 500 parse error.
+            } else if status == 500 && (has(&text, REQUEST_SPECIFIC) || text.contains("parse")) {
+                // llama.cpp answers problems of one request (malformed
+                // JSON, an image for a text-only model, a bad grammar)
+                // with a plain 500: the request's fault, not the server's.
                 ErrorClass::Format
             } else {
                 ErrorClass::ServerError

@@ -18,13 +18,17 @@ use clawgate_config::{DataPolicy, SecretValue};
 use clawgate_wire::{ChatRequest, Client, Event, EventStream, WireError};
 
 use crate::clock::Clock;
-use crate::cooldown::{CooldownBook, CooldownKey};
+use crate::cooldown::{Admission, CooldownBook, CooldownKey};
 use crate::target::{endpoint, extra_body};
 use crate::{classify, ErrorClass};
 
 /// OpenClaw's wording for the 30-second overload notice (FO-4).
 pub const OVERLOAD_NOTICE: &str =
     "The AI service is temporarily overloaded. I’m still retrying; this may take a few minutes.";
+
+/// How long a local server's port gets to accept a connection before its
+/// "unreachable" cooldown is trusted.
+const LOCAL_PROBE: Duration = Duration::from_millis(250);
 
 /// Longest `Retry-After` waited for instead of failing the turn (FO-3).
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
@@ -313,7 +317,7 @@ pub struct Runner {
     client: Client,
     clock: Arc<dyn Clock>,
     book: Mutex<CooldownBook>,
-    sticky: Mutex<HashMap<(String, String), String>>,
+    sticky: Sticky,
     pub overload: OverloadPolicy,
     pub metrics: Metrics,
 }
@@ -366,7 +370,7 @@ impl Runner {
             client,
             clock,
             book: Mutex::new(CooldownBook::default()),
-            sticky: Mutex::new(HashMap::new()),
+            sticky: Sticky::default(),
             overload: OverloadPolicy::default(),
             metrics: Metrics::default(),
         }
@@ -395,9 +399,49 @@ impl Runner {
         self.book.lock().map(|b| b.active(now)).unwrap_or_default()
     }
 
-    fn remaining(&self, key: &CooldownKey) -> Option<(Duration, ErrorClass)> {
-        let now = self.clock.now();
-        self.book.lock().ok()?.remaining(key, now)
+    /// Why `key` is kept out of this attempt, or `None` to try it. A
+    /// cooldown that ended lets one half-open probe through; a local
+    /// server cooling after "unreachable" is let through when it accepts a
+    /// connection again (it may have been started since); `force` (the
+    /// last candidate) tries through any cooldown but a disabled key
+    /// (billing, revoked credentials).
+    async fn keep_out(
+        &self,
+        key: &CooldownKey,
+        local: bool,
+        base: &str,
+        force: bool,
+    ) -> Option<String> {
+        let admission = self.book.lock().ok()?.admit(key, self.clock.now());
+        let (left, class) = match admission {
+            Admission::Open | Admission::Probe => return None,
+            Admission::Cooling(left, class) => (Some(left), class),
+            Admission::ProbeInFlight(class) => (None, class),
+        };
+        if class == ErrorClass::Unreachable
+            && local
+            && crate::probe::reachable(base, LOCAL_PROBE).await
+        {
+            if let Ok(mut b) = self.book.lock() {
+                b.clear(key);
+            }
+            return None;
+        }
+        let disabled = matches!(class, ErrorClass::Billing | ErrorClass::AuthPermanent);
+        if force && !disabled {
+            return None;
+        }
+        Some(match left {
+            Some(left) => format!(
+                "cooling down after {} for {}s",
+                class.as_str(),
+                ceil_secs(left)
+            ),
+            None => format!(
+                "recovering from {}: another request is probing it",
+                class.as_str()
+            ),
+        })
     }
 
     /// Routes one turn.
@@ -538,7 +582,7 @@ impl Runner {
         upstream_wait: &mut Duration,
     ) -> Result<Option<(RoutedStream, Served)>, RunError> {
         let policy = turn.registry.data_policy(turn.agent);
-        for cand in &turn.chain.candidates {
+        for (i, cand) in turn.chain.candidates.iter().enumerate() {
             let model = &cand.resolved.model;
             let reference = cand.resolved.reference().to_string();
             let skip = |why: String, attempts: &mut Vec<Attempt>| {
@@ -569,29 +613,24 @@ impl Runner {
                 provider: provider.id.clone(),
                 model: model.id.clone(),
             };
-            if let Some((left, class)) = self.remaining(&model_key) {
-                skip(
-                    format!(
-                        "cooling down after {} for {}s",
-                        class.as_str(),
-                        ceil_secs(left)
-                    ),
-                    attempts,
-                );
+            // A cooldown is a reason to prefer another candidate, never to
+            // refuse when none is left: the last candidate is tried anyway.
+            let last = i + 1 == turn.chain.candidates.len();
+            let base = provider.base_url_for(model);
+            let local = provider.endpoint.is_local();
+            if let Some(why) = self.keep_out(&model_key, local, base, last).await {
+                skip(why, attempts);
                 continue;
             }
             let mut creds = credentials(turn.registry, provider);
             if let Some(s) = &turn.session {
-                let pinned = self
-                    .sticky
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&(s.clone(), provider.id.clone())).cloned());
-                if let Some(pinned) = pinned {
+                if let Some(pinned) = self.sticky.pinned(s, &provider.id) {
                     creds.sort_by_key(|c| c.profile != pinned);
                 }
             }
-            for cred in creds {
+            let n_creds = creds.len();
+            let mut tried_cred = false;
+            for (ci, cred) in creds.into_iter().enumerate() {
                 let cred_key = CooldownKey::Credential {
                     provider: provider.id.clone(),
                     profile: cred.profile.clone(),
@@ -606,15 +645,13 @@ impl Runner {
                     round,
                     retry_after: None,
                 };
-                if let Some((left, class)) = self.remaining(&cred_key) {
-                    attempt.skipped = Some(format!(
-                        "cooling down after {} for {}s",
-                        class.as_str(),
-                        ceil_secs(left)
-                    ));
+                let force = last && !tried_cred && ci + 1 == n_creds;
+                if let Some(why) = self.keep_out(&cred_key, local, base, force).await {
+                    attempt.skipped = Some(why);
                     attempts.push(attempt);
                     continue;
                 }
+                tried_cred = true;
                 let ep = match endpoint(provider, model, cred.key.as_ref()) {
                     Ok(ep) => ep,
                     Err(e) => {
@@ -636,6 +673,7 @@ impl Runner {
                 }
                 self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
                 let t = std::time::Instant::now();
+                let attempt_started = self.clock.now();
                 let result = match self.client.send(&ep, &req).await {
                     Ok(mut stream) => match stream.next().await {
                         Some(Ok(first)) => Ok((stream, Some(first))),
@@ -651,8 +689,8 @@ impl Runner {
                             b.success(&cred_key);
                             b.success(&model_key);
                         }
-                        if let (Some(s), Ok(mut m)) = (&turn.session, self.sticky.lock()) {
-                            m.insert((s.clone(), provider.id.clone()), cred.profile.clone());
+                        if let Some(s) = &turn.session {
+                            self.sticky.pin(s, &provider.id, &cred.profile);
                         }
                         let host = url_host(&ep.base_url);
                         tracing::info!(candidate = %reference, host = %host, "answered");
@@ -703,7 +741,13 @@ impl Runner {
                             _ => cred_key.clone(),
                         };
                         if let Ok(mut b) = self.book.lock() {
-                            b.failure(key, class, error.retry_after, self.clock.now());
+                            b.failure(
+                                key,
+                                class,
+                                error.retry_after,
+                                attempt_started,
+                                self.clock.now(),
+                            );
                         }
                         if !class.rotates_credential() {
                             break;
@@ -721,12 +765,19 @@ fn ceil_secs(d: Duration) -> u128 {
     d.as_millis().div_ceil(1000).max(1)
 }
 
+/// The error on one line, at most about 160 characters, cut at a word
+/// boundary.
 fn short(e: &WireError) -> String {
-    let mut s = e.to_string();
-    if s.chars().count() > 160 {
-        s = s.chars().take(160).collect::<String>() + "…";
+    let s = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() <= 160 {
+        return s;
     }
-    s
+    let cut: String = s.chars().take(160).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > 80 => &cut[..i],
+        _ => cut.as_str(),
+    };
+    format!("{}…", cut.trim_end_matches([',', ';', ':', '.']))
 }
 
 fn url_host(base: &str) -> String {
@@ -735,4 +786,64 @@ fn url_host(base: &str) -> String {
         .and_then(|r| r.split('/').next())
         .unwrap_or(base)
         .to_string()
+}
+
+/// Sticky credential choice per (session, provider) (FO-3), bounded: at
+/// most [`Sticky::MAX`] pins, idle ones expire after [`Sticky::TTL`].
+#[derive(Default)]
+struct Sticky {
+    pins: Mutex<HashMap<(String, String), (String, std::time::Instant)>>,
+}
+
+impl Sticky {
+    const MAX: usize = 10_000;
+    const TTL: Duration = Duration::from_secs(3600);
+
+    fn pinned(&self, session: &str, provider: &str) -> Option<String> {
+        let m = self.pins.lock().ok()?;
+        m.get(&(session.to_string(), provider.to_string()))
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn pin(&self, session: &str, provider: &str, profile: &str) {
+        let Ok(mut m) = self.pins.lock() else {
+            return;
+        };
+        if m.len() >= Self::MAX {
+            m.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if m.len() >= Self::MAX {
+                // Still full of live pins: forget the oldest half.
+                let mut ages: Vec<_> = m.values().map(|(_, at)| *at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                m.retain(|_, (_, at)| *at > cut);
+            }
+        }
+        m.insert(
+            (session.to_string(), provider.to_string()),
+            (profile.to_string(), std::time::Instant::now()),
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pins.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sticky;
+
+    #[test]
+    fn sticky_pins_are_bounded() {
+        let s = Sticky::default();
+        for i in 0..(Sticky::MAX + 500) {
+            s.pin(&format!("session-{i}"), "p", "p:default");
+        }
+        assert!(s.len() <= Sticky::MAX, "{} pins", s.len());
+        let last = format!("session-{}", Sticky::MAX + 499);
+        assert_eq!(s.pinned(&last, "p").as_deref(), Some("p:default"));
+    }
 }

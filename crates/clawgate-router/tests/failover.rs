@@ -153,8 +153,8 @@ enum Fault {
 
 /// (fault, class of the first attempt, chain advanced, served by)
 const MATRIX: &[(Fault, Option<ErrorClass>, bool)] = &[
-    (Fault::Refused, Some(ErrorClass::Timeout), true),
-    (Fault::ResetBeforeHeaders, Some(ErrorClass::Timeout), true),
+    (Fault::Refused, Some(ErrorClass::Unreachable), true),
+    (Fault::ResetBeforeHeaders, Some(ErrorClass::Unreachable), true),
     (Fault::ResetMidStream, None, false),
     (
         Fault::RateLimitRetryAfter,
@@ -338,8 +338,9 @@ async fn fo_1_explicit_model_on_dead_provider_is_strict() {
         "no fallback for an explicit selection"
     );
     let text = err.to_string();
-    assert!(text.starts_with("all candidates failed (1 attempts)\n  1. primary/m [primary:default] — timeout: connection failed"), "{text}");
-    assert!(text.ends_with("soonest cooldown ends in 30s"), "{text}");
+    assert!(text.starts_with("all candidates failed (1 attempts)\n  1. primary/m [primary:default] — unreachable: connection failed: connection refused (is the server running?)"), "{text}");
+    assert!(!text.contains("127.0.0.1"), "no upstream URL: {text}");
+    assert!(text.ends_with("soonest cooldown ends in 5s"), "{text}");
 }
 
 #[tokio::test]
@@ -357,11 +358,15 @@ async fn fo_3_cooldown_skips_then_expires_on_injected_clock() {
     let (served, ..) = run_turn(&runner, &reg, None).await.unwrap();
     assert_eq!(served, "backup/m");
     assert_eq!(primary.requests().len(), 1);
+    assert!(runner.cooldowns().is_empty(), "one 500 is no cooldown");
+    let (served, ..) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "backup/m");
+    assert_eq!(primary.requests().len(), 2);
     // Within 30 s the primary is skipped without a request.
     clock.advance(Duration::from_secs(29));
     let (served, _, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
     assert_eq!(served, "backup/m");
-    assert_eq!(primary.requests().len(), 1);
+    assert_eq!(primary.requests().len(), 2);
     assert!(
         attempts[0]
             .skipped
@@ -373,10 +378,10 @@ async fn fo_3_cooldown_skips_then_expires_on_injected_clock() {
     );
     let cd = runner.cooldowns();
     assert_eq!(cd.len(), 1);
-    // After expiry it is tried again; a second failure cools for 60 s.
+    // After expiry one probe tries it again; its failure cools for 60 s.
     clock.advance(Duration::from_secs(2));
     run_turn(&runner, &reg, None).await.unwrap();
-    assert_eq!(primary.requests().len(), 2);
+    assert_eq!(primary.requests().len(), 3);
     assert_eq!(runner.cooldowns()[0].1, Duration::from_secs(60));
 }
 
@@ -595,4 +600,144 @@ async fn fo_3_short_retry_after_is_waited_for_once_long_one_is_not() {
         "{err}"
     );
     assert_eq!(clock.sleeps().len(), 1);
+}
+
+/// A port on 127.0.0.1 that refuses connections (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_failures_climbs_the_ladder_once() {
+    let clock = Arc::new(ManualClock::default());
+    let c2 = clock.clone();
+    // Every request advances the clock a little and fails after a pause,
+    // so all 50 are in flight when the first failure is counted.
+    let primary = FakeServer::start(move |_| {
+        c2.advance(Duration::from_millis(1));
+        Reply::json(500, r#"{"error":{"message":"boom"}}"#).sleep(Duration::from_millis(300))
+    })
+    .await;
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "b")).await;
+    let reg = registry(
+        &primary.base_url(),
+        &backup.base_url(),
+        "openai-completions",
+        "",
+    );
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    let turns = (0..50).map(|_| run_turn(&runner, &reg, None));
+    for r in futures_util::future::join_all(turns).await {
+        assert_eq!(r.unwrap().0, "backup/m");
+    }
+    assert_eq!(primary.requests().len(), 50);
+    let cd = runner.cooldowns();
+    assert_eq!(cd.len(), 1, "{cd:?}");
+    assert!(
+        cd[0].1 <= Duration::from_secs(30) && cd[0].1 > Duration::from_secs(29),
+        "the first step of the ladder, not 5 min: {:?}",
+        cd[0].1
+    );
+}
+
+#[tokio::test]
+async fn half_open_lets_one_probe_through_when_a_cooldown_ends() {
+    let clock = Arc::new(ManualClock::default());
+    let primary = FakeServer::start(|_| Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "b")).await;
+    let reg = registry(
+        &primary.base_url(),
+        &backup.base_url(),
+        "openai-completions",
+        "",
+    );
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    run_turn(&runner, &reg, None).await.unwrap();
+    run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(primary.requests().len(), 2);
+    clock.advance(Duration::from_secs(31));
+    // Two turns at once after expiry: one probes the primary, the other
+    // goes straight to the backup.
+    let (a, b) = tokio::join!(
+        run_turn(&runner, &reg, None),
+        run_turn(&runner, &reg, None)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(primary.requests().len(), 3, "exactly one probe");
+    let skipped: Vec<_> = [&a.3, &b.3]
+        .iter()
+        .flat_map(|atts| atts.iter().filter_map(|x| x.skipped.clone()))
+        .collect();
+    assert!(
+        skipped.iter().any(|s| s.contains("another request is probing")),
+        "{skipped:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_strict_ref_is_tried_while_cooling_when_it_is_the_last_candidate() {
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f2 = fail.clone();
+    let primary = FakeServer::start(move |_| {
+        if f2.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::json(500, r#"{"error":{"message":"boom"}}"#)
+        } else {
+            ok_reply("openai-completions", "back")
+        }
+    })
+    .await;
+    let reg = registry(
+        &primary.base_url(),
+        "http://127.0.0.1:9/v1",
+        "openai-completions",
+        "",
+    );
+    let clock = Arc::new(ManualClock::default());
+    let runner = Runner::new(Client::new().unwrap(), clock.clone());
+    for _ in 0..2 {
+        let err = run_turn(&runner, &reg, Some("primary/m")).await.err().unwrap();
+        let RunError::Exhausted(x) = err else {
+            panic!()
+        };
+        assert!(x.attempts.iter().all(|a| a.skipped.is_none()));
+    }
+    assert_eq!(runner.cooldowns().len(), 1, "cooling now");
+    // The server restarted: the strict ref is tried, not refused.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Duration::from_secs(3));
+    let (served, c, ..) = run_turn(&runner, &reg, Some("primary/m")).await.unwrap();
+    assert_eq!((served.as_str(), c.text.as_str()), ("primary/m", "back"));
+    assert!(runner.cooldowns().is_empty(), "a success clears it");
+}
+
+#[tokio::test]
+async fn a_local_server_that_is_not_running_is_unreachable_and_reprobed_when_it_starts() {
+    let port = free_port();
+    let backup = FakeServer::start(|_| ok_reply("openai-completions", "b")).await;
+    let reg = registry(
+        &format!("http://127.0.0.1:{port}/v1"),
+        &backup.base_url(),
+        "openai-completions",
+        "",
+    );
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let (served, _, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "backup/m");
+    assert_eq!(attempts[0].class, Some(ErrorClass::Unreachable));
+    let saved = runner.export_cooldowns(1_000_000);
+    assert_eq!(saved.len(), 1);
+    assert!(
+        (1_004_000..=1_005_000).contains(&saved[0].until_unix_ms),
+        "a short 5 s cooldown: {}",
+        saved[0].until_unix_ms
+    );
+    // The next CLI run (a fresh runner with the saved cooldowns), after
+    // the server has started: it is checked and used, not skipped.
+    let primary = FakeServer::start_at(port, |_| ok_reply("openai-completions", "p")).await;
+    let next = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    next.import_cooldowns(&saved, 1_000_500);
+    let (served, ..) = run_turn(&next, &reg, None).await.unwrap();
+    assert_eq!(served, "primary/m");
+    assert_eq!(primary.requests().len(), 1);
 }

@@ -167,7 +167,16 @@ impl Drop for FakeServer {
 impl FakeServer {
     /// Starts on 127.0.0.1 with an ephemeral port.
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Self::start_at(0, handler).await
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: an ephemeral one), e.g. a server
+    /// that comes up where a refused connection was seen before.
+    pub async fn start_at(
+        port: u16,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
             Ok(l) => l,
             Err(e) => panic_free_abort(&format!("cannot bind 127.0.0.1: {e}")),
         };

@@ -153,24 +153,68 @@ impl Client {
 }
 
 fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
-    let kind = if e.is_connect() {
-        WireErrorKind::Connect
-    } else if e.is_timeout() {
+    let io = io_kind(e);
+    let kind = if e.is_timeout() {
         WireErrorKind::Timeout(phase)
+    } else if e.is_connect() {
+        WireErrorKind::Connect
     } else if phase == Phase::Body {
         WireErrorKind::Truncated
     } else {
         WireErrorKind::Connect
     };
-    // reqwest's Display can include the URL but never headers or keys.
-    let mut msg = e.to_string();
+    // A plain reason, never reqwest's chain: that names the upstream URL,
+    // which remote clients must not see.
+    use std::io::ErrorKind as K;
+    let msg = match io {
+        Some(K::ConnectionRefused) => "connection refused (is the server running?)".to_string(),
+        Some(K::ConnectionReset) => "connection reset by the server".to_string(),
+        Some(K::ConnectionAborted) => "connection aborted by the server".to_string(),
+        Some(K::TimedOut) => "timed out".to_string(),
+        Some(K::UnexpectedEof) => "the server closed the connection".to_string(),
+        _ if e.is_timeout() => "timed out".to_string(),
+        _ => {
+            // The innermost cause, which names the failure, not the URL.
+            let mut last = None;
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                last = Some(s.to_string());
+                source = s.source();
+            }
+            last.unwrap_or_else(|| e.without_url_text())
+        }
+    };
+    WireError::new(kind, crate::error::truncate(&msg, 300))
+}
+
+/// The I/O error kind at the bottom of a reqwest error, if any.
+fn io_kind(e: &reqwest::Error) -> Option<std::io::ErrorKind> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
         source = s.source();
     }
-    WireError::new(kind, crate::error::truncate(&msg, 300))
+    None
+}
+
+trait WithoutUrl {
+    fn without_url_text(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_text(&self) -> String {
+        if self.is_builder() {
+            "the request could not be built".to_string()
+        } else if self.is_redirect() {
+            "redirects are not followed".to_string()
+        } else if self.is_decode() {
+            "the answer could not be decoded".to_string()
+        } else {
+            "transport error".to_string()
+        }
+    }
 }
 
 /// `Retry-After` in seconds (or `retry-after-ms`).

@@ -1,0 +1,62 @@
+//! Cheap reachability: does a model server's address accept a TCP
+//! connection? Used before a local server's "unreachable" cooldown keeps
+//! it out (it may have been started since), and by `/ready`.
+
+use std::time::Duration;
+
+/// `host:port` of a base URL (`http://127.0.0.1:1234/v1` → `127.0.0.1:1234`).
+pub fn host_port(base: &str) -> Option<String> {
+    let (scheme, rest) = base.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = match authority.rfind(']') {
+        Some(end) => authority[end..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        return Some(authority.to_string());
+    }
+    let port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    Some(format!("{authority}:{port}"))
+}
+
+/// Whether `base`'s address accepts a TCP connection within `within`.
+pub async fn reachable(base: &str, within: Duration) -> bool {
+    let Some(addr) = host_port(base) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(within, tokio::net::TcpStream::connect(&addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_and_port_of_base_urls() {
+        assert_eq!(
+            host_port("http://127.0.0.1:1234/v1").as_deref(),
+            Some("127.0.0.1:1234")
+        );
+        assert_eq!(
+            host_port("https://api.example.com/v1").as_deref(),
+            Some("api.example.com:443")
+        );
+        assert_eq!(host_port("http://[::1]/v1").as_deref(), Some("[::1]:80"));
+        assert_eq!(
+            host_port("http://[::1]:8080").as_deref(),
+            Some("[::1]:8080")
+        );
+        assert_eq!(host_port("no-scheme"), None);
+    }
+}
