@@ -153,7 +153,7 @@ def test_seed_hybrid_answers_through_local_fallback(seed_gateway):
     r = client.chat.completions.with_raw_response.create(
         model="default", messages=[{"role": "user", "content": "bonjour"}])
     assert r.headers["x-clawgate-fallback"] == (
-        "answered by lmstudio/minimax-m2.1-gs32 (selected anthropic/claude-sonnet-4-5: timeout)")
+        "answered by lmstudio/minimax-m2.1-gs32 (selected anthropic/claude-sonnet-4-5: unreachable)")
     c = r.parse()
     assert c.choices[0].message.content == "Bonjour du local"
     assert c.choices[0].message.model_extra.get("reasoning_content") == "local reasoning"

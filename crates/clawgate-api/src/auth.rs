@@ -19,12 +19,19 @@ use crate::AppState;
 pub struct GatewayAuth {
     pub mode: AuthMode,
     pub secret: Option<Secret>,
+    /// `gateway.http.allowedHosts`: names accepted in `Host`/`Origin`
+    /// besides loopback ones when auth is off.
+    pub allowed_hosts: Vec<String>,
     failures: Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>,
 }
 
-/// Failed attempts from one address allowed per window before 429 (SEC-1).
+/// Failed attempts from one address allowed per window before further
+/// failed attempts get 429 (SEC-1). A valid credential always passes.
 pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; when full, expired entries go first, then
+/// the whole book (an attacker with many addresses cannot grow memory).
+const MAX_TRACKED: usize = 4096;
 
 impl GatewayAuth {
     /// From `gateway.auth`. With no mode written: token when a token is
@@ -33,7 +40,26 @@ impl GatewayAuth {
         Self {
             mode,
             secret,
+            allowed_hosts: Vec::new(),
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Also accept these host names (`gateway.http.allowedHosts`).
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = hosts;
+        self
+    }
+
+    /// Whether the request carries the valid credential (always true when
+    /// auth is off).
+    pub fn accepts(&self, headers: &axum::http::HeaderMap) -> bool {
+        if self.mode == AuthMode::None {
+            return true;
+        }
+        match (credential(headers), &self.secret) {
+            (Some(g), Some(s)) => ct_eq(g.as_bytes(), s.expose().as_bytes()),
+            _ => false,
         }
     }
 
@@ -48,6 +74,12 @@ impl GatewayAuth {
 
     fn failed(&self, ip: Option<IpAddr>) {
         if let Ok(mut map) = self.failures.lock() {
+            if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+                map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+                if map.len() >= MAX_TRACKED {
+                    map.clear();
+                }
+            }
             let entry = map.entry(ip).or_insert((0, Instant::now()));
             if entry.1.elapsed() >= FAILURE_WINDOW {
                 *entry = (0, Instant::now());
@@ -69,8 +101,24 @@ impl GatewayAuth {
             AuthMode::Password => g.password.as_ref().and_then(|t| t.resolved.clone()),
             AuthMode::None => None,
         };
-        Self::new(mode, secret)
+        Self::new(mode, secret).with_allowed_hosts(g.allowed_hosts.clone())
     }
+}
+
+/// The credential a request carries: `Authorization: Bearer <token>`
+/// (the scheme in any case) or `x-api-key`.
+pub(crate) fn credential(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let v = v.trim();
+            let (scheme, rest) = v.split_once(char::is_whitespace)?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
 }
 
 /// Equal length and every byte equal, without an early exit.
@@ -93,6 +141,13 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let given = credential(req.headers());
+    let ok = auth.accepts(req.headers());
+    // A valid credential always passes: only failed attempts are
+    // throttled, so no one can lock the real clients out.
+    if ok {
+        return next.run(req).await;
+    }
     if let Some(wait) = auth.blocked(ip) {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -105,22 +160,6 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         } else {
             err.into_response()
         };
-    }
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
-    let ok = match (given, &auth.secret) {
-        (Some(g), Some(s)) => ct_eq(g.trim().as_bytes(), s.expose().as_bytes()),
-        _ => false,
-    };
-    if ok {
-        return next.run(req).await;
     }
     auth.failed(ip);
     let msg = if given.is_some() {

@@ -400,7 +400,7 @@ fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input,
         "completion_tokens": u.output,
-        "total_tokens": u.input + u.output,
+        "total_tokens": u.total(),
         "prompt_tokens_details": {"cached_tokens": u.cache_read},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning},
     })

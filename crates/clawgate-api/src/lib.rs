@@ -9,6 +9,7 @@
 mod auth;
 mod chat;
 pub mod errors;
+mod guard;
 mod messages;
 mod metrics;
 mod responses;
@@ -33,6 +34,23 @@ use errors::ApiError;
 
 /// Request bodies above this are refused with 413 (GW-3).
 pub const MAX_BODY: usize = 20 * 1024 * 1024;
+
+/// Longest key a request may set (`user`, `metadata.user_id`,
+/// `x-clawgate-session-key`, `model`, `x-clawgate-model`): longer ones get
+/// a 400, so no map or message grows with what a client sends.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// 400 when a request-controlled key is longer than [`MAX_KEY_LEN`].
+pub(crate) fn check_key(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_KEY_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{what} is {} bytes long; at most {MAX_KEY_LEN} bytes are accepted",
+            value.len()
+        ))
+        .param(what));
+    }
+    Ok(())
+}
 
 /// What every handler shares. axum clones the state for each request,
 /// so it is one `Arc` (one atomic increment), not one per field.
@@ -143,9 +161,22 @@ pub(crate) async fn route(
     session: Option<String>,
 ) -> Result<clawgate_router::Routed, ApiError> {
     let registry = state.registry();
+    check_key("model", model)?;
     let override_model = headers
         .get("x-clawgate-model")
         .and_then(|v| v.to_str().ok());
+    if let Some(m) = override_model {
+        check_key("x-clawgate-model", m)?;
+    }
+    let header_session = headers
+        .get("x-clawgate-session-key")
+        .and_then(|v| v.to_str().ok());
+    if let Some(k) = header_session {
+        check_key("x-clawgate-session-key", k)?;
+    }
+    if let Some(k) = &session {
+        check_key("user", k)?;
+    }
     let Target { agent, requested } = target(&registry, model, override_model)?;
     let chain = registry
         .chain(
@@ -153,7 +184,10 @@ pub(crate) async fn route(
             requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
         )
         .map_err(|e| unknown_model(&registry, model, &e))?;
-    if let Some((_, SelectionSource::User)) = &requested {
+    // Every way of selecting a model (the body's `model`, the
+    // `x-clawgate-model` header) goes through the same policy check; the
+    // chain's configured fallbacks do not (FO-1).
+    if requested.is_some() {
         if let Some(c) = chain.candidates.first() {
             registry
                 .check_policy(agent.as_deref(), &c.resolved.reference())
@@ -163,11 +197,7 @@ pub(crate) async fn route(
                 })?;
         }
     }
-    let session = headers
-        .get("x-clawgate-session-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(session);
+    let session = header_session.map(str::to_string).or(session);
     let turn = clawgate_router::Turn {
         registry: &registry,
         chain: &chain,
@@ -199,10 +229,11 @@ pub(crate) async fn route(
 
 /// The fixed paths `/metrics` counts by name (a `&'static str` label
 /// costs no allocation per request).
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 8] = [
     "/v1/chat/completions",
     "/v1/responses",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/models",
     "/health",
     "/ready",
@@ -231,7 +262,7 @@ async fn count(
 }
 
 /// 404 for a model target that does not resolve, listing the valid ones.
-fn unknown_model(reg: &Registry, model: &str, err: &dyn std::fmt::Display) -> ApiError {
+pub(crate) fn unknown_model(reg: &Registry, model: &str, err: &dyn std::fmt::Display) -> ApiError {
     let targets: Vec<String> = model_ids(reg);
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -309,33 +340,26 @@ async fn health() -> Json<Value> {
     Json(json!({"ok": true, "status": "live"}))
 }
 
-/// `host:port` of a base URL, for a reachability probe.
-fn host_port(base: &str) -> Option<String> {
-    let rest = base.split("://").nth(1)?;
-    let authority = rest.split('/').next()?;
-    if authority.contains(':') && !authority.ends_with(']') {
-        return Some(authority.to_string());
-    }
-    let port = if base.starts_with("https://") {
-        443
-    } else {
-        80
-    };
-    Some(format!("{authority}:{port}"))
-}
-
 /// Ready when the config is loaded and at least one candidate of the
-/// default agent accepts a TCP connection (a probe of 500 ms each).
-async fn ready(State(state): State<AppState>) -> Response {
+/// default agent accepts a TCP connection (a probe of 500 ms each). With
+/// auth on, a caller without the credential learns only ok/status (no
+/// model names or addresses).
+async fn ready(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let reg = state.registry();
+    let details = state.auth.accepts(&headers);
+    let answer = |code: StatusCode, mut body: Value| {
+        if !details {
+            body = json!({"ok": body["ok"], "status": body["status"]});
+        }
+        (code, Json(body)).into_response()
+    };
     let chain = match reg.chain(None, None) {
         Ok(c) => c,
         Err(e) => {
-            return (
+            return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"ok": false, "status": "no-model", "error": e.to_string()})),
+                json!({"ok": false, "status": "no-model", "error": e.to_string()}),
             )
-                .into_response()
         }
     };
     let mut checked = Vec::new();
@@ -344,32 +368,25 @@ async fn ready(State(state): State<AppState>) -> Response {
         let Some(p) = reg.provider(&m.provider) else {
             continue;
         };
-        let Some(addr) = host_port(p.base_url_for(m)) else {
-            continue;
-        };
-        let up = matches!(
-            tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(&addr)
-            )
-            .await,
-            Ok(Ok(_))
-        );
         let reference = m.reference().to_string();
-        if up {
-            return Json(json!({"ok": true, "status": "ready", "default": chain.candidates.first().map(|x| x.resolved.reference().to_string()), "reachable": reference}))
-                .into_response();
+        if clawgate_router::probe::reachable(p.base_url_for(m), Duration::from_millis(500)).await {
+            return answer(
+                StatusCode::OK,
+                json!({"ok": true, "status": "ready", "default": chain.candidates.first().map(|x| x.resolved.reference().to_string()), "reachable": reference}),
+            );
         }
         checked.push(reference);
     }
-    (
+    answer(
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"ok": false, "status": "unreachable", "checked": checked})),
+        json!({"ok": false, "status": "unreachable", "checked": checked}),
     )
-        .into_response()
 }
 
-async fn fallback() -> Response {
+async fn fallback(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/v1/messages") {
+        return messages::not_found(uri).await;
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
@@ -382,7 +399,14 @@ async fn fallback() -> Response {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/messages", post(messages::handle))
+        .route(
+            "/v1/messages",
+            post(messages::handle).fallback(messages::not_found),
+        )
+        .route(
+            "/v1/messages/count_tokens",
+            post(messages::count_tokens).fallback(messages::not_found),
+        )
         .route("/v1/responses", post(responses::handle))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
@@ -396,6 +420,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .merge(api)
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::local_only,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -28,6 +28,57 @@ fn message_id() -> String {
     format!("msg_{t:x}{n:x}")
 }
 
+/// The text of a string or of the text blocks of a block list.
+fn content_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// A `document` block as text: plain-text and content sources are
+/// flattened (with the title, so the model knows what it reads); a PDF or
+/// URL source cannot be sent to these backends and is a clear 400.
+fn document(b: &Value, path: &str) -> Result<Part, ApiError> {
+    let src = b.get("source").unwrap_or(&Value::Null);
+    let text = match src.get("type").and_then(Value::as_str) {
+        Some("text") => crate::text_field(src, "data"),
+        Some("content") => content_text(src.get("content")),
+        other => {
+            let media = src
+                .get("media_type")
+                .and_then(Value::as_str)
+                .unwrap_or("a file");
+            let kind = match other {
+                Some("base64") => format!("a base64 {media} document"),
+                Some("url") => "a document by URL".to_string(),
+                Some("file") => "a document by file id".to_string(),
+                _ => "a document without a text source".to_string(),
+            };
+            return Err(ApiError::bad_request(format!(
+                "{path}: {kind} cannot be sent to the model servers behind this gateway; send the document's text (source type \"text\") instead"
+            ))
+            .param(path));
+        }
+    };
+    let title = crate::text_field(b, "title");
+    let context = crate::text_field(b, "context");
+    let mut out = String::new();
+    for head in [title, context] {
+        if !head.is_empty() {
+            out.push_str(&head);
+            out.push('\n');
+        }
+    }
+    out.push_str(&text);
+    Ok(Part::Text(out))
+}
+
 fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
     match content {
         Value::String(s) => Ok(vec![Part::Text(s.clone())]),
@@ -57,15 +108,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                         arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
                     }),
                     "tool_result" => {
-                        let content = match b.get("content") {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(Value::Array(parts)) => parts
-                                .iter()
-                                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            _ => String::new(),
-                        };
+                        let content = content_text(b.get("content"));
                         out.push(Part::ToolResult {
                             id: crate::text_field(b, "tool_use_id"),
                             content,
@@ -74,9 +117,24 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                     }
                     // Earlier reasoning is not replayed to other backends.
                     "thinking" | "redacted_thinking" => {}
+                    "document" => out.push(document(b, &format!("{path}[{i}]"))?),
+                    // Search results are text with a source: flattened.
+                    "search_result" => {
+                        let text = content_text(b.get("content"));
+                        let title = crate::text_field(b, "title");
+                        out.push(Part::Text(if title.is_empty() {
+                            text
+                        } else {
+                            format!("{title}\n{text}")
+                        }));
+                    }
+                    // Hosted server tools ran on Anthropic's side; another
+                    // backend cannot replay them.
+                    "server_tool_use" | "web_search_tool_result" | "web_fetch_tool_result"
+                    | "code_execution_tool_result" | "container_upload" => {}
                     other => {
                         return Err(ApiError::bad_request(format!(
-                            "{path}[{i}].type {other:?} is not supported (text, image, tool_use, tool_result, thinking)"
+                            "{path}[{i}].type {other:?} is not supported (text, image, document, tool_use, tool_result, thinking)"
                         )))
                     }
                 }
@@ -90,6 +148,14 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
 }
 
 fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
+    parse_with(v, true)
+}
+
+/// `max_tokens` is required on `/v1/messages`, not on `count_tokens`.
+fn parse_with(
+    v: &Value,
+    need_max_tokens: bool,
+) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
@@ -102,45 +168,71 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     let max_tokens = obj
         .get("max_tokens")
         .and_then(Value::as_u64)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::bad_request("max_tokens: a positive integer is required"))?;
+        .filter(|n| *n > 0);
+    if need_max_tokens && max_tokens.is_none() {
+        return Err(
+            ApiError::bad_request("max_tokens: a positive integer is required").param("max_tokens"),
+        );
+    }
     let msgs = obj
         .get("messages")
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::bad_request("messages: a non-empty array is required"))?;
+    let mut system: Vec<String> = match obj.get("system") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(b)) => b
+            .iter()
+            .filter_map(|x| x.get("text").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect(),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("system must be a string or text blocks").param("system"),
+            )
+        }
+    };
     let mut messages = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
+        let path = format!("messages[{i}].content");
+        let content = m.get("content").unwrap_or(&Value::Null);
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
-            other => {
+            // Claude Code sends system prompts inside `messages` mid
+            // conversation: folded into the system prompt, in order, as
+            // the chat and Responses endpoints do.
+            Some("system") | Some("developer") => {
+                system.extend(blocks(content, &path)?.into_iter().filter_map(|p| match p {
+                    Part::Text(t) => Some(t),
+                    _ => None,
+                }));
+                continue;
+            }
+            Some(other) => {
                 return Err(ApiError::bad_request(format!(
-                    "messages[{i}].role must be user or assistant, got {other:?}"
-                )))
+                    "messages[{i}].role must be user, assistant or system, got {other:?}"
+                ))
+                .param(&format!("messages[{i}].role")))
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].role is required (user, assistant or system)"
+                ))
+                .param(&format!("messages[{i}].role")))
             }
         };
-        let parts = blocks(
-            m.get("content").unwrap_or(&Value::Null),
-            &format!("messages[{i}].content"),
-        )?;
+        let parts = blocks(content, &path)?;
         messages.push(Message { role, parts });
     }
-    let system = match obj.get("system") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(b)) => Some(
-            b.iter()
-                .filter_map(|x| x.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n\n"),
-        ),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "system must be a string or text blocks",
-            ))
-        }
-    };
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "messages: at least one user or assistant message is required",
+        )
+        .param("messages"));
+    }
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
     let mut tools = Vec::new();
     for (i, t) in obj
         .get("tools")
@@ -196,7 +288,7 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
         messages,
         tools,
         tool_choice,
-        max_tokens: Some(max_tokens),
+        max_tokens,
         temperature: num("temperature", 1.0)?,
         top_p: num("top_p", 1.0)?,
         stop: obj
@@ -233,7 +325,7 @@ fn stop_reason(s: Option<&StopReason>) -> &'static str {
 fn usage_json(u: Option<&Usage>) -> Value {
     let u = u.copied().unwrap_or_default();
     json!({
-        "input_tokens": u.input,
+        "input_tokens": u.anthropic_input(),
         "output_tokens": u.output,
         "cache_read_input_tokens": u.cache_read,
         "cache_creation_input_tokens": u.cache_write,
@@ -261,6 +353,43 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => AnthropicError(e).into_response(),
     }
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's size in Anthropic's
+/// shape, estimated without a tokenizer (local servers have no such
+/// endpoint). The model must be one the gateway serves.
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let result = (|| {
+        let value = crate::json_request(body)?;
+        let (model, request, _) = parse_with(&value, false)?;
+        crate::check_key("model", &model)?;
+        let reg = state.registry();
+        let target = crate::target(&reg, &model, None)?;
+        reg.chain(
+            target.agent.as_deref(),
+            target.requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
+        )
+        .map_err(|e| crate::unknown_model(&reg, &model, &e))?;
+        Ok::<_, ApiError>(request.estimate_tokens())
+    })();
+    match result {
+        Ok(n) => axum::Json(json!({"input_tokens": n})).into_response(),
+        Err(e) => AnthropicError(e).into_response(),
+    }
+}
+
+/// Any other method or path under `/v1/messages`: an error in Anthropic's
+/// shape, which is what Anthropic clients parse.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    AnthropicError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        format!("{} is not an endpoint of this gateway (POST /v1/messages, POST /v1/messages/count_tokens)", uri.path()),
+    ))
+    .into_response()
 }
 
 async fn collect(mut routed: Routed, model: String) -> Result<Response, ApiError> {

@@ -21,6 +21,8 @@ const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 struct ModelStats {
     input_tokens: u64,
     output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
     answers: u64,
     latency_sum: f64,
     buckets: [u64; BUCKETS.len()],
@@ -71,6 +73,8 @@ impl Telemetry {
             if let Some(u) = usage {
                 s.input_tokens += u.input;
                 s.output_tokens += u.output;
+                s.cache_read_tokens += u.cache_read;
+                s.cache_write_tokens += u.cache_write;
             }
             s.answers += 1;
             let secs = took.as_secs_f64();
@@ -151,7 +155,7 @@ pub async fn handle(State(state): State<AppState>) -> Response {
             "clawgate_upstream_failures_total{{class=\"{class}\"}} {n}"
         );
     }
-    let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model.\n# TYPE clawgate_tokens_total counter");
+    let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model: input is the whole prompt (cache reads and writes included, whatever the protocol), cache_read and cache_write the parts of it served from or written to the cache.\n# TYPE clawgate_tokens_total counter");
     let _ = writeln!(out, "# HELP clawgate_answer_duration_seconds Time from request to the end of the answer, per served model.\n# TYPE clawgate_answer_duration_seconds histogram");
     if let Ok(models) = state.telemetry.models.lock() {
         for (p, model, s) in flat(&models) {
@@ -165,6 +169,16 @@ pub async fn handle(State(state): State<AppState>) -> Response {
                 out,
                 "clawgate_tokens_total{{{l},kind=\"output\"}} {}",
                 s.output_tokens
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_tokens_total{{{l},kind=\"cache_read\"}} {}",
+                s.cache_read_tokens
+            );
+            let _ = writeln!(
+                out,
+                "clawgate_tokens_total{{{l},kind=\"cache_write\"}} {}",
+                s.cache_write_tokens
             );
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(

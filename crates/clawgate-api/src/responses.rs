@@ -274,7 +274,7 @@ fn usage_json(u: Option<&Usage>) -> Value {
     json!({
         "input_tokens": u.input,
         "output_tokens": u.output,
-        "total_tokens": u.input + u.output,
+        "total_tokens": u.total(),
         "input_tokens_details": {"cached_tokens": u.cache_read},
         "output_tokens_details": {"reasoning_tokens": u.reasoning},
     })

@@ -34,6 +34,9 @@ pub struct Registry {
     /// The `agents.defaults.models` keys that are model refs, parsed once
     /// per snapshot (not per request), with their index in that map.
     pub option_refs: Vec<(ModelRef, usize)>,
+    /// Every secret value of this snapshot, for masking text that leaves
+    /// the process (SEC-3).
+    pub redactor: std::sync::Arc<clawgate_core::Redactor>,
 }
 
 impl Registry {
@@ -60,11 +63,13 @@ impl Registry {
             .enumerate()
             .filter_map(|(i, k)| ModelRef::parse(k).ok().map(|r| (r, i)))
             .collect();
+        let redactor = std::sync::Arc::new(secrets(&config, &providers));
         let reg = Self {
             config,
             providers,
             aliases,
             option_refs,
+            redactor,
         };
         let diags = validate::check(&reg);
         (reg, diags)
@@ -95,6 +100,29 @@ impl Registry {
             .map(|r| r.reference())
             .collect()
     }
+}
+
+/// Every resolved secret of a snapshot: provider keys and header values,
+/// auth profile keys, the gateway token and password.
+fn secrets(config: &Config, providers: &IndexMap<String, Provider>) -> clawgate_core::Redactor {
+    let mut values: Vec<String> = Vec::new();
+    let mut add = |v: Option<&clawgate_config::SecretValue>| {
+        if let Some(s) = v.and_then(|v| v.resolved.as_ref()) {
+            values.push(s.expose().to_string());
+        }
+    };
+    for p in providers.values() {
+        add(p.api_key.as_ref());
+        for h in p.headers.values() {
+            add(Some(h));
+        }
+    }
+    for prof in config.auth.profiles.values() {
+        add(prof.api_key.as_ref());
+    }
+    add(config.gateway.token.as_ref());
+    add(config.gateway.password.as_ref());
+    clawgate_core::Redactor::new(values)
 }
 
 /// A loaded, fully checked config snapshot.

@@ -1081,6 +1081,15 @@ impl<'a> Decoder<'a> {
                     self.check_keys(http, &p, keys::GATEWAY_HTTP, &[]);
                     for h in http {
                         let hp = child(&p, &h.key);
+                        if h.key == "allowedHosts" {
+                            if let Some(list) = self.string_list(&h.value, &hp) {
+                                g.allowed_hosts = list
+                                    .into_iter()
+                                    .map(|l| l.value.trim().to_ascii_lowercase())
+                                    .collect();
+                            }
+                            continue;
+                        }
                         let Some(eps) = self.object(&h.value, &hp) else {
                             continue;
                         };

@@ -238,7 +238,7 @@ pub const GATEWAY_FOREIGN: &[&str] = &[
 ];
 pub const GATEWAY_AUTH: &[&str] = &["mode", "token", "password"];
 pub const GATEWAY_AUTH_FOREIGN: &[&str] = &["allowTailscale", "rateLimit", "trustedProxy"];
-pub const GATEWAY_HTTP: &[&str] = &["endpoints"];
+pub const GATEWAY_HTTP: &[&str] = &["endpoints", "allowedHosts"];
 pub const GATEWAY_ENDPOINTS: &[&str] = &["chatCompletions", "responses", "messages", "models"];
 pub const GATEWAY_ENDPOINT: &[&str] = &["enabled"];
 

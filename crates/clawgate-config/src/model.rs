@@ -291,6 +291,10 @@ pub struct Gateway {
     pub password: Option<SecretValue>,
     /// `gateway.http.endpoints.<name>.enabled`.
     pub endpoints: IndexMap<String, bool>,
+    /// `gateway.http.allowedHosts`: host names (lower case, no port)
+    /// accepted in `Host` and `Origin` besides the loopback names, e.g.
+    /// the name a reverse proxy or a LAN client uses.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Gateway {
@@ -306,6 +310,7 @@ impl Default for Gateway {
             token: None,
             password: None,
             endpoints: IndexMap::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -7,8 +7,10 @@
 
 mod api;
 mod model_ref;
+mod redact;
 mod secret;
 
 pub use api::{ApiKind, ApiParse};
 pub use model_ref::{ModelRef, RefError};
+pub use redact::{Redactor, MASK};
 pub use secret::Secret;

@@ -197,9 +197,9 @@ pub fn classify(e: &WireError) -> ErrorClass {
     .to_ascii_lowercase();
     match e.kind {
         WireErrorKind::Connect => return ErrorClass::Unreachable,
-        WireErrorKind::Timeout(_)
-        | WireErrorKind::Idle
-        | WireErrorKind::Truncated => return ErrorClass::Timeout,
+        WireErrorKind::Timeout(_) | WireErrorKind::Idle | WireErrorKind::Truncated => {
+            return ErrorClass::Timeout
+        }
         WireErrorKind::Cancelled | WireErrorKind::Request => return ErrorClass::Unknown,
         WireErrorKind::Malformed => return ErrorClass::ServerError,
         WireErrorKind::Status | WireErrorKind::StreamError => {}

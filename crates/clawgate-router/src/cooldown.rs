@@ -355,8 +355,14 @@ mod tests {
 
     #[test]
     fn unreachable_cools_down_briefly() {
-        assert_eq!(duration_for(ErrorClass::Unreachable, 1, None), Some(secs(5)));
-        assert_eq!(duration_for(ErrorClass::Unreachable, 9, None), Some(secs(30)));
+        assert_eq!(
+            duration_for(ErrorClass::Unreachable, 1, None),
+            Some(secs(5))
+        );
+        assert_eq!(
+            duration_for(ErrorClass::Unreachable, 9, None),
+            Some(secs(30))
+        );
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct RoutedStream {
     on_finish: Option<OnFinish>,
     /// Time spent waiting on upstreams: attempts, backoff, and every read.
     upstream_wait: Duration,
+    /// Masks secrets an upstream quotes back in a mid-stream error.
+    redactor: Arc<clawgate_core::Redactor>,
 }
 
 impl Drop for RoutedStream {
@@ -226,11 +228,14 @@ impl RoutedStream {
     fn map(&mut self, r: Result<Event, clawgate_wire::WireError>) -> Result<Event, StreamFailure> {
         match r {
             Ok(ev) => Ok(self.seen(ev)),
-            Err(error) => Err(StreamFailure {
-                reference: self.reference.clone(),
-                class: classify(&error),
-                error,
-            }),
+            Err(error) => {
+                let error = redacted(&self.redactor, error);
+                Err(StreamFailure {
+                    reference: self.reference.clone(),
+                    class: classify(&error),
+                    error,
+                })
+            }
         }
     }
 }
@@ -702,6 +707,7 @@ impl Runner {
                                 usage: None,
                                 on_finish: None,
                                 upstream_wait: Duration::ZERO,
+                                redactor: turn.registry.redactor.clone(),
                             },
                             Served {
                                 reference: reference.clone(),
@@ -714,6 +720,7 @@ impl Runner {
                         )));
                     }
                     Err(error) => {
+                        let error = redacted(&turn.registry.redactor, error);
                         let class = classify(&error);
                         self.metrics.failure(class);
                         attempt.class = Some(class);
@@ -760,6 +767,23 @@ impl Runner {
     }
 }
 
+/// The error with every secret of the snapshot masked in the texts an
+/// upstream sent (it may quote the key back: "Incorrect API key provided:
+/// sk-…"), before it is classified, logged or shown (SEC-3).
+fn redacted(r: &clawgate_core::Redactor, mut e: WireError) -> WireError {
+    if let std::borrow::Cow::Owned(m) = r.redact(&e.message) {
+        e.message = m;
+    }
+    for field in [&mut e.error_type, &mut e.code] {
+        if let Some(v) = field.as_deref() {
+            if let std::borrow::Cow::Owned(m) = r.redact(v) {
+                *field = Some(m);
+            }
+        }
+    }
+    e
+}
+
 /// Whole seconds, rounded up (a 0.2 s wait still reads "1s").
 fn ceil_secs(d: Duration) -> u128 {
     d.as_millis().div_ceil(1000).max(1)
@@ -768,7 +792,11 @@ fn ceil_secs(d: Duration) -> u128 {
 /// The error on one line, at most about 160 characters, cut at a word
 /// boundary.
 fn short(e: &WireError) -> String {
-    let s = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if s.chars().count() <= 160 {
         return s;
     }

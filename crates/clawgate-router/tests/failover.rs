@@ -154,7 +154,11 @@ enum Fault {
 /// (fault, class of the first attempt, chain advanced, served by)
 const MATRIX: &[(Fault, Option<ErrorClass>, bool)] = &[
     (Fault::Refused, Some(ErrorClass::Unreachable), true),
-    (Fault::ResetBeforeHeaders, Some(ErrorClass::Unreachable), true),
+    (
+        Fault::ResetBeforeHeaders,
+        Some(ErrorClass::Unreachable),
+        true,
+    ),
     (Fault::ResetMidStream, None, false),
     (
         Fault::RateLimitRetryAfter,
@@ -659,10 +663,7 @@ async fn half_open_lets_one_probe_through_when_a_cooldown_ends() {
     clock.advance(Duration::from_secs(31));
     // Two turns at once after expiry: one probes the primary, the other
     // goes straight to the backup.
-    let (a, b) = tokio::join!(
-        run_turn(&runner, &reg, None),
-        run_turn(&runner, &reg, None)
-    );
+    let (a, b) = tokio::join!(run_turn(&runner, &reg, None), run_turn(&runner, &reg, None));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(primary.requests().len(), 3, "exactly one probe");
     let skipped: Vec<_> = [&a.3, &b.3]
@@ -670,7 +671,9 @@ async fn half_open_lets_one_probe_through_when_a_cooldown_ends() {
         .flat_map(|atts| atts.iter().filter_map(|x| x.skipped.clone()))
         .collect();
     assert!(
-        skipped.iter().any(|s| s.contains("another request is probing")),
+        skipped
+            .iter()
+            .any(|s| s.contains("another request is probing")),
         "{skipped:?}"
     );
 }
@@ -696,7 +699,10 @@ async fn a_strict_ref_is_tried_while_cooling_when_it_is_the_last_candidate() {
     let clock = Arc::new(ManualClock::default());
     let runner = Runner::new(Client::new().unwrap(), clock.clone());
     for _ in 0..2 {
-        let err = run_turn(&runner, &reg, Some("primary/m")).await.err().unwrap();
+        let err = run_turn(&runner, &reg, Some("primary/m"))
+            .await
+            .err()
+            .unwrap();
         let RunError::Exhausted(x) = err else {
             panic!()
         };

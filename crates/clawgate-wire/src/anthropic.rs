@@ -141,9 +141,16 @@ fn add_usage(acc: &mut Usage, u: &Value) {
     }
 }
 
+/// The accumulated Anthropic counts (`input` as Anthropic means it) in
+/// the one internal meaning (see [`Usage`]).
+fn total(raw: &Usage) -> Usage {
+    Usage::from_anthropic(raw.input, raw.output, raw.cache_read, raw.cache_write)
+}
+
 #[derive(Default)]
 pub struct MessagesDecoder {
     c: Common,
+    /// Anthropic's own counts as they arrive (input excludes the cache).
     usage: Usage,
     saw_usage: bool,
     /// Block index → our tool index.
@@ -258,7 +265,7 @@ impl Decoder for MessagesDecoder {
         }
         if let Some(u) = v.get("usage") {
             add_usage(&mut self.usage, u);
-            self.c.usage = Some(self.usage);
+            self.c.usage = Some(total(&self.usage));
         }
         self.c.finish(out);
         Ok(())
@@ -272,7 +279,7 @@ impl Decoder for MessagesDecoder {
             ));
         }
         if self.saw_usage {
-            self.c.usage = Some(self.usage);
+            self.c.usage = Some(total(&self.usage));
         }
         self.c.finish(out);
         Ok(())

@@ -103,7 +103,56 @@ pub struct ChatRequest {
     pub extra_body: Map<String, Value>,
 }
 
-/// Token counts reported by the server.
+impl ChatRequest {
+    /// A tokenizer-free estimate of the prompt's size in tokens: about four
+    /// bytes of ASCII text per token, one token per other character, a few
+    /// tokens of framing per message and tool. Within ±30 % of real BPE
+    /// tokenizers on English prose and code; used where no server count
+    /// exists (`count_tokens`, preflight).
+    pub fn estimate_tokens(&self) -> u64 {
+        fn text(s: &str) -> u64 {
+            let (mut ascii, mut other) = (0u64, 0u64);
+            for c in s.chars() {
+                if c.is_ascii() {
+                    ascii += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            ascii.div_ceil(4) + other
+        }
+        let mut n = self.system.as_deref().map_or(0, |s| text(s) + 4);
+        for m in &self.messages {
+            n += 4;
+            for p in &m.parts {
+                n += match p {
+                    Part::Text(t) | Part::Reasoning(t) => text(t),
+                    // Vision models count a tile-based amount per image;
+                    // one common tile size is a fair middle.
+                    Part::Image { .. } => 765,
+                    Part::ToolCall {
+                        name, arguments, ..
+                    } => text(name) + text(arguments) + 4,
+                    Part::ToolResult { content, .. } => text(content) + 4,
+                };
+            }
+        }
+        for t in &self.tools {
+            n += 8
+                + text(&t.name)
+                + t.description.as_deref().map_or(0, text)
+                + text(&t.parameters.to_string());
+        }
+        n
+    }
+}
+
+/// Token counts reported by the server, in one meaning whatever the
+/// protocol: `input` is the whole prompt, cache reads and writes included
+/// (OpenAI's `prompt_tokens`; Anthropic's `input_tokens` excludes them, so
+/// its decoder adds them and its encoder subtracts them); `output` is
+/// everything generated, reasoning included; `reasoning` is the part of
+/// `output` spent on reasoning, when the server says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     pub input: u64,
@@ -111,6 +160,39 @@ pub struct Usage {
     pub cache_read: u64,
     pub cache_write: u64,
     pub reasoning: u64,
+}
+
+impl Usage {
+    /// From Anthropic's counts, whose `input_tokens` excludes the tokens
+    /// read from and written to the cache.
+    pub fn from_anthropic(
+        input_tokens: u64,
+        output: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> Self {
+        Self {
+            input: input_tokens
+                .saturating_add(cache_read)
+                .saturating_add(cache_write),
+            output,
+            cache_read,
+            cache_write,
+            reasoning: 0,
+        }
+    }
+
+    /// Anthropic's `input_tokens`: the prompt neither read from nor
+    /// written to the cache.
+    pub fn anthropic_input(&self) -> u64 {
+        self.input
+            .saturating_sub(self.cache_read.saturating_add(self.cache_write))
+    }
+
+    /// Prompt plus output.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
 }
 
 /// Why generation stopped.

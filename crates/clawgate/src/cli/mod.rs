@@ -117,9 +117,11 @@ impl Ctx {
 }
 
 /// Structured logs to stderr: `CLAWGATE_LOG=error|warn|info|debug|trace`
-/// (default `warn`, `off` to silence), `CLAWGATE_LOG_FORMAT=json` for one
-/// JSON object per event.
-fn init_logging() {
+/// (default `warn` for the gateway; `error` for the other commands, which
+/// print their own notices and attempt lists, so no log line is mixed
+/// into them; `off` to silence), `CLAWGATE_LOG_FORMAT=json` for one JSON
+/// object per event.
+fn init_logging(default: tracing::Level) {
     let level = match std::env::var("CLAWGATE_LOG")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -130,7 +132,8 @@ fn init_logging() {
         "info" => tracing::Level::INFO,
         "debug" => tracing::Level::DEBUG,
         "trace" => tracing::Level::TRACE,
-        _ => tracing::Level::WARN,
+        "warn" => tracing::Level::WARN,
+        _ => default,
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -144,7 +147,6 @@ fn init_logging() {
 }
 
 pub fn run() -> ExitCode {
-    init_logging();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -156,6 +158,10 @@ pub fn run() -> ExitCode {
             });
         }
     };
+    init_logging(match cli.command {
+        Command::Gateway(_) => tracing::Level::WARN,
+        _ => tracing::Level::ERROR,
+    });
     let result = (|| -> CliResult {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let home = std::env::var_os("HOME").map(PathBuf::from);
