@@ -500,6 +500,30 @@ pub fn check_auth(addr: SocketAddr, auth: &GatewayAuth) -> Result<(), ServeError
     }
 }
 
+/// How long a client may take to send a request's headers, and how long
+/// a keep-alive connection may sit idle between requests: hyper runs the
+/// same timer while it waits for the next request head. Half-sent
+/// requests (slowloris) and forgotten connections are closed after it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Server limits; the defaults are what `clawgate gateway` uses.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// On SIGINT/SIGTERM, how long in-flight requests may finish.
+    pub drain: Duration,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            drain: Duration::from_secs(10),
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
 /// Binds and serves until SIGINT/SIGTERM, then drains in-flight requests
 /// for up to `drain`.
 pub async fn serve(
@@ -508,33 +532,73 @@ pub async fn serve(
     drain: Duration,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    let opts = ServeOptions {
+        drain,
+        ..ServeOptions::default()
+    };
     check_auth(addr, &state.auth)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr()?;
-    on_ready(local);
-    use axum::serve::ListenerExt;
-    // PERF-2: no Nagle delay on small responses and stream chunks.
-    let listener = listener.tap_io(|tcp| {
+    on_ready(listener.local_addr()?);
+    serve_on(listener, state, opts, shutdown_signal()).await
+}
+
+/// Serves on a bound listener until `stop` completes, then drains: every
+/// connection finishes its request in flight (idle ones close at once)
+/// for up to `opts.drain`, after which the rest are dropped.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    opts: ServeOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower_service::Service as _;
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout);
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or a connection reset while
+                    // queued: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // PERF-2: no Nagle delay on small responses and stream chunks.
         let _ = tcp.set_nodelay(true);
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
-    let drain_bound = async move {
-        if stop_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                // Router is always ready: no poll_ready needed.
+                app.clone().call(req)
+            });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
-        r = server => r?,
-        _ = drain_bound => tracing::warn!("drain bound reached; closing remaining connections"),
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(opts.drain) => {
+            tracing::warn!("drain bound reached; closing remaining connections");
+        }
     }
     Ok(())
 }
@@ -558,5 +622,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: draining in-flight requests");
 }

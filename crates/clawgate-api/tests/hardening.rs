@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use clawgate_api::{router, AppState, GatewayAuth};
+use clawgate_api::{serve_on, AppState, GatewayAuth, ServeOptions};
 use clawgate_catalog::load_text;
 use clawgate_config::AuthMode;
 use clawgate_core::Secret;
@@ -38,8 +38,13 @@ impl Gw {
     }
 }
 
-/// A gateway over `config` (JSON5 text) on 127.0.0.1.
+/// A gateway over `config` (JSON5 text) on 127.0.0.1, served the way
+/// `clawgate gateway` serves.
 async fn gateway(config: &str, auth: GatewayAuth) -> Gw {
+    gateway_with(config, auth, ServeOptions::default()).await
+}
+
+async fn gateway_with(config: &str, auth: GatewayAuth, opts: ServeOptions) -> Gw {
     let reg = load_text(Path::new("t.json5"), config, &|_| None)
         .unwrap()
         .registry;
@@ -48,12 +53,9 @@ async fn gateway(config: &str, auth: GatewayAuth) -> Gw {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
+        serve_on(listener, state, opts, std::future::pending())
+            .await
+            .unwrap();
     });
     Gw { addr, task }
 }
@@ -755,4 +757,61 @@ async fn request_controlled_keys_are_bounded() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "256 bytes are fine");
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_do_not_starve_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeServer::start(|_| chat_stream("ok")).await;
+    let opts = ServeOptions {
+        header_read_timeout: std::time::Duration::from_secs(1),
+        ..ServeOptions::default()
+    };
+    let gw = gateway_with(
+        &one_provider(&up.base_url(), "openai-completions", ""),
+        no_auth(),
+        opts,
+    )
+    .await;
+    // Half-sent requests that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // Normal clients are served meanwhile.
+    for _ in 0..20 {
+        let r = http()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "b/m", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // An idle keep-alive connection after a full request.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Every slow and idle connection is closed by the server (EOF or a
+    // reset), well before the generous bound here.
+    for mut c in slow.into_iter().chain(std::iter::once(idle)) {
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection still open");
+    }
 }
