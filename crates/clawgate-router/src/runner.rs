@@ -174,6 +174,8 @@ pub struct RoutedStream {
     upstream_wait: Duration,
     /// Masks secrets an upstream quotes back in a mid-stream error.
     redactor: Arc<clawgate_core::Redactor>,
+    /// Whether the end (or a failure) was logged.
+    ended: bool,
 }
 
 impl Drop for RoutedStream {
@@ -206,7 +208,24 @@ impl RoutedStream {
         let t = std::time::Instant::now();
         let next = self.inner.next().await;
         self.upstream_wait += t.elapsed();
-        next.map(|r| self.map(r))
+        self.end(next)
+    }
+
+    /// Maps an upstream item; logs how the answer ended (once).
+    fn end(
+        &mut self,
+        next: Option<Result<Event, clawgate_wire::WireError>>,
+    ) -> Option<Result<Event, StreamFailure>> {
+        match next {
+            Some(r) => Some(self.map(r)),
+            None => {
+                if !self.ended {
+                    self.ended = true;
+                    tracing::info!(candidate = %self.reference, "answered");
+                }
+                None
+            }
+        }
     }
 
     /// The next event if it is ready without waiting on the upstream
@@ -215,7 +234,7 @@ impl RoutedStream {
         if let Some(ev) = self.first.take() {
             return std::task::Poll::Ready(Some(Ok(self.seen(ev))));
         }
-        self.inner.next_ready().map(|n| n.map(|r| self.map(r)))
+        self.inner.next_ready().map(|n| self.end(n))
     }
 
     fn seen(&mut self, ev: Event) -> Event {
@@ -230,9 +249,16 @@ impl RoutedStream {
             Ok(ev) => Ok(self.seen(ev)),
             Err(error) => {
                 let error = redacted(&self.redactor, error);
+                let class = classify(&error);
+                self.ended = true;
+                tracing::warn!(
+                    candidate = %self.reference,
+                    class = class.as_str(),
+                    "answer failed after output had started"
+                );
                 Err(StreamFailure {
                     reference: self.reference.clone(),
-                    class: classify(&error),
+                    class,
                     error,
                 })
             }
@@ -698,7 +724,7 @@ impl Runner {
                             self.sticky.pin(s, &provider.id, &cred.profile);
                         }
                         let host = url_host(&ep.base_url);
-                        tracing::info!(candidate = %reference, host = %host, "answered");
+                        tracing::info!(candidate = %reference, host = %host, "first output");
                         return Ok(Some((
                             RoutedStream {
                                 first,
@@ -708,6 +734,7 @@ impl Runner {
                                 on_finish: None,
                                 upstream_wait: Duration::ZERO,
                                 redactor: turn.registry.redactor.clone(),
+                                ended: false,
                             },
                             Served {
                                 reference: reference.clone(),

@@ -123,7 +123,10 @@ async fn infer_streams_text_and_keeps_reasoning_off_stdout() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("secret plan") && err.contains("more"), "{err}");
     let o = clawgate(dir.path(), &["infer", "--prompt", "hi", "--stream"]).await;
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("secret plan"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Bonjour\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("secret plan") && !err.contains("more"), "{err}");
     let body: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
     assert_eq!(body["stream"], true);
 }
@@ -371,4 +374,66 @@ async fn seed_local_first_with_local_down_answers_from_hosted() {
     let body: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body["model"], "claude-sonnet-4-5");
     assert_eq!(body["max_tokens"], 64000, "the catalog's output cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_failing_mid_way_is_logged_as_a_failure_not_as_answered() {
+    let frames = vec![
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"content":"partial "}}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"error":{"message":"the model crashed"}})
+        ),
+    ];
+    let server = FakeServer::start(move |_| Reply::sse(frames.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate_env(
+        dir.path(),
+        &["infer", "--prompt", "hi", "--stream"],
+        &[("CLAWGATE_LOG", "info")],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "partial \n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("answer failed after output had started"), "{err}");
+    assert!(!err.contains(" answered "), "{err}");
+    assert!(err.contains("the model crashed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_json_on_an_empty_answer_says_what_happened() {
+    let frames = vec![
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"reasoning_content":"thinking and thinking"}}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{},"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":64}})
+        ),
+        "data: [DONE]\n\n".to_string(),
+    ];
+    let server = FakeServer::start(move |_| Reply::sse(frames.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate(dir.path(), &["infer", "--prompt", "hi", "--stream", "--json"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let v = out_json(&o);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["class"], "empty_answer");
+    assert_eq!(
+        v["error"]["message"],
+        "local/tiny returned only reasoning, no text (stop reason: max_tokens, 64 output tokens) (the output cap was reached: raise --max-tokens or the model's maxTokens)"
+    );
+    assert_eq!(v["reasoning"], "thinking and thinking");
+    // Without --json the same reason is the error line.
+    let o = clawgate(dir.path(), &["infer", "--prompt", "hi"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error: local/tiny returned only reasoning, no text"), "{err}");
 }

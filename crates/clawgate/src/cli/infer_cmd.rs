@@ -61,6 +61,32 @@ fn attempts_json(a: &[clawgate_router::Attempt]) -> serde_json::Value {
     )
 }
 
+/// What an answer without text or tool calls was: only reasoning, cut by
+/// the output cap, or nothing at all.
+fn empty_answer(reference: &str, c: &Collected) -> String {
+    let stop = c
+        .stop
+        .as_ref()
+        .map_or("none".to_string(), |s| s.as_str().to_string());
+    let output = c
+        .usage
+        .map_or("no usage reported".to_string(), |u| {
+            format!("{} output tokens", u.output)
+        });
+    let what = if !c.reasoning.trim().is_empty() {
+        "only reasoning, no text"
+    } else {
+        "no text"
+    };
+    let hint = match c.stop {
+        Some(clawgate_wire::StopReason::MaxTokens) => {
+            " (the output cap was reached: raise --max-tokens or the model's maxTokens)"
+        }
+        _ => "",
+    };
+    format!("{reference} returned {what} (stop reason: {stop}, {output}){hint}")
+}
+
 pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     if args.prompt.trim().is_empty() {
         return Err(CliError::msg(exit::USAGE, "--prompt must not be empty"));
@@ -152,6 +178,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         Ok((served, notice, attempts, c, failure)) => {
             let empty = c.text.trim().is_empty() && c.tool_calls.is_empty();
             let ok = failure.is_none() && !empty;
+            let empty_why = empty.then(|| empty_answer(&served.reference, &c));
             if args.json {
                 json(&json!({
                     "ok": ok,
@@ -165,7 +192,11 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     "text": c.text,
                     "reasoning": c.reasoning,
                     "incomplete": failure.is_some(),
-                    "error": failure.as_ref().map(|f| json!({"class": f.class.as_str(), "status": f.error.status, "message": f.error.message})),
+                    "error": match (&failure, &empty_why) {
+                        (Some(f), _) => json!({"class": f.class.as_str(), "status": f.error.status, "message": f.error.message}),
+                        (None, Some(why)) => json!({"class": "empty_answer", "status": null, "message": why}),
+                        (None, None) => serde_json::Value::Null,
+                    },
                     "toolCalls": c.tool_calls.iter().map(|t| json!({"id": t.id, "name": t.name, "arguments": t.arguments})).collect::<Vec<_>>(),
                     "usage": c.usage.map(|u| json!({"input": u.input, "output": u.output, "cacheRead": u.cache_read, "cacheWrite": u.cache_write, "reasoning": u.reasoning})),
                     "stop": c.stop.as_ref().map(|s| s.as_str().to_string()),
@@ -190,11 +221,8 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             if let Some(f) = failure {
                 return Err(CliError::msg(exit::FAILURE, f.to_string()));
             }
-            if empty {
-                return Err(CliError::msg(
-                    exit::FAILURE,
-                    format!("{} returned no text", served.reference),
-                ));
+            if let Some(why) = empty_why {
+                return Err(CliError::msg(exit::FAILURE, why));
             }
             Ok(())
         }
