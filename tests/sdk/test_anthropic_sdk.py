@@ -71,8 +71,11 @@ def test_errors_in_anthropic_shape(gateway):
     assert e.value.body["type"] == "error"
     assert e.value.body["error"]["type"] == "authentication_error"
     good = anthropic.Anthropic(base_url=gateway.removesuffix("/v1"), api_key=TOKEN, max_retries=0)
-    with pytest.raises(anthropic.NotFoundError):
+    with pytest.raises(anthropic.NotFoundError) as e:
         good.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["type"] == "error"
+    assert e.value.body["error"]["type"] == "not_found_error"
+    assert "The model `nope` does not exist" in e.value.body["error"]["message"]
 
 
 def test_messages_stream_tool_use(client):

@@ -454,6 +454,11 @@ pub fn watch_config(
             last = now;
             match load(&path) {
                 Ok(reg) => {
+                    for what in
+                        restart_only_changes(&state.registry().config.gateway, &reg.config.gateway)
+                    {
+                        tracing::warn!(path = %path.display(), "config reload: {what} changed; it takes effect only after a restart of the gateway");
+                    }
                     state.swap_registry(reg);
                     tracing::info!(path = %path.display(), "config reloaded");
                 }
@@ -465,13 +470,54 @@ pub fn watch_config(
     })
 }
 
+/// Gateway settings a reload cannot apply (the listener and its auth are
+/// fixed at start): the names of those that differ.
+pub fn restart_only_changes(
+    old: &clawgate_config::Gateway,
+    new: &clawgate_config::Gateway,
+) -> Vec<&'static str> {
+    let secret = |s: &Option<clawgate_config::SecretValue>| {
+        s.as_ref()
+            .and_then(|v| v.resolved.as_ref())
+            .map(|x| x.expose().to_string())
+    };
+    let mut out = Vec::new();
+    if old.bind != new.bind {
+        out.push("gateway.bind");
+    }
+    if old.port != new.port {
+        out.push("gateway.port");
+    }
+    if old.auth_mode != new.auth_mode {
+        out.push("gateway.auth.mode");
+    }
+    if secret(&old.token) != secret(&new.token) {
+        out.push("gateway.auth.token");
+    }
+    if secret(&old.password) != secret(&new.password) {
+        out.push("gateway.auth.password");
+    }
+    if old.allowed_hosts != new.allowed_hosts {
+        out.push("gateway.http.allowedHosts");
+    }
+    out
+}
+
 /// Why the gateway will not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("refusing to listen on {0} without auth: set gateway.auth.mode to token or password (or bind to loopback)")]
     NoAuthOnPublicBind(SocketAddr),
-    #[error("gateway.auth.mode is {0} but no {0} is configured")]
-    MissingSecret(&'static str),
+    #[error("gateway.auth.mode is {mode} but no {mode} is configured{detail}")]
+    MissingSecret {
+        mode: &'static str,
+        /// Which variable is unset, when the secret names one.
+        detail: String,
+    },
+    #[error(
+        "invalid bind address {0:?}: use loopback, lan, or an IP address (127.0.0.1, 0.0.0.0, ::1)"
+    )]
+    BadBind(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -481,22 +527,66 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// `gateway.bind` as an address: `loopback` → 127.0.0.1, `lan` → 0.0.0.0.
-pub fn bind_ip(bind: &str) -> IpAddr {
-    match bind {
-        "loopback" | "localhost" => IpAddr::from([127, 0, 0, 1]),
-        "lan" => IpAddr::from([0, 0, 0, 0]),
-        other => other.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+/// `gateway.bind` as an address: `loopback` → 127.0.0.1, `lan` → 0.0.0.0,
+/// or an IP address; anything else is an error (a typo must not silently
+/// listen somewhere else).
+pub fn bind_ip(bind: &str) -> Result<IpAddr, ServeError> {
+    match bind.trim() {
+        "loopback" | "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
+        "lan" => Ok(IpAddr::from([0, 0, 0, 0])),
+        other => other
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| ServeError::BadBind(bind.to_string())),
     }
 }
 
 /// Checks the auth rules of SEC-1 before binding.
 pub fn check_auth(addr: SocketAddr, auth: &GatewayAuth) -> Result<(), ServeError> {
+    let missing = |mode| ServeError::MissingSecret {
+        mode,
+        detail: String::new(),
+    };
     match auth.mode {
         AuthMode::None if !addr.ip().is_loopback() => Err(ServeError::NoAuthOnPublicBind(addr)),
-        AuthMode::Token if auth.secret.is_none() => Err(ServeError::MissingSecret("token")),
-        AuthMode::Password if auth.secret.is_none() => Err(ServeError::MissingSecret("password")),
+        AuthMode::Token if auth.secret.is_none() => Err(missing("token")),
+        AuthMode::Password if auth.secret.is_none() => Err(missing("password")),
         _ => Ok(()),
+    }
+}
+
+/// Everything `clawgate gateway` checks before it binds, from the config
+/// and the command line's overrides: the address, the auth mode and its
+/// secret (naming an unset `${VAR}`). `config validate` runs the same.
+pub fn startup(
+    g: &clawgate_config::Gateway,
+    bind: Option<&str>,
+    port: Option<u16>,
+) -> Result<(SocketAddr, GatewayAuth), ServeError> {
+    let addr = SocketAddr::new(bind_ip(bind.unwrap_or(&g.bind))?, port.unwrap_or(g.port));
+    let auth = GatewayAuth::from_config(g);
+    match check_auth(addr, &auth) {
+        Err(ServeError::MissingSecret { mode, .. }) => {
+            let written = match mode {
+                "token" => g.token.as_ref(),
+                _ => g.password.as_ref(),
+            };
+            let detail = match written {
+                Some(sv) if !sv.missing.is_empty() => format!(
+                    ": gateway.auth.{mode} uses {}, which is not set in the environment",
+                    sv.missing
+                        .iter()
+                        .map(|v| format!("${{{v}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!(": set gateway.auth.{mode}"),
+            };
+            Err(ServeError::MissingSecret { mode, detail })
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok((addr, auth)),
     }
 }
 

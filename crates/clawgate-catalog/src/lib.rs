@@ -9,6 +9,7 @@
 //! `modelPolicy.allow`. [`load`] is the one call a binary needs.
 
 pub mod builtin;
+pub mod defaults;
 pub mod registry;
 pub mod resolve;
 mod validate;

@@ -13,6 +13,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 fn start(dir: &std::path::Path, upstream: &str, drain: u64) -> (Child, String) {
+    start_logging(dir, upstream, drain, "off")
+}
+
+fn start_logging(dir: &std::path::Path, upstream: &str, drain: u64, log: &str) -> (Child, String) {
     std::fs::write(
         dir.join("clawgate.json5"),
         format!(r#"{{ models: {{ providers: {{ up: {{ baseUrl: "{upstream}", models: [{{ id: "m" }}] }} }} }} }}"#),
@@ -28,7 +32,7 @@ fn start(dir: &std::path::Path, upstream: &str, drain: u64) -> (Child, String) {
         ])
         .current_dir(dir)
         .env("HOME", dir)
-        .env("CLAWGATE_LOG", "off")
+        .env("CLAWGATE_LOG", log)
         .env_remove("CLAWGATE_CONFIG")
         .stderr(Stdio::piped())
         .spawn()
@@ -117,19 +121,36 @@ async fn sigterm_gives_up_at_the_drain_bound() {
     let h2 = hold.clone();
     let up = FakeServer::start(move |_| held_stream(h2.clone())).await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(dir.path(), &up.base_url(), 1);
+    const DRAIN: Duration = Duration::from_secs(2);
+    let (mut child, url) = start(dir.path(), &up.base_url(), DRAIN.as_secs());
     let mut r = reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
         .json(&json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
         .unwrap();
-    let _ = r.chunk().await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("one ") {
+        seen.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    let signalled = std::time::Instant::now();
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(10))
         .await
         .expect("exits at the drain bound");
+    let took = signalled.elapsed();
     assert!(status.success());
+    // It waited for the held stream up to the bound, and not much longer
+    // (a bound twice as long would miss this window).
+    assert!(
+        took >= DRAIN - Duration::from_millis(100) && took < DRAIN + Duration::from_millis(1500),
+        "SIGTERM to exit took {took:?} with a {DRAIN:?} drain bound"
+    );
+    // The held answer was cut, not completed.
+    while let Ok(Some(c)) = r.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(!seen.contains("[DONE]") && !seen.contains("two"), "{seen}");
 }
 
 async fn model_ids(url: &str) -> Vec<String> {
@@ -151,7 +172,7 @@ async fn model_ids(url: &str) -> Vec<String> {
 async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
     let up = FakeServer::start(|_| Reply::json(200, "{}")).await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(dir.path(), &up.base_url(), 1);
+    let (mut child, url) = start_logging(dir.path(), &up.base_url(), 1, "warn");
     assert!(!model_ids(&url).await.contains(&"Fast".to_string()));
     // A valid change is picked up without a restart.
     std::fs::write(
@@ -181,8 +202,35 @@ async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(model_ids(&url).await.contains(&"Fast".to_string()));
     assert!(child.try_wait().unwrap().is_none(), "still running");
+    // The watcher goes on after a rejected file: a further valid change
+    // (with a new port, which needs a restart) is applied.
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ gateway: {{ port: 18799 }}, agents: {{ defaults: {{ models: {{ "up/m": {{ alias: "Faster" }} }} }} }},
+                 models: {{ providers: {{ up: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if model_ids(&url).await.contains(&"Faster".to_string()) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "a valid change after a rejected one is applied");
     sigterm(&child);
     wait_exit(&mut child, Duration::from_secs(10))
         .await
         .unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("config reload rejected"), "{log}");
+    assert!(
+        log.contains("gateway.port changed; it takes effect only after a restart"),
+        "{log}"
+    );
 }

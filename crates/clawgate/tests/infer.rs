@@ -126,7 +126,10 @@ async fn infer_streams_text_and_keeps_reasoning_off_stdout() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "Bonjour\n");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("secret plan") && !err.contains("more"), "{err}");
+    assert!(
+        !err.contains("secret plan") && !err.contains("more"),
+        "{err}"
+    );
     let body: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
     assert_eq!(body["stream"], true);
 }
@@ -400,7 +403,10 @@ async fn a_stream_failing_mid_way_is_logged_as_a_failure_not_as_answered() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "partial \n");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("answer failed after output had started"), "{err}");
+    assert!(
+        err.contains("answer failed after output had started"),
+        "{err}"
+    );
     assert!(!err.contains(" answered "), "{err}");
     assert!(err.contains("the model crashed"), "{err}");
 }
@@ -421,7 +427,11 @@ async fn infer_json_on_an_empty_answer_says_what_happened() {
     let server = FakeServer::start(move |_| Reply::sse(frames.clone())).await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), &server.base_url(), "openai-completions");
-    let o = clawgate(dir.path(), &["infer", "--prompt", "hi", "--stream", "--json"]).await;
+    let o = clawgate(
+        dir.path(),
+        &["infer", "--prompt", "hi", "--stream", "--json"],
+    )
+    .await;
     assert_eq!(o.status.code(), Some(1));
     let v = out_json(&o);
     assert_eq!(v["ok"], false);
@@ -435,5 +445,8 @@ async fn infer_json_on_an_empty_answer_says_what_happened() {
     let o = clawgate(dir.path(), &["infer", "--prompt", "hi"]).await;
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("error: local/tiny returned only reasoning, no text"), "{err}");
+    assert!(
+        err.contains("error: local/tiny returned only reasoning, no text"),
+        "{err}"
+    );
 }

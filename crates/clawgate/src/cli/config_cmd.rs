@@ -10,8 +10,10 @@ use super::{exit, CliError, CliResult, Ctx};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Check the config file: syntax, types, keys, refs, aliases.
+    /// Check the config file: syntax, types, keys, refs, aliases, and
+    /// what `clawgate gateway` checks at start-up (auth secrets, bind).
     Validate {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -20,13 +22,16 @@ pub enum ConfigCommand {
         /// Key path, e.g. models.providers.lmstudio.baseUrl or
         /// agents.defaults.models["lmstudio/m"].alias
         path: String,
+        /// Print the value as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Set the value at a key path (JSON5), keeping comments and a backup.
     Set {
+        /// Key path, as for `config get`.
         path: String,
-        /// The new value as JSON5: 196608, "text", true, { alias: "X" }
+        /// The new value as JSON5: 196608, "text", true, { alias: "X" };
+        /// anything else that does not parse (a URL, a word) is a string.
         value: String,
     },
 }
@@ -58,15 +63,43 @@ fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
     match clawgate_catalog::load(ctx.location.file(), &Ctx::env) {
         Ok(snap) => {
             let reg = &snap.registry;
+            // The same checks `clawgate gateway` makes before it binds.
+            if let Err(e) = clawgate_api::startup(&reg.config.gateway, None, None) {
+                let message = format!("gateway start-up: {e}");
+                if as_json {
+                    json(&json!({
+                        "ok": false,
+                        "file": file,
+                        "errors": [{"file": file, "line": null, "column": null, "path": "gateway", "message": message}],
+                        "warnings": snap.warnings.iter().map(diag_json).collect::<Vec<_>>(),
+                    }))?;
+                } else {
+                    for w in &snap.warnings {
+                        eprintln!("{w}");
+                    }
+                    eprintln!("{file}: {message}");
+                }
+                return Err(CliError::msg(
+                    exit::INVALID_CONFIG,
+                    format!("{file} is invalid (1 error): the gateway would refuse to start"),
+                ));
+            }
             let providers = reg.providers.len();
+            let configured = reg.providers.values().filter(|p| p.configured).count();
             let models = reg.models().count();
+            let from_catalog = reg
+                .models()
+                .filter(|(_, m)| m.origin == clawgate_catalog::Origin::Catalog)
+                .count();
             if as_json {
                 json(&json!({
                     "ok": true,
                     "file": file,
                     "source": ctx.location.describe(),
                     "providers": providers,
+                    "configuredProviders": configured,
                     "models": models,
+                    "catalogModels": from_catalog,
                     "warnings": snap.warnings.iter().map(diag_json).collect::<Vec<_>>(),
                     "errors": [],
                 }))
@@ -75,9 +108,12 @@ fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
                     eprintln!("{w}");
                 }
                 emit(&format!(
-                    "ok: {} ({providers} providers, {models} models, {} warnings)\n",
+                    "ok: {} — {} ({configured} configured), {} ({} from the built-in catalog), {}\n",
                     ctx.location.describe(),
-                    snap.warnings.len()
+                    plural(providers, "provider"),
+                    plural(models, "model"),
+                    from_catalog,
+                    plural(snap.warnings.len(), "warning"),
                 ))
             }
         }
@@ -96,10 +132,19 @@ fn validate(ctx: &Ctx, as_json: bool) -> CliResult {
             }
             Err(CliError::msg(
                 exit::INVALID_CONFIG,
-                format!("{file} is invalid ({} errors)", errors.len()),
+                format!("{file} is invalid ({})", plural(errors.len(), "error")),
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// "1 error", "2 errors".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -117,12 +162,30 @@ fn parse_path(key: &str) -> Result<Vec<path::Segment>, CliError> {
 
 fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
     let segments = parse_path(key)?;
-    let Some(file) = ctx.location.file() else {
-        return Err(ConfigError::PathNotFound(key.to_string()).into());
+    let written = match ctx.location.file() {
+        Some(file) => edit::get_redacted_node(&read(file)?, file, &segments),
+        None => Err(ConfigError::PathNotFound(key.to_string())),
     };
-    let text = read(file)?;
-    // In file order (a JSON value would sort the keys).
-    let node = edit::get_redacted_node(&text, file, &segments)?;
+    let node = match written {
+        Ok(node) => node,
+        // Not in the file: the value clawgate uses, said to be a default.
+        Err(ConfigError::PathNotFound(p)) => {
+            let snap = clawgate_catalog::load(ctx.location.file(), &Ctx::env)?;
+            let Some(d) = clawgate_catalog::defaults::default_for(&snap.registry, &segments) else {
+                return Err(ConfigError::PathNotFound(p).into());
+            };
+            eprintln!(
+                "{key} is not written in {}; default: {}",
+                ctx.location.describe(),
+                d.rule
+            );
+            return match (&d.value, as_json) {
+                (serde_json::Value::String(s), false) => emit(&format!("{s}\n")),
+                (v, _) => emit(&format!("{v}\n")),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
     match (&node.kind, as_json) {
         (tree::Kind::String(s), false) => emit(&format!("{s}\n")),
         _ => {
@@ -172,15 +235,34 @@ pub fn edit_config(
 
 fn set(ctx: &Ctx, key: &str, value: &str) -> CliResult {
     let segments = parse_path(key)?;
-    let parsed = tree::parse_node(value).map_err(|reason| {
-        CliError::new(
-            exit::USAGE,
-            ConfigError::BadValue {
-                path: key.to_string(),
-                reason,
-            },
-        )
-    })?;
+    let parsed = match tree::parse_node(value) {
+        Ok(node) => node,
+        // Not JSON5 and not meant as structure (a URL, a path, a word):
+        // taken as a string, as a shell user means it.
+        Err(_) if !value.trim_start().starts_with(['{', '[', '"', '\'']) => {
+            let quoted =
+                serde_json::to_string(value).map_err(|e| CliError::new(exit::FAILURE, e))?;
+            eprintln!("{value} is not JSON5; setting it as the string {quoted}");
+            tree::parse_node(&quoted).map_err(|reason| {
+                CliError::new(
+                    exit::USAGE,
+                    ConfigError::BadValue {
+                        path: key.to_string(),
+                        reason,
+                    },
+                )
+            })?
+        }
+        Err(reason) => {
+            return Err(CliError::new(
+                exit::USAGE,
+                ConfigError::BadValue {
+                    path: key.to_string(),
+                    reason,
+                },
+            ))
+        }
+    };
     let file = edit_config(ctx, |doc| {
         doc.set_node(&segments, &parsed).map_err(CliError::from)
     })?;

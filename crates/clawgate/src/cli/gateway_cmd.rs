@@ -1,11 +1,10 @@
 //! `clawgate gateway`: runs the HTTP server (GW-1) until SIGINT/SIGTERM.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use clawgate_api::{bind_ip, AppState, GatewayAuth};
+use clawgate_api::AppState;
 use clawgate_router::clock::TokioClock;
 use clawgate_router::Runner;
 use clawgate_wire::Client;
@@ -14,7 +13,8 @@ use super::{exit, CliError, CliResult, Ctx};
 
 #[derive(Args)]
 pub struct GatewayArgs {
-    /// Address to listen on (default: gateway.bind, loopback).
+    /// Address to listen on: loopback, lan or an IP address (default:
+    /// gateway.bind, loopback).
     #[arg(long)]
     bind: Option<String>,
     /// Port (default: gateway.port, 18789; 0 picks a free one).
@@ -33,10 +33,14 @@ pub struct GatewayArgs {
 pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
     let snap = ctx.snapshot()?;
     let reg = snap.registry;
-    let g = &reg.config.gateway;
-    let ip = bind_ip(args.bind.as_deref().unwrap_or(&g.bind));
-    let addr = SocketAddr::new(ip, args.port.unwrap_or(g.port));
-    let auth = GatewayAuth::from_config(g);
+    let (addr, auth) = clawgate_api::startup(&reg.config.gateway, args.bind.as_deref(), args.port)
+        .map_err(|e| {
+            let code = match e {
+                clawgate_api::ServeError::BadBind(_) if args.bind.is_some() => exit::USAGE,
+                _ => exit::INVALID_CONFIG,
+            };
+            CliError::msg(code, e.to_string())
+        })?;
     let config_file = ctx.location.file().map(|f| f.to_path_buf());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {

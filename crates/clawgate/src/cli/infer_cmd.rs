@@ -68,11 +68,9 @@ fn empty_answer(reference: &str, c: &Collected) -> String {
         .stop
         .as_ref()
         .map_or("none".to_string(), |s| s.as_str().to_string());
-    let output = c
-        .usage
-        .map_or("no usage reported".to_string(), |u| {
-            format!("{} output tokens", u.output)
-        });
+    let output = c.usage.map_or("no usage reported".to_string(), |u| {
+        format!("{} output tokens", u.output)
+    });
     let what = if !c.reasoning.trim().is_empty() {
         "only reasoning, no text"
     } else {
