@@ -10,4 +10,6 @@ if [[ ! -x .venv/bin/pytest ]] || ! .venv/bin/python -c 'import openai, anthropi
   .venv/bin/pip install -q --disable-pip-version-check openai anthropic pytest
 fi
 cargo build -q -p clawgate
-CLAWGATE_BIN="$ROOT/target/debug/clawgate" .venv/bin/pytest -q tests/sdk "$@"
+# The binary where cargo put it: CARGO_TARGET_DIR, build.target-dir or ./target.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+CLAWGATE_BIN="$TARGET_DIR/debug/clawgate" .venv/bin/pytest -q tests/sdk "$@"
