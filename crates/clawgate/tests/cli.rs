@@ -718,3 +718,40 @@ fn config_set_takes_a_url_as_a_string_and_get_shows_defaults() {
     let o = run.cmd(&["config", "get", "gateway.nope"]);
     assert_eq!(o.status.code(), Some(4));
 }
+
+#[test]
+fn every_command_and_argument_has_help_text() {
+    let run = Run::new();
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    while let Some(cmd) = todo.pop() {
+        seen += 1;
+        let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = run.cmd(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let mut section = "";
+        for line in stdout(&o).lines() {
+            if !line.starts_with(' ') && line.ends_with(':') {
+                section = line;
+                continue;
+            }
+            let entry = line.trim_start();
+            let indent = line.len() - entry.len();
+            if section.is_empty() || entry.is_empty() || indent > 6 {
+                continue; // prose, or a wrapped description
+            }
+            let (name, help) = match entry.split_once("  ") {
+                Some((n, h)) => (n.trim(), h.trim()),
+                None => (entry, ""),
+            };
+            assert!(!help.is_empty(), "{args:?}: `{name}` has no help text");
+            if section == "Commands:" && name != "help" {
+                let mut sub = cmd.clone();
+                sub.push(name.to_string());
+                todo.push(sub);
+            }
+        }
+    }
+    assert!(seen >= 20, "walked {seen} commands");
+}

@@ -27,8 +27,10 @@ pub struct InferArgs {
     /// data policy).
     #[arg(long)]
     agent: Option<String>,
+    /// The user message.
     #[arg(long)]
     prompt: String,
+    /// A system prompt.
     #[arg(long)]
     system: Option<String>,
     /// Stream the answer as it is generated.
@@ -40,6 +42,8 @@ pub struct InferArgs {
     /// Output cap; never above the model's maxTokens.
     #[arg(long)]
     max_tokens: Option<u64>,
+    /// Print text, reasoning, tool calls, usage, the model and host that
+    /// answered, the attempts and latency as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -24,12 +24,14 @@ pub enum ModelsCommand {
         /// Only providers on loopback or the private network.
         #[arg(long)]
         local: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Default model, each agent's chain and data policy, provider auth and
     /// active cooldowns.
     Status {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -52,32 +54,45 @@ pub enum ModelsCommand {
 
 #[derive(Subcommand)]
 pub enum AliasCommand {
+    /// List aliases and the models they point to.
     List {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Add or move an alias.
     Add {
+        /// The alias, e.g. Local.
         alias: String,
+        /// A provider/model ref, an alias or a unique model id.
         model: String,
     },
+    /// Remove an alias (the model stays).
     Remove {
+        /// The alias to remove.
         alias: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum FallbackCommand {
+    /// List the fallback chain in order.
     List {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Append a model to the fallback chain.
     Add {
+        /// A provider/model ref, an alias or a unique model id.
         model: String,
     },
+    /// Remove a model from the fallback chain.
     Remove {
+        /// A provider/model ref, an alias or a unique model id.
         model: String,
     },
+    /// Remove every fallback.
     Clear,
 }
 
