@@ -264,8 +264,14 @@ fn chat_stream(text: &str) -> Reply {
 
 /// A request Claude Code sent, as recorded in tests/fixtures/claude-code.
 fn recorded_claude_code(name: &str) -> (String, Vec<(String, String)>, Value) {
+    recorded("claude-code", name)
+}
+
+/// A request a real client sent, as recorded in tests/fixtures/<client>.
+fn recorded(client: &str, name: &str) -> (String, Vec<(String, String)>, Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/claude-code")
+        .join("../../tests/fixtures")
+        .join(client)
         .join(name);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let headers = v["headers"]
@@ -814,4 +820,48 @@ async fn slow_clients_are_cut_off_and_do_not_starve_others() {
         .await;
         assert!(closed.is_ok(), "connection still open");
     }
+}
+
+#[tokio::test]
+async fn codex_cli_turn_runs_on_a_chat_completions_server() {
+    let up = FakeServer::start(|_| chat_stream("hi there")).await;
+    let cfg = one_provider(
+        &up.base_url(),
+        "openai-completions",
+        r#"agents: { defaults: { model: { primary: "b/m" } } },"#,
+    );
+    let gw = gateway(&cfg, token_auth()).await;
+    let (path, headers, body) = recorded("codex", "0.171.0-exec-turn.json");
+    assert_eq!(body["model"], "default");
+    let mut rq = http().post(gw.url(&path)).json(&body).bearer_auth(TOKEN);
+    for (k, v) in &headers {
+        rq = rq.header(k.as_str(), v.as_str());
+    }
+    let r = rq.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"delta\":\"hi there\""), "{text}");
+    let completed = text
+        .split("\n\n")
+        .find(|f| f.contains("event: response.completed"))
+        .and_then(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .expect("response.completed");
+    // What Codex shows as "tokens used": the whole prompt plus output.
+    assert_eq!(completed["response"]["usage"]["total_tokens"], 9);
+    let sent: Value = serde_json::from_str(&up.requests()[0].body_str()).unwrap();
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "system");
+    assert!(msgs[0]["content"].as_str().unwrap().contains("Codex CLI"));
+    assert_eq!(msgs.last().unwrap()["content"], "say hi");
+    // Function tools go through; hosted ones (web_search, namespaces)
+    // cannot run on a local server and are left out.
+    let names: Vec<&str> = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"exec_command"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("web_search")));
 }
