@@ -865,3 +865,22 @@ async fn codex_cli_turn_runs_on_a_chat_completions_server() {
     assert!(names.contains(&"exec_command"), "{names:?}");
     assert!(!names.iter().any(|n| n.contains("web_search")));
 }
+
+#[tokio::test]
+async fn an_exhausted_chain_always_has_an_error_code() {
+    // Every candidate is skipped before any connection (a local-only data
+    // policy and a hosted model): the error still says why, with a code.
+    let cfg = r#"{ agents: { defaults: { dataPolicy: "local-only", model: { primary: "h/m" } } },
+                   models: { mode: "replace", providers: { h: { baseUrl: "https://api.example.invalid/v1", api: "openai-completions", apiKey: "sk-hosted-secret-0123456789", models: [{ id: "m" }] } } } }"#;
+    let gw = gateway(cfg, no_auth()).await;
+    for (path, body) in [
+        ("/v1/chat/completions", json!({"model": "default", "messages": [{"role": "user", "content": "x"}]})),
+        ("/v1/responses", json!({"model": "default", "input": "x"})),
+    ] {
+        let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "no_candidate_available", "{path}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("local-only"), "{v}");
+    }
+}
