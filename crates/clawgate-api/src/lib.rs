@@ -24,9 +24,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clawgate_catalog::{Registry, SelectionSource};
+use clawgate_catalog::Registry;
 use clawgate_config::AuthMode;
 use clawgate_router::Runner;
+use clawgate_session::{Target, TurnError};
 use serde_json::{json, Value};
 
 pub use auth::{GatewayAuth, FAILURE_WINDOW, MAX_FAILURES};
@@ -62,7 +63,7 @@ pub struct Shared {
     registry: arc_swap::ArcSwap<Registry>,
     pub runner: Runner,
     pub auth: GatewayAuth,
-    pub telemetry: metrics::Telemetry,
+    pub telemetry: Arc<metrics::Telemetry>,
 }
 
 impl std::ops::Deref for AppState {
@@ -78,7 +79,7 @@ impl AppState {
             registry: arc_swap::ArcSwap::from_pointee(registry),
             runner,
             auth,
-            telemetry: metrics::Telemetry::default(),
+            telemetry: Arc::new(metrics::Telemetry::default()),
         }))
     }
 
@@ -90,46 +91,6 @@ impl AppState {
     /// The current config snapshot (an `Arc` clone; no lock is taken).
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.load_full()
-    }
-}
-
-/// The agent a request addresses and the model it explicitly selects.
-pub(crate) struct Target {
-    pub agent: Option<String>,
-    pub requested: Option<(String, SelectionSource)>,
-}
-
-/// Maps a request's `model` to an agent and an explicit selection (GW-2):
-/// `default` / `openclaw` → the default agent; `agent/<id>` /
-/// `openclaw/<id>` → that agent (with `x-clawgate-model` overriding its
-/// backend model); anything else is an explicit, strict selection.
-pub(crate) fn target(
-    reg: &Registry,
-    model: &str,
-    override_model: Option<&str>,
-) -> Result<Target, ApiError> {
-    let agent = match model {
-        "default" | "openclaw" => Some(None),
-        m => m
-            .strip_prefix("agent/")
-            .or_else(|| m.strip_prefix("openclaw/"))
-            .map(|id| Some(id.to_string())),
-    };
-    match agent {
-        Some(agent) => {
-            if let Some(id) = &agent {
-                if !reg.config.agents.entries.contains_key(id) {
-                    return Err(unknown_model(reg, model, &format!("no agent \"{id}\"")));
-                }
-            }
-            let requested = override_model.map(|m| (m.to_string(), SelectionSource::Configured));
-            Ok(Target { agent, requested })
-        }
-        // Resolved (once) when the chain is built; errors become a 404 there.
-        None => Ok(Target {
-            agent: None,
-            requested: Some((model.to_string(), SelectionSource::User)),
-        }),
     }
 }
 
@@ -177,54 +138,32 @@ pub(crate) async fn route(
     if let Some(k) = &session {
         check_key("user", k)?;
     }
-    let Target { agent, requested } = target(&registry, model, override_model)?;
-    let chain = registry
-        .chain(
-            agent.as_deref(),
-            requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
-        )
-        .map_err(|e| unknown_model(&registry, model, &e))?;
-    // Every way of selecting a model (the body's `model`, the
-    // `x-clawgate-model` header) goes through the same policy check; the
-    // chain's configured fallbacks do not (FO-1).
-    if requested.is_some() {
-        if let Some(c) = chain.candidates.first() {
-            registry
-                .check_policy(agent.as_deref(), &c.resolved.reference())
-                .map_err(|e| {
-                    ApiError::new(StatusCode::FORBIDDEN, "permission_error", e.to_string())
-                        .param("model")
-                })?;
-        }
-    }
+    let target =
+        Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
     let session = header_session.map(str::to_string).or(session);
-    let turn = clawgate_router::Turn {
-        registry: &registry,
-        chain: &chain,
+    let input = clawgate_session::TurnInput {
         request,
         session,
-        agent: agent.as_deref(),
         on_notice: None,
     };
-    let mut routed = state
-        .runner
-        .run(turn)
+    let mut routed = clawgate_session::route(&state.runner, &registry, &target, input)
         .await
-        .map_err(|e| ApiError::from_run(&e))?;
-    let shared = state.clone();
-    let (provider, model) = (routed.served.provider.clone(), routed.served.model.clone());
-    let started = routed.started;
-    routed.stream.on_finish(Box::new(move |usage, waited| {
-        let took = started.elapsed();
-        shared.telemetry.answer(
-            &provider,
-            &model,
-            usage.as_ref(),
-            took,
-            took.saturating_sub(waited),
-        );
-    }));
+        .map_err(|e| turn_error(&registry, e))?;
+    routed.observe(state.telemetry.clone());
     Ok(routed)
+}
+
+/// A turn's error in the OpenAI shape (each endpoint re-shapes it for its
+/// protocol): 404 with the valid targets, 403 for the policy, the routing
+/// failure's own status.
+pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
+    match e {
+        TurnError::UnknownTarget { model, reason } => unknown_model(reg, &model, &reason),
+        TurnError::Forbidden(p) => {
+            ApiError::new(StatusCode::FORBIDDEN, "permission_error", p.to_string()).param("model")
+        }
+        TurnError::Run(r) => ApiError::from_run(&r),
+    }
 }
 
 /// The fixed paths `/metrics` counts by name (a `&'static str` label

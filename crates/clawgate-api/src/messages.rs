@@ -367,7 +367,8 @@ pub async fn count_tokens(
         let (model, request, _) = parse_with(&value, false)?;
         crate::check_key("model", &model)?;
         let reg = state.registry();
-        let target = crate::target(&reg, &model, None)?;
+        let target = clawgate_session::Target::from_api(&reg, &model, None)
+            .map_err(|e| crate::turn_error(&reg, e))?;
         reg.chain(
             target.agent.as_deref(),
             target.requested.as_ref().map(|(r, s)| (r.as_str(), *s)),

@@ -41,6 +41,19 @@ pub struct Telemetry {
     models: Mutex<PerModel>,
 }
 
+/// Every finished answer counts in the per-model series.
+impl clawgate_router::Observer for Telemetry {
+    fn finished(&self, a: &clawgate_router::Finished<'_>) {
+        self.answer(
+            &a.served.provider,
+            &a.served.model,
+            a.usage,
+            a.took,
+            a.took.saturating_sub(a.upstream_wait),
+        );
+    }
+}
+
 impl Telemetry {
     pub fn request(&self, endpoint: &'static str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {

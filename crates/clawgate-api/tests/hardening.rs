@@ -874,13 +874,22 @@ async fn an_exhausted_chain_always_has_an_error_code() {
                    models: { mode: "replace", providers: { h: { baseUrl: "https://api.example.invalid/v1", api: "openai-completions", apiKey: "sk-hosted-secret-0123456789", models: [{ id: "m" }] } } } }"#;
     let gw = gateway(cfg, no_auth()).await;
     for (path, body) in [
-        ("/v1/chat/completions", json!({"model": "default", "messages": [{"role": "user", "content": "x"}]})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "default", "messages": [{"role": "user", "content": "x"}]}),
+        ),
         ("/v1/responses", json!({"model": "default", "input": "x"})),
     ] {
         let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 503, "{path}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "no_candidate_available", "{path}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains("local-only"), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("local-only"),
+            "{v}"
+        );
     }
 }

@@ -18,6 +18,6 @@ pub mod target;
 
 pub use classify::{classify, ErrorClass};
 pub use runner::{
-    Attempt, Exhausted, Metrics, OverloadPolicy, Routed, RoutedStream, RunError, Runner, Served,
-    StreamFailure, Turn, OVERLOAD_NOTICE,
+    Attempt, Exhausted, Finished, Metrics, Observer, OverloadPolicy, Routed, RoutedStream,
+    RunError, Runner, Served, StreamFailure, Turn, OVERLOAD_NOTICE,
 };

@@ -159,9 +159,29 @@ pub struct StreamFailure {
     pub error: WireError,
 }
 
-/// Called once when a routed stream is dropped, with the usage it saw and
-/// the total time spent waiting on upstreams (PERF-5).
-pub type OnFinish = Box<dyn FnOnce(Option<clawgate_wire::Usage>, Duration) + Send>;
+/// How a routed answer ended, handed to every [`Observer`] once.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    /// Who answered.
+    pub served: &'a Served,
+    /// The usage the server reported, if any.
+    pub usage: Option<&'a clawgate_wire::Usage>,
+    /// From the start of routing to the end of the answer.
+    pub took: Duration,
+    /// Of `took`, the time spent waiting on upstreams; the rest is the
+    /// gateway's own overhead (PERF-5).
+    pub upstream_wait: Duration,
+    /// Set when the answer failed after output had started (FO-5).
+    pub failure: Option<ErrorClass>,
+}
+
+/// Where whatever follows an answer attaches: metrics today; usage rows,
+/// history and the dashboard next. Called once per answer, when its stream
+/// ends or is dropped (a client that goes away), on the task that drove
+/// it: keep it short and non-blocking.
+pub trait Observer: Send + Sync {
+    fn finished(&self, answer: &Finished<'_>);
+}
 
 /// The answering stream, its first event already received.
 pub struct RoutedStream {
@@ -169,7 +189,11 @@ pub struct RoutedStream {
     inner: EventStream,
     reference: String,
     usage: Option<clawgate_wire::Usage>,
-    on_finish: Option<OnFinish>,
+    /// Who is told when the answer ends, with what served it and when
+    /// routing began.
+    observers: Vec<Arc<dyn Observer>>,
+    watched: Option<(Arc<Served>, std::time::Instant)>,
+    failure: Option<ErrorClass>,
     /// Time spent waiting on upstreams: attempts, backoff, and every read.
     upstream_wait: Duration,
     /// Masks secrets an upstream quotes back in a mid-stream error.
@@ -180,8 +204,18 @@ pub struct RoutedStream {
 
 impl Drop for RoutedStream {
     fn drop(&mut self) {
-        if let Some(f) = self.on_finish.take() {
-            f(self.usage, self.upstream_wait);
+        let Some((served, started)) = self.watched.take() else {
+            return;
+        };
+        let answer = Finished {
+            served: &served,
+            usage: self.usage.as_ref(),
+            took: started.elapsed(),
+            upstream_wait: self.upstream_wait,
+            failure: self.failure,
+        };
+        for o in &self.observers {
+            o.finished(&answer);
         }
     }
 }
@@ -194,11 +228,6 @@ impl RoutedStream {
     /// the elapsed time minus this (PERF-5).
     pub fn upstream_wait(&self) -> Duration {
         self.upstream_wait
-    }
-
-    /// Registers a callback run when the stream is dropped (metrics).
-    pub fn on_finish(&mut self, f: OnFinish) {
-        self.on_finish = Some(f);
     }
 
     pub async fn next(&mut self) -> Option<Result<Event, StreamFailure>> {
@@ -251,6 +280,7 @@ impl RoutedStream {
                 let error = redacted(&self.redactor, error);
                 let class = classify(&error);
                 self.ended = true;
+                self.failure = Some(class);
                 tracing::warn!(
                     candidate = %self.reference,
                     class = class.as_str(),
@@ -270,13 +300,21 @@ pub struct Routed {
     pub stream: RoutedStream,
     /// When routing of this turn began (for the overhead measure, PERF-5).
     pub started: std::time::Instant,
-    pub served: Served,
+    pub served: Arc<Served>,
     /// What the chain asked for first.
     pub selected: String,
     pub attempts: Vec<Attempt>,
 }
 
 impl Routed {
+    /// Tells `observer` how this answer ends (see [`Observer`]).
+    pub fn observe(&mut self, observer: Arc<dyn Observer>) {
+        if self.stream.watched.is_none() {
+            self.stream.watched = Some((self.served.clone(), self.started));
+        }
+        self.stream.observers.push(observer);
+    }
+
     /// The gateway's own time so far: elapsed since routing began minus
     /// the time spent waiting on upstreams (PERF-5).
     pub fn overhead(&self) -> Duration {
@@ -505,7 +543,7 @@ impl Runner {
                     return Ok(Routed {
                         stream,
                         started,
-                        served,
+                        served: Arc::new(served),
                         selected,
                         attempts,
                     });
@@ -731,7 +769,9 @@ impl Runner {
                                 inner,
                                 reference: reference.clone(),
                                 usage: None,
-                                on_finish: None,
+                                observers: Vec::new(),
+                                watched: None,
+                                failure: None,
                                 upstream_wait: Duration::ZERO,
                                 redactor: turn.registry.redactor.clone(),
                                 ended: false,

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use clawgate_catalog::SelectionSource;
 use clawgate_router::clock::TokioClock;
-use clawgate_router::{RunError, Runner, Turn};
+use clawgate_router::{RunError, Runner};
+use clawgate_session::{Target, TurnError, TurnInput};
 use clawgate_wire::{ChatRequest, Client, Collected, Event, Message};
 use serde_json::json;
 
@@ -96,18 +96,9 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     let snap = ctx.snapshot()?;
     let reg = &snap.registry;
     // An explicit --model is a user selection: strict, and checked against
-    // modelPolicy.allow (REF-4, FO-1).
-    let requested = args.model.as_deref().map(|m| (m, SelectionSource::User));
-    let agent = args.agent.as_deref();
-    let chain = reg
-        .chain(agent, requested)
-        .map_err(|e| CliError::msg(exit::NOT_FOUND, e.to_string()))?;
-    if args.model.is_some() {
-        if let Some(c) = chain.candidates.first() {
-            reg.check_policy(agent, &c.resolved.reference())
-                .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
-        }
-    }
+    // modelPolicy.allow (REF-4, FO-1) — by the same turn step the gateway
+    // uses.
+    let target = Target::from_cli(args.agent.as_deref(), args.model.as_deref());
     let request = ChatRequest {
         system: args.system.clone(),
         messages: vec![Message::user(args.prompt.clone())],
@@ -130,19 +121,22 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         let save = |r: &Runner| {
             super::state::save_cooldowns(&r.export_cooldowns(super::state::now_unix_ms()))
         };
-        let turn = Turn {
-            registry: reg,
-            chain: &chain,
+        let input = TurnInput {
             request,
             session: None,
-            agent,
             on_notice: Some(&notice),
         };
-        let routed = runner.run(turn).await;
+        let routed = clawgate_session::route(&runner, reg, &target, input).await;
         save(&runner);
         let mut routed = match routed {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(TurnError::Run(e)) => return Ok(Err(e)),
+            Err(TurnError::UnknownTarget { reason, .. }) => {
+                return Err(CliError::msg(exit::NOT_FOUND, reason))
+            }
+            Err(TurnError::Forbidden(p)) => {
+                return Err(CliError::msg(exit::FAILURE, p.to_string()))
+            }
         };
         let mut c = Collected::default();
         let mut failure = None;

@@ -1,0 +1,174 @@
+//! The turn as a library (GW-2, FO-1, REF-4): what a request or a command
+//! line asks for becomes a [`Target`] (an agent, an explicit selection or
+//! both), and [`route`] resolves its candidate chain, checks the selection
+//! against `modelPolicy.allow` and runs it through the failover runner.
+//! Every surface — the three HTTP protocols and `clawgate infer` — calls
+//! this one step and maps [`TurnError`] to its own error shape; whatever
+//! follows an answer (metrics, usage, history) attaches as a
+//! [`clawgate_router::Observer`]. Sessions and their store build on it.
+
+use clawgate_catalog::{PolicyError, Registry, SelectionSource};
+use clawgate_router::{Routed, RunError, Runner, Turn};
+use clawgate_wire::ChatRequest;
+
+/// The agent a turn addresses and the model it explicitly selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `None`: the default agent.
+    pub agent: Option<String>,
+    /// An explicit selection and where it came from: a user's choice is
+    /// strict (no fallback), a configured one (the routing header on an
+    /// agent target) uses the chain.
+    pub requested: Option<(String, SelectionSource)>,
+}
+
+/// Why a turn did not start or did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The model or agent does not resolve.
+    #[error("{reason}")]
+    UnknownTarget { model: String, reason: String },
+    /// The selection is outside `modelPolicy.allow`.
+    #[error("{0}")]
+    Forbidden(#[from] PolicyError),
+    /// Every candidate failed, or one failed in a way another would repeat.
+    #[error("{0}")]
+    Run(#[from] RunError),
+}
+
+impl Target {
+    /// From an API request's `model` (GW-2): `default` / `openclaw` → the
+    /// default agent; `agent/<id>` / `openclaw/<id>` → that agent, with
+    /// `x-clawgate-model` (`override_model`) selecting its backend model;
+    /// anything else is an explicit, strict selection.
+    pub fn from_api(
+        reg: &Registry,
+        model: &str,
+        override_model: Option<&str>,
+    ) -> Result<Self, TurnError> {
+        let agent = match model {
+            "default" | "openclaw" => Some(None),
+            m => m
+                .strip_prefix("agent/")
+                .or_else(|| m.strip_prefix("openclaw/"))
+                .map(|id| Some(id.to_string())),
+        };
+        match agent {
+            Some(agent) => {
+                if let Some(id) = &agent {
+                    if !reg.config.agents.entries.contains_key(id) {
+                        return Err(TurnError::UnknownTarget {
+                            model: model.to_string(),
+                            reason: format!("no agent \"{id}\""),
+                        });
+                    }
+                }
+                let requested =
+                    override_model.map(|m| (m.to_string(), SelectionSource::Configured));
+                Ok(Self { agent, requested })
+            }
+            // Resolved (once) when the chain is built.
+            None => Ok(Self {
+                agent: None,
+                requested: Some((model.to_string(), SelectionSource::User)),
+            }),
+        }
+    }
+
+    /// From the command line: `--agent` and a strict `--model`.
+    pub fn from_cli(agent: Option<&str>, model: Option<&str>) -> Self {
+        Self {
+            agent: agent.map(str::to_string),
+            requested: model.map(|m| (m.to_string(), SelectionSource::User)),
+        }
+    }
+}
+
+/// One turn to run.
+pub struct TurnInput<'a> {
+    pub request: ChatRequest,
+    /// Session key for sticky credentials (and, next, the stored history).
+    pub session: Option<String>,
+    /// User-facing notices while routing (the overload notice).
+    pub on_notice: Option<&'a (dyn Fn(&str) + Sync)>,
+}
+
+/// Resolves the target's chain, checks an explicit selection (from the
+/// request or the routing header alike) against `modelPolicy.allow`, and
+/// routes the turn (FO-1..8). Configured fallbacks are not policy-checked
+/// (FO-1).
+pub async fn route(
+    runner: &Runner,
+    registry: &Registry,
+    target: &Target,
+    input: TurnInput<'_>,
+) -> Result<Routed, TurnError> {
+    let agent = target.agent.as_deref();
+    let chain = registry
+        .chain(
+            agent,
+            target.requested.as_ref().map(|(r, s)| (r.as_str(), *s)),
+        )
+        .map_err(|e| TurnError::UnknownTarget {
+            model: target
+                .requested
+                .as_ref()
+                .map(|(r, _)| r.clone())
+                .or_else(|| target.agent.clone())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+    if target.requested.is_some() {
+        if let Some(c) = chain.candidates.first() {
+            registry.check_policy(agent, &c.resolved.reference())?;
+        }
+    }
+    let turn = Turn {
+        registry,
+        chain: &chain,
+        request: input.request,
+        session: input.session,
+        agent,
+        on_notice: input.on_notice,
+    };
+    Ok(runner.run(turn).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn reg() -> Registry {
+        clawgate_catalog::load_text(
+            std::path::Path::new("t.json5"),
+            r#"{ agents: { entries: { coder: {} } }, models: { providers: { b: { baseUrl: "http://127.0.0.1:1/v1", models: [{ id: "m" }] } } } }"#,
+            &|_| None,
+        )
+        .unwrap()
+        .registry
+    }
+
+    #[test]
+    fn gw_2_api_targets() {
+        let r = reg();
+        let t = |m: &str, h: Option<&str>| Target::from_api(&r, m, h);
+        assert_eq!(t("default", None).unwrap(), Target::from_cli(None, None));
+        assert_eq!(t("openclaw", None).unwrap(), Target::from_cli(None, None));
+        let coder = t("agent/coder", Some("b/m")).unwrap();
+        assert_eq!(coder.agent.as_deref(), Some("coder"));
+        assert_eq!(
+            coder.requested,
+            Some(("b/m".to_string(), SelectionSource::Configured))
+        );
+        assert_eq!(
+            t("openclaw/coder", None).unwrap().agent.as_deref(),
+            Some("coder")
+        );
+        assert_eq!(t("b/m", None).unwrap(), Target::from_cli(None, Some("b/m")));
+        assert!(matches!(
+            t("agent/nobody", None),
+            Err(TurnError::UnknownTarget { reason, .. }) if reason == "no agent \"nobody\""
+        ));
+    }
+}
