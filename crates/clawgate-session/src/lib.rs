@@ -31,9 +31,16 @@ pub enum TurnError {
     /// The selection is outside `modelPolicy.allow`.
     #[error("{0}")]
     Forbidden(#[from] PolicyError),
-    /// Every candidate failed, or one failed in a way another would repeat.
+    /// Every candidate failed, or one failed in a way another would repeat
+    /// (boxed: it carries the attempt list).
     #[error("{0}")]
-    Run(#[from] RunError),
+    Run(Box<RunError>),
+}
+
+impl From<RunError> for TurnError {
+    fn from(e: RunError) -> Self {
+        Self::Run(Box::new(e))
+    }
 }
 
 impl Target {

@@ -130,7 +130,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         save(&runner);
         let mut routed = match routed {
             Ok(r) => r,
-            Err(TurnError::Run(e)) => return Ok(Err(e)),
+            Err(TurnError::Run(e)) => return Ok(Err(*e)),
             Err(TurnError::UnknownTarget { reason, .. }) => {
                 return Err(CliError::msg(exit::NOT_FOUND, reason))
             }
