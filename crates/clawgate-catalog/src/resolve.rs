@@ -330,6 +330,21 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Whether an agent's data policy lets a turn go to this provider
+    /// (SEC-6): `local-only` keeps it on loopback and private endpoints.
+    /// The one rule the runner and the `models status` report share; the
+    /// error is the reason shown for a skipped or blocked candidate.
+    pub fn allows(
+        &self,
+        agent: Option<&str>,
+        provider: &crate::Provider,
+    ) -> Result<(), &'static str> {
+        if self.data_policy(agent) == DataPolicy::LocalOnly && !provider.endpoint.is_local() {
+            return Err("dataPolicy local-only: endpoint is not local");
+        }
+        Ok(())
+    }
+
     /// The candidate chain for a turn (FO-1): the requested model first,
     /// then the configured fallbacks (deduplicated, not filtered by the
     /// allowlist), then the primary if not already present. A user

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clawgate_catalog::{Chain, Provider, Registry};
-use clawgate_config::{DataPolicy, SecretValue};
+use clawgate_config::SecretValue;
 use clawgate_wire::{ChatRequest, Client, Event, EventStream, WireError};
 
 use crate::clock::Clock;
@@ -650,7 +650,6 @@ impl Runner {
         attempts: &mut Vec<Attempt>,
         upstream_wait: &mut Duration,
     ) -> Result<Option<(RoutedStream, Served)>, RunError> {
-        let policy = turn.registry.data_policy(turn.agent);
         for (i, cand) in turn.chain.candidates.iter().enumerate() {
             let model = &cand.resolved.model;
             let reference = cand.resolved.reference().to_string();
@@ -671,11 +670,8 @@ impl Runner {
                 skip(format!("unknown provider {}", model.provider), attempts);
                 continue;
             };
-            if policy == DataPolicy::LocalOnly && !provider.endpoint.is_local() {
-                skip(
-                    "dataPolicy local-only: endpoint is not local".to_string(),
-                    attempts,
-                );
+            if let Err(why) = turn.registry.allows(turn.agent, provider) {
+                skip(why.to_string(), attempts);
                 continue;
             }
             let model_key = CooldownKey::Model {

@@ -7,6 +7,8 @@
 //! follows an answer (metrics, usage, history) attaches as a
 //! [`clawgate_router::Observer`]. Sessions and their store build on it.
 
+pub mod status;
+
 use clawgate_catalog::{PolicyError, Registry, SelectionSource};
 use clawgate_router::{Routed, RunError, Runner, Turn};
 use clawgate_wire::ChatRequest;

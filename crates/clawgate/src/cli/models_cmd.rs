@@ -575,154 +575,50 @@ fn alias_cell(reg: &Registry, r: &str) -> String {
         .unwrap_or_default()
 }
 
-fn auth_status(p: &Provider) -> String {
-    use clawgate_config::SecretForm;
-    match &p.api_key {
-        None if p.endpoint.is_local() => "not needed (local)".to_string(),
-        None => format!("missing (set models.providers.{}.apiKey)", p.id),
-        Some(k) if k.is_marker() => k.redacted(),
-        Some(k) => match (&k.resolved, &k.form) {
-            (Some(_), SecretForm::Env(name)) => format!("ok (env {name})"),
-            (Some(_), SecretForm::Template(_)) => "ok (from environment)".to_string(),
-            (Some(_), _) => "ok (in config file)".to_string(),
-            (None, _) if p.endpoint.is_local() => "not needed (local)".to_string(),
-            (None, _) => format!("missing (set {})", k.missing.join(", ")),
-        },
-    }
-}
-
 fn status(ctx: &Ctx, as_json: bool) -> CliResult {
-    use clawgate_config::DataPolicy;
-    use clawgate_router::cooldown::CooldownKey;
     let snap = ctx.snapshot()?;
-    let reg = &snap.registry;
-    let now = super::state::now_unix_ms();
-    let cooldowns: Vec<_> = super::state::load_cooldowns()
-        .into_iter()
-        .filter(|c| c.until_unix_ms > now)
-        .collect();
-    let cd_json = |c: &clawgate_router::cooldown::SavedCooldown| {
-        json!({
-            "key": c.key.describe(),
-            "class": c.class.as_str(),
-            "remainingSeconds": (c.until_unix_ms - now).div_ceil(1000),
-            "untilUnixMs": c.until_unix_ms,
-        })
-    };
-    let provider_of = |k: &CooldownKey| match k {
-        CooldownKey::Credential { provider, .. } | CooldownKey::Model { provider, .. } => {
-            provider.clone()
-        }
-    };
-    let default = reg.default_model();
-    let mut agents: Vec<Option<String>> = vec![None];
-    agents.extend(reg.config.agents.entries.keys().cloned().map(Some));
-    let mut agent_rows = Vec::new();
-    for agent in &agents {
-        let policy = reg.data_policy(agent.as_deref());
-        let (candidates, strict, error) = match reg.chain(agent.as_deref(), None) {
-            Ok(c) => (c.candidates, c.strict, None),
-            Err(e) => (Vec::new(), false, Some(e.to_string())),
-        };
-        let cands: Vec<Value> = candidates
-            .iter()
-            .map(|c| {
-                let m = &c.resolved.model;
-                let p = reg.provider(&m.provider);
-                let local = p.is_some_and(|p| p.endpoint.is_local());
-                let allowed = policy != DataPolicy::LocalOnly || local;
-                let cd: Vec<Value> = cooldowns
-                    .iter()
-                    .filter(|x| match &x.key {
-                        CooldownKey::Model { provider, model } => {
-                            provider == &m.provider && model == &m.id
-                        }
-                        CooldownKey::Credential { provider, .. } => provider == &m.provider,
-                    })
-                    .map(cd_json)
-                    .collect();
-                json!({
-                    "ref": m.reference().to_string(),
-                    "role": c.role.describe(),
-                    "endpoint": p.map(|p| p.endpoint.as_str()),
-                    "allowed": allowed,
-                    "blockedBy": (!allowed).then_some("dataPolicy local-only"),
-                    "cooldowns": cd,
-                })
-            })
-            .collect();
-        agent_rows.push(json!({
-            "agent": agent.clone().unwrap_or_else(|| "default".into()),
-            "dataPolicy": policy.as_str(),
-            "strict": strict,
-            "candidates": cands,
-            "error": error,
-        }));
-    }
-    let providers: Vec<Value> = reg
-        .providers
-        .values()
-        .filter(|p| p.configured || p.hosted)
-        .map(|p| {
-            json!({
-                "id": p.id,
-                "api": p.api.map(|a| a.as_str()),
-                "unsupportedApi": p.unsupported_api,
-                "baseUrl": p.base_url,
-                "endpoint": p.endpoint.as_str(),
-                "configured": p.configured,
-                "auth": auth_status(p),
-                "models": p.models.len(),
-                "cooldowns": cooldowns.iter().filter(|c| provider_of(&c.key) == p.id).map(cd_json).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let report = json!({
-        "config": ctx.location.describe(),
-        "default": default.as_ref().map(|(r, rule)| json!({"ref": r.to_string(), "rule": rule.as_str()})),
-        "agents": agent_rows,
-        "providers": providers,
-    });
+    let report = clawgate_session::status::report(
+        &snap.registry,
+        ctx.location.describe(),
+        &super::state::load_cooldowns(),
+        super::state::now_unix_ms(),
+    );
     if as_json {
-        return json(&report);
+        let v = serde_json::to_value(&report).map_err(|e| CliError::new(exit::FAILURE, e))?;
+        return json(&v);
     }
-    let mut out = format!("config: {}\n", ctx.location.describe());
-    match &default {
-        Some((r, rule)) => out.push_str(&format!("default model: {r} (rule: {})\n", rule.as_str())),
+    let mut out = format!("config: {}\n", report.config);
+    match &report.default {
+        Some(d) => out.push_str(&format!(
+            "default model: {} (rule: {})\n",
+            d.reference, d.rule
+        )),
         None => {
             out.push_str("default model: none (configure a provider or agents.defaults.model)\n")
         }
     }
-    for a in report["agents"].as_array().into_iter().flatten() {
+    for a in &report.agents {
         out.push_str(&format!(
             "\nagent {} (dataPolicy {}{})\n",
-            a["agent"].as_str().unwrap_or_default(),
-            a["dataPolicy"].as_str().unwrap_or_default(),
-            if a["strict"] == true { ", strict" } else { "" }
+            a.agent,
+            a.data_policy,
+            if a.strict { ", strict" } else { "" }
         ));
-        let rows: Vec<Vec<String>> = a["candidates"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let rows: Vec<Vec<String>> = a
+            .candidates
+            .iter()
             .map(|c| {
-                let cd = c["cooldowns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|x| {
-                        format!(
-                            "{} {}s",
-                            x["class"].as_str().unwrap_or_default(),
-                            x["remainingSeconds"]
-                        )
-                    })
+                let cd = c
+                    .cooldowns
+                    .iter()
+                    .map(|x| format!("{} {}s", x.class, x.remaining_seconds))
                     .collect::<Vec<_>>()
                     .join(",");
                 vec![
-                    c["role"].as_str().unwrap_or_default().to_string(),
-                    c["ref"].as_str().unwrap_or_default().to_string(),
-                    c["endpoint"].as_str().unwrap_or("-").to_string(),
-                    if c["allowed"] == true {
+                    c.role.clone(),
+                    c.reference.clone(),
+                    c.endpoint.unwrap_or("-").to_string(),
+                    if c.allowed {
                         "allowed".into()
                     } else {
                         "blocked (local-only)".into()
@@ -737,35 +633,25 @@ fn status(ctx: &Ctx, as_json: bool) -> CliResult {
         ));
     }
     out.push('\n');
-    let rows: Vec<Vec<String>> = report["providers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = report
+        .providers
+        .iter()
         .map(|p| {
-            let cd = p["cooldowns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| {
-                    format!(
-                        "{} {} {}s",
-                        x["key"].as_str().unwrap_or_default(),
-                        x["class"].as_str().unwrap_or_default(),
-                        x["remainingSeconds"]
-                    )
-                })
+            let cd = p
+                .cooldowns
+                .iter()
+                .map(|x| format!("{} {} {}s", x.key, x.class, x.remaining_seconds))
                 .collect::<Vec<_>>()
                 .join("; ");
             vec![
-                p["id"].as_str().unwrap_or_default().to_string(),
-                p["api"]
-                    .as_str()
-                    .or(p["unsupportedApi"].as_str())
+                p.id.clone(),
+                p.api
+                    .or(p.unsupported_api.as_deref())
                     .unwrap_or("-")
                     .to_string(),
-                p["baseUrl"].as_str().unwrap_or_default().to_string(),
-                p["endpoint"].as_str().unwrap_or_default().to_string(),
-                p["auth"].as_str().unwrap_or_default().to_string(),
+                p.base_url.clone(),
+                p.endpoint.to_string(),
+                p.auth.clone(),
                 if cd.is_empty() { "-".into() } else { cd },
             ]
         })
