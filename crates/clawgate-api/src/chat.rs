@@ -16,6 +16,7 @@ use clawgate_wire::{
 use serde_json::{json, Map, Value};
 
 use crate::errors::ApiError;
+use crate::inbound;
 use crate::AppState;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -44,26 +45,6 @@ pub struct Parsed {
     pub session: Option<String>,
 }
 
-fn num_in(v: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            if (lo..=hi).contains(&f) {
-                Ok(Some(f))
-            } else {
-                Err(
-                    ApiError::bad_request(format!("{key} must be between {lo} and {hi}, got {f}"))
-                        .param(key),
-                )
-            }
-        }
-        Some(other) => {
-            Err(ApiError::bad_request(format!("{key} must be a number, got {other}")).param(key))
-        }
-    }
-}
-
 fn text_of(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
     match content {
         Value::Null => Ok(Vec::new()),
@@ -73,7 +54,7 @@ fn text_of(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
             for (i, p) in parts.iter().enumerate() {
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") | Some("input_text") => {
-                        out.push(Part::Text(crate::text_field(p, "text")))
+                        out.push(Part::Text(inbound::text_field(p, "text")))
                     }
                     Some("image_url") => {
                         let url = p
@@ -108,15 +89,8 @@ fn text_of(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
 /// Parses and validates a request body (400 `invalid_request_error` on
 /// anything out of range; unknown fields are tolerated).
 pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("model is required").param("model"))?
-        .to_string();
+    let obj = inbound::object(body)?;
+    let model = inbound::model(obj)?;
     let msgs = obj
         .get("messages")
         .and_then(Value::as_array)
@@ -152,8 +126,8 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
                 {
                     let f = tc.get("function").unwrap_or(&Value::Null);
                     parts.push(Part::ToolCall {
-                        id: crate::text_field(tc, "id"),
-                        name: crate::text_field(f, "name"),
+                        id: inbound::text_field(tc, "id"),
+                        name: inbound::text_field(f, "name"),
                         arguments: f
                             .get("arguments")
                             .and_then(Value::as_str)
@@ -266,20 +240,11 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
             }
         },
     };
-    let max_tokens = match obj
-        .get("max_completion_tokens")
-        .or_else(|| obj.get("max_tokens"))
-    {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::bad_request(format!("max_tokens must be a positive integer, got {v}"))
-                .param("max_tokens")
-        })?),
-    };
-    let temperature = num_in(obj, "temperature", 0.0, 2.0)?;
-    let top_p = num_in(obj, "top_p", 0.0, 1.0)?;
-    num_in(obj, "presence_penalty", -2.0, 2.0)?;
-    num_in(obj, "frequency_penalty", -2.0, 2.0)?;
+    let max_tokens = inbound::positive_int(obj, &["max_tokens", "max_completion_tokens"])?;
+    let temperature = inbound::number_in(obj, "temperature", 0.0, 2.0)?;
+    let top_p = inbound::number_in(obj, "top_p", 0.0, 1.0)?;
+    inbound::number_in(obj, "presence_penalty", -2.0, 2.0)?;
+    inbound::number_in(obj, "frequency_penalty", -2.0, 2.0)?;
     if let Some(n) = obj.get("n").and_then(Value::as_u64) {
         if n != 1 {
             return Err(ApiError::bad_request("n must be 1").param("n"));
@@ -340,7 +305,7 @@ pub fn parse(body: &Value) -> Result<Parsed, ApiError> {
             extra_body: extra,
         },
         include_usage,
-        session: obj.get("user").and_then(Value::as_str).map(str::to_string),
+        session: inbound::optional_str(obj, "user"),
     })
 }
 
@@ -441,7 +406,7 @@ async fn run(
     headers: HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let parsed = parse(&crate::json_request(body)?)?;
+    let parsed = parse(&inbound::json_request(body)?)?;
     let stream = parsed.request.stream;
     let routed = crate::route(
         &state,

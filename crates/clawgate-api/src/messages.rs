@@ -15,6 +15,7 @@ use clawgate_wire::{
 use serde_json::{json, Map, Value};
 
 use crate::errors::{AnthropicError, ApiError};
+use crate::inbound;
 use crate::AppState;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -47,7 +48,7 @@ fn content_text(v: Option<&Value>) -> String {
 fn document(b: &Value, path: &str) -> Result<Part, ApiError> {
     let src = b.get("source").unwrap_or(&Value::Null);
     let text = match src.get("type").and_then(Value::as_str) {
-        Some("text") => crate::text_field(src, "data"),
+        Some("text") => inbound::text_field(src, "data"),
         Some("content") => content_text(src.get("content")),
         other => {
             let media = src
@@ -66,8 +67,8 @@ fn document(b: &Value, path: &str) -> Result<Part, ApiError> {
             .param(path));
         }
     };
-    let title = crate::text_field(b, "title");
-    let context = crate::text_field(b, "context");
+    let title = inbound::text_field(b, "title");
+    let context = inbound::text_field(b, "context");
     let mut out = String::new();
     for head in [title, context] {
         if !head.is_empty() {
@@ -88,7 +89,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                 let ty = b.get("type").and_then(Value::as_str).unwrap_or_default();
                 match ty {
                     "text" => out.push(Part::Text(
-                        crate::text_field(b, "text"),
+                        inbound::text_field(b, "text"),
                     )),
                     "image" => {
                         let src = b.get("source").unwrap_or(&Value::Null);
@@ -98,19 +99,19 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                                 src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
                                 src.get("data").and_then(Value::as_str).unwrap_or_default()
                             ),
-                            _ => crate::text_field(src, "url"),
+                            _ => inbound::text_field(src, "url"),
                         };
                         out.push(Part::Image { url });
                     }
                     "tool_use" => out.push(Part::ToolCall {
-                        id: crate::text_field(b, "id"),
-                        name: crate::text_field(b, "name"),
+                        id: inbound::text_field(b, "id"),
+                        name: inbound::text_field(b, "name"),
                         arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
                     }),
                     "tool_result" => {
                         let content = content_text(b.get("content"));
                         out.push(Part::ToolResult {
-                            id: crate::text_field(b, "tool_use_id"),
+                            id: inbound::text_field(b, "tool_use_id"),
                             content,
                             is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
                         });
@@ -121,7 +122,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
                     // Search results are text with a source: flattened.
                     "search_result" => {
                         let text = content_text(b.get("content"));
-                        let title = crate::text_field(b, "title");
+                        let title = inbound::text_field(b, "title");
                         out.push(Part::Text(if title.is_empty() {
                             text
                         } else {
@@ -156,19 +157,9 @@ fn parse_with(
     v: &Value,
     need_max_tokens: bool,
 ) -> Result<(String, ChatRequest, Option<String>), ApiError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("model: field required"))?
-        .to_string();
-    let max_tokens = obj
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .filter(|n| *n > 0);
+    let obj = inbound::object(v)?;
+    let model = inbound::model(obj)?;
+    let max_tokens = inbound::positive_int(obj, &["max_tokens"])?;
     if need_max_tokens && max_tokens.is_none() {
         return Err(
             ApiError::bad_request("max_tokens: a positive integer is required").param("max_tokens"),
@@ -271,17 +262,6 @@ fn parse_with(
                     .map(|n| ToolChoice::Named(n.to_string())),
                 _ => None,
             });
-    let num = |k: &str, hi: f64| -> Result<Option<f64>, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(f) if (0.0..=hi).contains(&f) => Ok(Some(f)),
-                _ => Err(ApiError::bad_request(format!(
-                    "{k} must be between 0 and {hi}"
-                ))),
-            },
-        }
-    };
     let request = ChatRequest {
         model: String::new(),
         system,
@@ -289,8 +269,8 @@ fn parse_with(
         tools,
         tool_choice,
         max_tokens,
-        temperature: num("temperature", 1.0)?,
-        top_p: num("top_p", 1.0)?,
+        temperature: inbound::number_in(obj, "temperature", 0.0, 1.0)?,
+        top_p: inbound::number_in(obj, "top_p", 0.0, 1.0)?,
         stop: obj
             .get("stop_sequences")
             .and_then(Value::as_array)
@@ -301,7 +281,7 @@ fn parse_with(
             })
             .unwrap_or_default(),
         reasoning_effort: None,
-        stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        stream: inbound::stream(obj),
         extra_body: Map::new(),
     };
     let session = obj
@@ -338,7 +318,7 @@ pub async fn handle(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = async {
-        let value = crate::json_request(body)?;
+        let value = inbound::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
         let routed = crate::route(&state, &headers, &model, request, session).await?;
@@ -363,9 +343,9 @@ pub async fn count_tokens(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = (|| {
-        let value = crate::json_request(body)?;
+        let value = inbound::json_request(body)?;
         let (model, request, _) = parse_with(&value, false)?;
-        crate::check_key("model", &model)?;
+        inbound::check_key("model", &model)?;
         let reg = state.registry();
         let target = clawgate_session::Target::from_api(&reg, &model, None)
             .map_err(|e| crate::turn_error(&reg, e))?;

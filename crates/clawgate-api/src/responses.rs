@@ -14,6 +14,7 @@ use clawgate_wire::{
 use serde_json::{json, Map, Value};
 
 use crate::errors::ApiError;
+use crate::inbound;
 use crate::AppState;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -42,7 +43,7 @@ fn content_parts(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
             for (i, c) in items.iter().enumerate() {
                 match c.get("type").and_then(Value::as_str).unwrap_or_default() {
                     "input_text" | "output_text" | "text" => out.push(Part::Text(
-                        crate::text_field(c, "text"),
+                        inbound::text_field(c, "text"),
                     )),
                     "input_image" => {
                         let url = c
@@ -86,15 +87,8 @@ fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
 }
 
 fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("model is required").param("model"))?
-        .to_string();
+    let obj = inbound::object(v)?;
+    let model = inbound::model(obj)?;
     if obj
         .get("previous_response_id")
         .is_some_and(|p| !p.is_null())
@@ -145,8 +139,8 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
                         &mut messages,
                         Role::Assistant,
                         vec![Part::ToolCall {
-                            id: crate::text_field(item, "call_id"),
-                            name: crate::text_field(item, "name"),
+                            id: inbound::text_field(item, "call_id"),
+                            name: inbound::text_field(item, "name"),
                             arguments: item
                                 .get("arguments")
                                 .and_then(Value::as_str)
@@ -158,7 +152,7 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
                         &mut messages,
                         Role::User,
                         vec![Part::ToolResult {
-                            id: crate::text_field(item, "call_id"),
+                            id: inbound::text_field(item, "call_id"),
                             content: match item.get("output") {
                                 Some(Value::String(s)) => s.clone(),
                                 Some(other) => other.to_string(),
@@ -231,22 +225,7 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
             .map(|n| ToolChoice::Named(n.to_string())),
         None => None,
     };
-    let num = |k: &str, hi: f64| -> Result<Option<f64>, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(f) if (0.0..=hi).contains(&f) => Ok(Some(f)),
-                _ => Err(ApiError::bad_request(format!("{k} must be between 0 and {hi}")).param(k)),
-            },
-        }
-    };
-    let max_tokens = match obj.get("max_output_tokens") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::bad_request("max_output_tokens must be a positive integer")
-                .param("max_output_tokens")
-        })?),
-    };
+    let max_tokens = inbound::positive_int(obj, &["max_output_tokens"])?;
     let request = ChatRequest {
         model: String::new(),
         system: (!system.is_empty()).then(|| system.join("\n\n")),
@@ -254,18 +233,18 @@ fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
         tools,
         tool_choice,
         max_tokens,
-        temperature: num("temperature", 2.0)?,
-        top_p: num("top_p", 1.0)?,
+        temperature: inbound::number_in(obj, "temperature", 0.0, 2.0)?,
+        top_p: inbound::number_in(obj, "top_p", 0.0, 1.0)?,
         stop: Vec::new(),
         reasoning_effort: obj
             .get("reasoning")
             .and_then(|r| r.get("effort"))
             .and_then(Value::as_str)
             .map(str::to_string),
-        stream: obj.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        stream: inbound::stream(obj),
         extra_body: Map::new(),
     };
-    let session = obj.get("user").and_then(Value::as_str).map(str::to_string);
+    let session = inbound::optional_str(obj, "user");
     Ok((model, request, session))
 }
 
@@ -325,7 +304,7 @@ pub async fn handle(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = async {
-        let value = crate::json_request(body)?;
+        let value = inbound::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
         let mut routed = crate::route(&state, &headers, &model, request, session).await?;

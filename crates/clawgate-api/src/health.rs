@@ -1,0 +1,63 @@
+//! `GET /health` (the process is alive) and `GET /ready` (a model is
+//! configured and reachable; details only for callers with the
+//! credential when auth is on).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({"ok": true, "status": "live"}))
+}
+
+/// Ready when the config is loaded and at least one candidate of the
+/// default agent accepts a TCP connection (a probe of 500 ms each). With
+/// auth on, a caller without the credential learns only ok/status (no
+/// model names or addresses).
+pub(crate) async fn ready(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let reg = state.registry();
+    let details = state.auth.accepts(&headers);
+    let answer = |code: StatusCode, mut body: Value| {
+        if !details {
+            body = json!({"ok": body["ok"], "status": body["status"]});
+        }
+        (code, Json(body)).into_response()
+    };
+    let chain = match reg.chain(None, None) {
+        Ok(c) => c,
+        Err(e) => {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ok": false, "status": "no-model", "error": e.to_string()}),
+            )
+        }
+    };
+    let mut checked = Vec::new();
+    for c in &chain.candidates {
+        let m = &c.resolved.model;
+        let Some(p) = reg.provider(&m.provider) else {
+            continue;
+        };
+        let reference = m.reference().to_string();
+        if clawgate_router::probe::reachable(p.base_url_for(m), Duration::from_millis(500)).await {
+            return answer(
+                StatusCode::OK,
+                json!({"ok": true, "status": "ready", "default": chain.candidates.first().map(|x| x.resolved.reference().to_string()), "reachable": reference}),
+            );
+        }
+        checked.push(reference);
+    }
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"ok": false, "status": "unreachable", "checked": checked}),
+    )
+}

@@ -1,0 +1,172 @@
+//! Reading the fields every inbound protocol shares, once: the body as a
+//! JSON object, `model`, sampling numbers in range, positive token caps,
+//! optional strings, and the bound on keys a request controls. Each reader
+//! answers a 400 naming the field (`param`) in the OpenAI shape; the
+//! Anthropic endpoint re-shapes it.
+
+use axum::http::StatusCode;
+use clawgate_catalog::Registry;
+use clawgate_session::{Target, TurnError};
+use serde_json::{Map, Value};
+
+use crate::errors::ApiError;
+use crate::AppState;
+
+/// Longest key a request may set (`user`, `metadata.user_id`,
+/// `x-clawgate-session-key`, `model`, `x-clawgate-model`): longer ones get
+/// a 400, so no map or message grows with what a client sends.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// 400 when a request-controlled key is longer than [`MAX_KEY_LEN`].
+pub(crate) fn check_key(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_KEY_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{what} is {} bytes long; at most {MAX_KEY_LEN} bytes are accepted",
+            value.len()
+        ))
+        .param(what));
+    }
+    Ok(())
+}
+
+/// The request body as JSON: 413 over the size limit, 400 when not JSON.
+pub(crate) fn json_request(
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Value, ApiError> {
+    let body =
+        body.map_err(|rej| ApiError::new(rej.status(), "invalid_request_error", rej.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// The body as an object.
+pub(crate) fn object(v: &Value) -> Result<&Map<String, Value>, ApiError> {
+    v.as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))
+}
+
+/// The required, non-empty `model`.
+pub(crate) fn model(obj: &Map<String, Value>) -> Result<String, ApiError> {
+    Ok(obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("model is required").param("model"))?
+        .to_string())
+}
+
+/// A string field of a request object, empty when absent.
+pub(crate) fn text_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An optional string field (`user`).
+pub(crate) fn optional_str(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    obj.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// `stream`, false when absent.
+pub(crate) fn stream(obj: &Map<String, Value>) -> bool {
+    obj.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// An optional number within `lo..=hi` (temperature, top_p).
+pub(crate) fn number_in(
+    obj: &Map<String, Value>,
+    key: &str,
+    lo: f64,
+    hi: f64,
+) -> Result<Option<f64>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if (lo..=hi).contains(&f) {
+                Ok(Some(f))
+            } else {
+                Err(
+                    ApiError::bad_request(format!("{key} must be between {lo} and {hi}, got {f}"))
+                        .param(key),
+                )
+            }
+        }
+        Some(other) => {
+            Err(ApiError::bad_request(format!("{key} must be a number, got {other}")).param(key))
+        }
+    }
+}
+
+/// An optional positive integer (token caps), read from the first of
+/// `keys` present; errors name `keys[0]`.
+pub(crate) fn positive_int(
+    obj: &Map<String, Value>,
+    keys: &[&str],
+) -> Result<Option<u64>, ApiError> {
+    let Some(v) = keys.iter().find_map(|k| obj.get(*k)) else {
+        return Ok(None);
+    };
+    if v.is_null() {
+        return Ok(None);
+    }
+    let name = keys.first().copied().unwrap_or("value");
+    v.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+        ApiError::bad_request(format!("{name} must be a positive integer, got {v}")).param(name)
+    })
+}
+
+/// Resolves the target, checks policy, and runs the turn through the
+/// failover runner: what every inbound protocol shares.
+pub(crate) async fn route(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    model: &str,
+    request: clawgate_wire::ChatRequest,
+    session: Option<String>,
+) -> Result<clawgate_router::Routed, ApiError> {
+    let registry = state.registry();
+    check_key("model", model)?;
+    let override_model = headers
+        .get("x-clawgate-model")
+        .and_then(|v| v.to_str().ok());
+    if let Some(m) = override_model {
+        check_key("x-clawgate-model", m)?;
+    }
+    let header_session = headers
+        .get("x-clawgate-session-key")
+        .and_then(|v| v.to_str().ok());
+    if let Some(k) = header_session {
+        check_key("x-clawgate-session-key", k)?;
+    }
+    if let Some(k) = &session {
+        check_key("user", k)?;
+    }
+    let target =
+        Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
+    let session = header_session.map(str::to_string).or(session);
+    let input = clawgate_session::TurnInput {
+        request,
+        session,
+        on_notice: None,
+    };
+    let mut routed = clawgate_session::route(&state.runner, &registry, &target, input)
+        .await
+        .map_err(|e| turn_error(&registry, e))?;
+    routed.observe(state.telemetry.clone());
+    Ok(routed)
+}
+
+/// A turn's error in the OpenAI shape (each endpoint re-shapes it for its
+/// protocol): 404 with the valid targets, 403 for the policy, the routing
+/// failure's own status.
+pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
+    match e {
+        TurnError::UnknownTarget { model, reason } => crate::unknown_model(reg, &model, &reason),
+        TurnError::Forbidden(p) => {
+            ApiError::new(StatusCode::FORBIDDEN, "permission_error", p.to_string()).param("model")
+        }
+        TurnError::Run(r) => ApiError::from_run(&r),
+    }
+}

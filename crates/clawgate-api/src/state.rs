@@ -1,0 +1,127 @@
+//! What every handler shares (an immutable config snapshot behind
+//! `arc-swap`, the runner, auth, telemetry) and the config watcher that
+//! swaps the snapshot (CFG-6).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawgate_catalog::Registry;
+use clawgate_router::Runner;
+
+use crate::metrics;
+use crate::GatewayAuth;
+
+/// What every handler shares. axum clones the state for each request,
+/// so it is one `Arc` (one atomic increment), not one per field.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    /// PERF-3: an immutable snapshot, read without a lock.
+    registry: arc_swap::ArcSwap<Registry>,
+    pub runner: Runner,
+    pub auth: GatewayAuth,
+    pub telemetry: Arc<metrics::Telemetry>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(registry: Registry, runner: Runner, auth: GatewayAuth) -> Self {
+        Self(Arc::new(Shared {
+            registry: arc_swap::ArcSwap::from_pointee(registry),
+            runner,
+            auth,
+            telemetry: Arc::new(metrics::Telemetry::default()),
+        }))
+    }
+
+    /// Replaces the config snapshot; requests in flight keep theirs.
+    pub fn swap_registry(&self, registry: Registry) {
+        self.registry.store(Arc::new(registry));
+    }
+
+    /// The current config snapshot (an `Arc` clone; no lock is taken).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+}
+
+/// Watches the config file (CFG-6): when its modification time or size
+/// changes, the file is loaded and fully checked; a valid file replaces the
+/// snapshot, an invalid one is reported and the old snapshot stays.
+pub fn watch_config(
+    state: AppState,
+    path: std::path::PathBuf,
+    every: Duration,
+    load: impl Fn(&std::path::Path) -> Result<Registry, String> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    tokio::spawn(async move {
+        let mut last = stamp(&path);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = stamp(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match load(&path) {
+                Ok(reg) => {
+                    for what in
+                        restart_only_changes(&state.registry().config.gateway, &reg.config.gateway)
+                    {
+                        tracing::warn!(path = %path.display(), "config reload: {what} changed; it takes effect only after a restart of the gateway");
+                    }
+                    state.swap_registry(reg);
+                    tracing::info!(path = %path.display(), "config reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "config reload rejected; keeping the previous config")
+                }
+            }
+        }
+    })
+}
+
+/// Gateway settings a reload cannot apply (the listener and its auth are
+/// fixed at start): the names of those that differ.
+pub fn restart_only_changes(
+    old: &clawgate_config::Gateway,
+    new: &clawgate_config::Gateway,
+) -> Vec<&'static str> {
+    let secret = |s: &Option<clawgate_config::SecretValue>| {
+        s.as_ref()
+            .and_then(|v| v.resolved.as_ref())
+            .map(|x| x.expose().to_string())
+    };
+    let mut out = Vec::new();
+    if old.bind != new.bind {
+        out.push("gateway.bind");
+    }
+    if old.port != new.port {
+        out.push("gateway.port");
+    }
+    if old.auth_mode != new.auth_mode {
+        out.push("gateway.auth.mode");
+    }
+    if secret(&old.token) != secret(&new.token) {
+        out.push("gateway.auth.token");
+    }
+    if secret(&old.password) != secret(&new.password) {
+        out.push("gateway.auth.password");
+    }
+    if old.allowed_hosts != new.allowed_hosts {
+        out.push("gateway.http.allowedHosts");
+    }
+    out
+}
