@@ -3,23 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawgate_api::{check_auth, router, AppState, GatewayAuth};
+use clawgate_api::{check_auth, AppState, GatewayAuth, ServeOptions};
 use clawgate_catalog::load_text;
 use clawgate_config::AuthMode;
-use clawgate_core::Secret;
-use clawgate_router::clock::TokioClock;
 use clawgate_router::Runner;
 use clawgate_testkit::{FakeServer, Reply};
 use clawgate_wire::Client;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-const TOKEN: &str = "gw-test-token-0123456789";
+mod common;
+use common::*;
 
 fn responses_stream(frames: &[(&str, Value)]) -> Reply {
     Reply::sse(
@@ -45,17 +43,6 @@ fn lmstudio_answer() -> Reply {
     ])
 }
 
-struct Gw {
-    addr: SocketAddr,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
 /// The seed hybrid config with the hosted primary on a dead port and LM
 /// Studio on `lmstudio`.
 async fn start(lmstudio: &str, auth: GatewayAuth) -> Gw {
@@ -73,27 +60,7 @@ async fn start(lmstudio: &str, auth: GatewayAuth) -> Gw {
     let reg = load_text(Path::new("seed.json5"), &text, &|_| None)
         .unwrap()
         .registry;
-    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
-    let state = AppState::new(reg, runner, auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Gw { addr, _task: task }
-}
-
-fn token_auth() -> GatewayAuth {
-    GatewayAuth::new(AuthMode::Token, Some(Secret::new(TOKEN)))
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    serve_state(AppState::new(reg, runner(), auth), ServeOptions::default()).await
 }
 
 #[tokio::test]
@@ -605,18 +572,12 @@ async fn gw_1_cross_protocol_matrix_streaming() {
         let reg = load_text(Path::new("m.json5"), &text, &|_| None)
             .unwrap()
             .registry;
-        let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
-        let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        let gw = serve_state(
+            AppState::new(reg, runner(), no_auth()),
+            ServeOptions::default(),
+        )
+        .await;
+        let addr = gw.addr;
         for (path, body) in [
             (
                 "/v1/chat/completions",
@@ -643,7 +604,7 @@ async fn gw_1_cross_protocol_matrix_streaming() {
                 failures.push(format!("{path} over {api}: {status} {got:?}"));
             }
         }
-        task.abort();
+        drop(gw);
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
@@ -674,17 +635,12 @@ async fn gw_3_policy_403_and_upstream_502_503() {
         Arc::new(clawgate_router::clock::ManualClock::default()),
     );
     runner.overload.max_retries = 1;
-    let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let gw = serve_state(
+        AppState::new(reg, runner, no_auth()),
+        ServeOptions::default(),
+    )
+    .await;
+    let addr = gw.addr;
     let post = |model: &str, content: &str| {
         http()
             .post(format!("http://{addr}/v1/chat/completions"))
@@ -788,18 +744,12 @@ async fn gw_1_responses_items_keep_their_own_text() {
     let reg = load_text(Path::new("r.json5"), &text, &|_| None)
         .unwrap()
         .registry;
-    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
-    let state = AppState::new(reg, runner, GatewayAuth::new(AuthMode::None, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let gw = serve_state(
+        AppState::new(reg, runner(), no_auth()),
+        ServeOptions::default(),
+    )
+    .await;
+    let addr = gw.addr;
     let body = http()
         .post(format!("http://{addr}/v1/responses"))
         .json(&json!({"model": "b/m", "stream": true, "input": "x", "tools": [{"type": "function", "name": "f", "parameters": {}}]}))

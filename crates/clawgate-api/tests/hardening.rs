@@ -5,78 +5,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use clawgate_api::{serve_on, AppState, GatewayAuth, ServeOptions};
+use clawgate_api::{GatewayAuth, ServeOptions};
 use clawgate_catalog::load_text;
-use clawgate_config::AuthMode;
-use clawgate_core::Secret;
-use clawgate_router::clock::TokioClock;
-use clawgate_router::Runner;
 use clawgate_testkit::{FakeServer, Recorded, Reply};
-use clawgate_wire::Client;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "gw-test-token-0123456789";
-
-struct Gw {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-/// A gateway over `config` (JSON5 text) on 127.0.0.1, served the way
-/// `clawgate gateway` serves.
-async fn gateway(config: &str, auth: GatewayAuth) -> Gw {
-    gateway_with(config, auth, ServeOptions::default()).await
-}
-
-async fn gateway_with(config: &str, auth: GatewayAuth, opts: ServeOptions) -> Gw {
-    let reg = load_text(Path::new("t.json5"), config, &|_| None)
-        .unwrap()
-        .registry;
-    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
-    let state = AppState::new(reg, runner, auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        serve_on(listener, state, opts, std::future::pending())
-            .await
-            .unwrap();
-    });
-    Gw { addr, task }
-}
+mod common;
+use common::*;
 
 /// One provider `b` with model `m` on `base` speaking `api`.
 fn one_provider(base: &str, api: &str, extra: &str) -> String {
     format!(
         r#"{{ {extra} models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{base}", api: "{api}", apiKey: "sk-upstream-secret-0123456789", models: [{{ id: "m" }}] }} }} }} }}"#
     )
-}
-
-fn no_auth() -> GatewayAuth {
-    GatewayAuth::new(AuthMode::None, None)
-}
-
-fn token_auth() -> GatewayAuth {
-    GatewayAuth::new(AuthMode::Token, Some(Secret::new(TOKEN)))
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::new()
 }
 
 fn wants_stream(r: &Recorded) -> bool {
