@@ -1,0 +1,89 @@
+//! Durable sessions (CTX-1, GW-2): the [`Store`] trait the turn step talks
+//! to — sessions, transcript entries, usage rows, sticky credentials — and
+//! [`SqliteStore`], its embedded implementation (one file, WAL, versioned
+//! migrations, created on first use; no server to start).
+//!
+//! The trait is asynchronous and narrow (open, load what the next turn
+//! needs, commit a turn in one transaction, select a model, list, delete,
+//! sum usage) so a PostgreSQL implementation can follow without touching
+//! callers (SPEC section 10). SQLite work runs on tokio's blocking pool.
+
+mod sqlite;
+mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sqlite::{Durability, SqliteStore, SCHEMA_VERSION};
+pub use types::{
+    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, UsageQuery, UsageRow,
+    UsageTotal,
+};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("session store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("session store: the database was written by a newer clawgate (schema {found}, this one knows up to {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("session store: no session {0:?}")]
+    NoSession(String),
+    #[error("session store: a worker thread failed: {0}")]
+    Worker(String),
+    #[error("session store: unexpected value in {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+/// A boxed future, so the trait is object safe (`Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where sessions live. Every method is one transaction.
+pub trait Store: Send + Sync {
+    /// The session with this key, created (for `agent`) when missing.
+    fn open<'a>(
+        &'a self,
+        key: &'a str,
+        agent: Option<&'a str>,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Session>;
+
+    /// The session with this key, if any.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>>;
+
+    /// What the next turn needs: the latest compaction summary (if any)
+    /// first, then every entry after what it replaced, oldest first. A long
+    /// transcript is never loaded whole.
+    fn history(&self, session: i64) -> StoreFuture<'_, Vec<Entry>>;
+
+    /// Every entry, oldest first (export).
+    fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>>;
+
+    /// Appends a turn's entries and usage rows, pins the credential and
+    /// touches the session, all or nothing.
+    fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()>;
+
+    /// Records the session's model selection and where it came from.
+    fn select_model<'a>(
+        &'a self,
+        session: i64,
+        model: Option<&'a str>,
+        source: ModelSource,
+        now_ms: i64,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The credential profile pinned for this session and provider.
+    fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Sessions, most recently updated first.
+    fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>>;
+
+    /// Deletes a session with its entries and pins (usage rows stay, with
+    /// the session forgotten: what left the machine stays accounted).
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Usage totals grouped as asked.
+    fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageTotal>>;
+}

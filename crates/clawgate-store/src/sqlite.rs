@@ -1,0 +1,480 @@
+//! The embedded store: one SQLite file (WAL), migrations keyed by
+//! `PRAGMA user_version`, one connection behind a mutex, every call on
+//! tokio's blocking pool. By default `synchronous = NORMAL` in WAL mode: a
+//! committed turn survives the process being killed at any point; only an
+//! operating-system crash or power loss can drop the last turns (never
+//! corrupt the file); [`Durability::PowerLoss`] adds an fsync per commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::types::{
+    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, UsageQuery, UsageTotal,
+};
+use crate::{Store, StoreError, StoreFuture};
+
+/// The schema this build writes; older files are migrated on open, newer
+/// ones are refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE sessions (
+    id           INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    agent        TEXT,
+    model        TEXT,
+    model_source TEXT NOT NULL DEFAULT 'default',
+    compactions  INTEGER NOT NULL DEFAULT 0,
+    turns        INTEGER NOT NULL DEFAULT 0,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE TABLE entries (
+    id               INTEGER PRIMARY KEY,
+    session_id       INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    turn             INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    text             TEXT NOT NULL,
+    tool_id          TEXT,
+    tool_name        TEXT,
+    is_error         INTEGER NOT NULL DEFAULT 0,
+    incomplete       INTEGER NOT NULL DEFAULT 0,
+    replaces_through INTEGER,
+    at_ms            INTEGER NOT NULL
+);
+CREATE INDEX entries_by_session ON entries(session_id, id);
+CREATE INDEX summaries_by_session ON entries(session_id, id) WHERE kind = 'summary';
+CREATE TABLE usage (
+    id          INTEGER PRIMARY KEY,
+    session_id  INTEGER REFERENCES sessions(id) ON DELETE SET NULL,
+    session_key TEXT,
+    at_ms       INTEGER NOT NULL,
+    provider    TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    api         TEXT NOT NULL,
+    input       INTEGER NOT NULL,
+    output      INTEGER NOT NULL,
+    cache_read  INTEGER NOT NULL,
+    cache_write INTEGER NOT NULL,
+    reasoning   INTEGER NOT NULL,
+    cost_usd    REAL NOT NULL,
+    estimated   INTEGER NOT NULL
+);
+CREATE INDEX usage_by_time ON usage(at_ms);
+CREATE TABLE sticky (
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    provider   TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    PRIMARY KEY (session_id, provider)
+) WITHOUT ROWID;
+"#];
+
+/// The SQLite [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqliteStore({})", self.path.display())
+    }
+}
+
+fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// What a committed turn survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The process being killed at any point (`synchronous = NORMAL` in
+    /// WAL mode: no fsync per commit).
+    #[default]
+    ProcessCrash,
+    /// Also an operating-system crash or power loss (`synchronous = FULL`:
+    /// one fsync per commit).
+    PowerLoss,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder on first use) and migrates.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`SqliteStore::open`] with a durability level.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(path, e))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match durability {
+            Durability::ProcessCrash => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    fn run<'a, T: Send + 'static>(
+        &'a self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn
+                    .lock()
+                    .map_err(|_| StoreError::Worker("the connection lock is poisoned".into()))?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str =
+    "id, key, agent, model, model_source, compactions, turns, created_ms, updated_ms";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<(Session, String)> {
+    let source: String = r.get(4)?;
+    Ok((
+        Session {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            agent: r.get(2)?,
+            model: r.get(3)?,
+            model_source: ModelSource::Default,
+            compactions: r.get(5)?,
+            turns: r.get(6)?,
+            created_ms: r.get(7)?,
+            updated_ms: r.get(8)?,
+        },
+        source,
+    ))
+}
+
+fn session(found: (Session, String)) -> Result<Session, StoreError> {
+    let (mut s, source) = found;
+    s.model_source = ModelSource::parse(&source).ok_or(StoreError::Corrupt {
+        column: "sessions.model_source",
+        value: source,
+    })?;
+    Ok(s)
+}
+
+fn get_session(conn: &Connection, key: &str) -> Result<Option<Session>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE key = ?1"
+    ))?
+    .query_row([key], session_row)
+    .optional()?
+    .map(session)
+    .transpose()
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, turn, kind, text, tool_id, tool_name, is_error, incomplete, replaces_through, at_ms";
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<(Entry, String)> {
+    let kind: String = r.get(2)?;
+    Ok((
+        Entry {
+            id: r.get(0)?,
+            turn: r.get(1)?,
+            kind: EntryKind::User,
+            text: r.get(3)?,
+            tool_id: r.get(4)?,
+            tool_name: r.get(5)?,
+            is_error: r.get(6)?,
+            incomplete: r.get(7)?,
+            replaces_through: r.get(8)?,
+            at_ms: r.get(9)?,
+        },
+        kind,
+    ))
+}
+
+fn entries(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, entry_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut e, kind) = row?;
+        e.kind = EntryKind::parse(&kind).ok_or(StoreError::Corrupt {
+            column: "entries.kind",
+            value: kind,
+        })?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+fn append(
+    tx: &rusqlite::Transaction<'_>,
+    session: i64,
+    turn: u32,
+    e: &NewEntry,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO entries (session_id, turn, kind, text, tool_id, tool_name, is_error, incomplete, replaces_through, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        session,
+        turn,
+        e.kind.as_str(),
+        e.text,
+        e.tool_id,
+        e.tool_name,
+        e.is_error,
+        e.incomplete,
+        e.replaces_through,
+        at_ms
+    ])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn open<'a>(
+        &'a self,
+        key: &'a str,
+        agent: Option<&'a str>,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Session> {
+        let (key, agent) = (key.to_string(), agent.map(str::to_string));
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(key) DO NOTHING",
+            )?
+            .execute(params![key, agent, now_ms])?;
+            get_session(conn, &key)?.ok_or(StoreError::NoSession(key))
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>> {
+        let key = key.to_string();
+        self.run(move |conn| get_session(conn, &key))
+    }
+
+    fn history(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
+        self.run(move |conn| {
+            let summary = entries(
+                conn,
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND kind = 'summary'
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [session],
+            )?;
+            let from = summary
+                .first()
+                .and_then(|s| s.replaces_through)
+                .unwrap_or(0);
+            let rest = entries(
+                conn,
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND id > ?2
+                     AND kind <> 'summary' ORDER BY id"
+                ),
+                params![session, from],
+            )?;
+            let mut out = summary;
+            out.extend(rest);
+            Ok(out)
+        })
+    }
+
+    fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
+        self.run(move |conn| {
+            entries(
+                conn,
+                &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 ORDER BY id"),
+                [session],
+            )
+        })
+    }
+
+    fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let (key, turns): (String, u32) = tx
+                .prepare_cached("SELECT key, turns FROM sessions WHERE id = ?1")?
+                .query_row([turn.session], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| StoreError::NoSession(format!("#{}", turn.session)))?;
+            let number = turns + 1;
+            for e in &turn.entries {
+                append(&tx, turn.session, number, e, turn.at_ms)?;
+            }
+            for u in &turn.usage {
+                tx.prepare_cached(
+                    "INSERT INTO usage (session_id, session_key, at_ms, provider, model, host, api, input, output, cache_read, cache_write, reasoning, cost_usd, estimated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?
+                .execute(params![
+                    turn.session,
+                    key,
+                    turn.at_ms,
+                    u.provider,
+                    u.model,
+                    u.host,
+                    u.api,
+                    u.input as i64,
+                    u.output as i64,
+                    u.cache_read as i64,
+                    u.cache_write as i64,
+                    u.reasoning as i64,
+                    u.cost_usd,
+                    u.estimated
+                ])?;
+            }
+            if let Some((provider, profile)) = &turn.sticky {
+                tx.prepare_cached(
+                    "INSERT INTO sticky (session_id, provider, profile) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(session_id, provider) DO UPDATE SET profile = excluded.profile",
+                )?
+                .execute(params![turn.session, provider, profile])?;
+            }
+            let compacted = turn.entries.iter().any(|e| e.kind == EntryKind::Summary);
+            tx.prepare_cached(
+                "UPDATE sessions SET turns = ?2, updated_ms = ?3, compactions = compactions + ?4 WHERE id = ?1",
+            )?
+            .execute(params![turn.session, number, turn.at_ms, u32::from(compacted)])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn select_model<'a>(
+        &'a self,
+        session: i64,
+        model: Option<&'a str>,
+        source: ModelSource,
+        now_ms: i64,
+    ) -> StoreFuture<'a, ()> {
+        let model = model.map(str::to_string);
+        self.run(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE sessions SET model = ?2, model_source = ?3, updated_ms = ?4 WHERE id = ?1",
+                )?
+                .execute(params![session, model, source.as_str(), now_ms])?;
+            if n == 0 {
+                return Err(StoreError::NoSession(format!("#{session}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>> {
+        let provider = provider.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT profile FROM sticky WHERE session_id = ?1 AND provider = ?2",
+                )?
+                .query_row(params![session, provider], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY updated_ms DESC, id DESC LIMIT ?1"
+            ))?;
+            let rows = stmt.query_map([limit as i64], session_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(session(r?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM sessions WHERE key = ?1")?
+                .execute([key])?
+                > 0)
+        })
+    }
+
+    fn usage(&self, query: UsageQuery) -> StoreFuture<'_, Vec<UsageTotal>> {
+        self.run(move |conn| {
+            let group = match query.by {
+                GroupBy::Model => "provider || '/' || model",
+                GroupBy::Session => "COALESCE(session_key, '(none)')",
+                GroupBy::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+                GroupBy::Endpoint => "host",
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {group} AS g, COUNT(*), SUM(input), SUM(output), SUM(cache_read), SUM(cache_write),
+                        SUM(reasoning), SUM(cost_usd), SUM(estimated)
+                 FROM usage WHERE at_ms >= ?1 GROUP BY g ORDER BY g"
+            ))?;
+            let rows = stmt.query_map([query.since_ms], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok(UsageTotal {
+                    group: r.get(0)?,
+                    calls: n(1)?,
+                    input: n(2)?,
+                    output: n(3)?,
+                    cache_read: n(4)?,
+                    cache_write: n(5)?,
+                    reasoning: n(6)?,
+                    cost_usd: r.get(7)?,
+                    estimated_calls: n(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}

@@ -1,0 +1,345 @@
+//! The SQLite store on real files: schema, restart, turns committed whole,
+//! history from the last compaction, usage totals, deletion.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use clawgate_store::{
+    EntryKind, GroupBy, ModelSource, NewEntry, SqliteStore, Store, StoreError, TurnCommit,
+    UsageQuery, UsageRow, SCHEMA_VERSION,
+};
+
+fn usage(
+    provider: &str,
+    model: &str,
+    host: &str,
+    input: u64,
+    output: u64,
+    cost: f64,
+    estimated: bool,
+) -> UsageRow {
+    UsageRow {
+        provider: provider.into(),
+        model: model.into(),
+        host: host.into(),
+        api: "openai-completions".into(),
+        input,
+        output,
+        cache_read: input / 2,
+        cache_write: 0,
+        reasoning: 1,
+        cost_usd: cost,
+        estimated,
+    }
+}
+
+fn turn(session: i64, at_ms: i64, entries: Vec<NewEntry>, usage: Vec<UsageRow>) -> TurnCommit {
+    TurnCommit {
+        session,
+        entries,
+        usage,
+        sticky: None,
+        at_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sessions.sqlite3");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let s = store.open("chat-1", Some("coder"), 1_000).await.unwrap();
+        assert_eq!(
+            (s.key.as_str(), s.agent.as_deref(), s.turns),
+            ("chat-1", Some("coder"), 0)
+        );
+        let again = store.open("chat-1", None, 2_000).await.unwrap();
+        assert_eq!(again.id, s.id, "open is idempotent");
+        let mut t = turn(
+            s.id,
+            3_000,
+            vec![
+                NewEntry::new(EntryKind::User, "Bonjour"),
+                NewEntry::new(EntryKind::Reasoning, "thinking"),
+                NewEntry::new(EntryKind::Assistant, "Salut !"),
+            ],
+            vec![usage("lmstudio", "m", "127.0.0.1:1234", 10, 3, 0.0, false)],
+        );
+        t.sticky = Some(("anthropic".into(), "anthropic:work".into()));
+        store.commit(t).await.unwrap();
+        store
+            .select_model(s.id, Some("lmstudio/m"), ModelSource::User, 4_000)
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let s = store.get("chat-1").await.unwrap().expect("kept");
+    assert_eq!(s.turns, 1);
+    assert_eq!(
+        (s.model.as_deref(), s.model_source),
+        (Some("lmstudio/m"), ModelSource::User)
+    );
+    assert_eq!(s.updated_ms, 4_000);
+    let h = store.history(s.id).await.unwrap();
+    let kinds: Vec<_> = h
+        .iter()
+        .map(|e| (e.kind, e.text.as_str(), e.turn))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EntryKind::User, "Bonjour", 1),
+            (EntryKind::Reasoning, "thinking", 1),
+            (EntryKind::Assistant, "Salut !", 1)
+        ]
+    );
+    assert_eq!(
+        store.sticky(s.id, "anthropic").await.unwrap().as_deref(),
+        Some("anthropic:work")
+    );
+    assert_eq!(store.sticky(s.id, "openai").await.unwrap(), None);
+    assert!(store.get("nope").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn history_starts_at_the_last_compaction_and_the_transcript_stays_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let s = store.open("long", None, 0).await.unwrap();
+    // 10 000 stored entries before a compaction.
+    for i in 0..2_500 {
+        store
+            .commit(turn(
+                s.id,
+                i,
+                vec![
+                    NewEntry::new(EntryKind::User, format!("question {i}")),
+                    NewEntry {
+                        tool_id: Some(format!("call_{i}")),
+                        tool_name: Some("read".into()),
+                        ..NewEntry::new(EntryKind::ToolCall, "{\"path\":\"/src/main.rs\"}")
+                    },
+                    NewEntry {
+                        tool_id: Some(format!("call_{i}")),
+                        ..NewEntry::new(EntryKind::ToolResult, "fn main() {}")
+                    },
+                    NewEntry::new(EntryKind::Assistant, format!("answer {i}")),
+                ],
+                vec![],
+            ))
+            .await
+            .unwrap();
+    }
+    let all = store.transcript(s.id).await.unwrap();
+    assert_eq!(all.len(), 10_000);
+    // The summary stands for everything but the last turn.
+    let through = all[all.len() - 5].id;
+    store
+        .commit(turn(
+            s.id,
+            10_000,
+            vec![
+                NewEntry {
+                    replaces_through: Some(through),
+                    ..NewEntry::new(
+                        EntryKind::Summary,
+                        "summary of 2 499 turns: /src/main.rs, call_7",
+                    )
+                },
+                NewEntry::new(EntryKind::User, "next"),
+                NewEntry::new(EntryKind::Assistant, "ok"),
+            ],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    let h = store.history(s.id).await.unwrap();
+    let texts: Vec<&str> = h.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "summary of 2 499 turns: /src/main.rs, call_7",
+            "question 2499",
+            "{\"path\":\"/src/main.rs\"}",
+            "fn main() {}",
+            "answer 2499",
+            "next",
+            "ok"
+        ],
+        "the summary first, then only what it did not replace"
+    );
+    assert_eq!(h[2].tool_id.as_deref(), Some("call_2499"));
+    let s = store.get("long").await.unwrap().unwrap();
+    assert_eq!((s.turns, s.compactions), (2_501, 1));
+    assert_eq!(
+        store.transcript(s.id).await.unwrap().len(),
+        10_003,
+        "nothing is lost"
+    );
+}
+
+#[tokio::test]
+async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let a = store.open("a", None, 0).await.unwrap();
+    let b = store.open("b", None, 0).await.unwrap();
+    const DAY: i64 = 86_400_000;
+    let nov30 = 1_795_996_800_000; // 2026-11-30T00:00:00Z
+    store
+        .commit(turn(
+            a.id,
+            nov30 + 10,
+            vec![],
+            vec![
+                usage("lmstudio", "m", "127.0.0.1:1234", 100, 10, 0.0, false),
+                usage(
+                    "anthropic",
+                    "claude",
+                    "api.anthropic.com",
+                    1_000,
+                    50,
+                    0.00375,
+                    false,
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    store
+        .commit(turn(
+            b.id,
+            nov30 + DAY + 5,
+            vec![],
+            vec![usage(
+                "anthropic",
+                "claude",
+                "api.anthropic.com",
+                2_000,
+                70,
+                0.00705,
+                true,
+            )],
+        ))
+        .await
+        .unwrap();
+    let by = |g| store.usage(UsageQuery { since_ms: 0, by: g });
+    let model = by(GroupBy::Model).await.unwrap();
+    assert_eq!(model.len(), 2);
+    assert_eq!(model[0].group, "anthropic/claude");
+    assert_eq!(
+        (
+            model[0].calls,
+            model[0].input,
+            model[0].output,
+            model[0].estimated_calls
+        ),
+        (2, 3_000, 120, 1)
+    );
+    assert!((model[0].cost_usd - 0.0108).abs() < 1e-12);
+    assert_eq!(model[1].group, "lmstudio/m");
+    assert_eq!(
+        (model[1].input, model[1].cache_read, model[1].cost_usd),
+        (100, 50, 0.0)
+    );
+    let day = by(GroupBy::Day).await.unwrap();
+    let days: Vec<_> = day.iter().map(|d| (d.group.as_str(), d.calls)).collect();
+    assert_eq!(days, vec![("2026-11-30", 2), ("2026-12-01", 1)]);
+    let sessions = by(GroupBy::Session).await.unwrap();
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|s| s.group.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    let hosts = by(GroupBy::Endpoint).await.unwrap();
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|h| (h.group.as_str(), h.calls))
+            .collect::<Vec<_>>(),
+        vec![("127.0.0.1:1234", 1), ("api.anthropic.com", 2)]
+    );
+    let recent = store
+        .usage(UsageQuery {
+            since_ms: nov30 + DAY,
+            by: GroupBy::Model,
+        })
+        .await
+        .unwrap();
+    assert_eq!((recent.len(), recent[0].input), (1, 2_000));
+    // Deleting a session keeps what left the machine accounted.
+    assert!(store.delete("b").await.unwrap());
+    assert!(!store.delete("b").await.unwrap());
+    assert!(store.get("b").await.unwrap().is_none());
+    let sessions = by(GroupBy::Session).await.unwrap();
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|s| (s.group.as_str(), s.calls))
+            .collect::<Vec<_>>(),
+        vec![("a", 2), ("b", 1)]
+    );
+    assert_eq!(store.sessions(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_turn_is_committed_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let s = store.open("x", None, 0).await.unwrap();
+    let err = store
+        .commit(turn(
+            s.id + 99,
+            1,
+            vec![NewEntry::new(EntryKind::User, "lost")],
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSession(_)), "{err}");
+    assert!(store.transcript(s.id + 99).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .select_model(s.id + 99, None, ModelSource::Default, 1)
+            .await,
+        Err(StoreError::NoSession(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_clawgate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let c = rusqlite_connection(&path);
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("newer clawgate"));
+    // Not a database at all: a clear error naming the file.
+    let junk = dir.path().join("junk.sqlite3");
+    std::fs::write(
+        &junk,
+        b"not a database, just text long enough to be read as a header........",
+    )
+    .unwrap();
+    let err = SqliteStore::open(&junk).unwrap_err();
+    assert!(err.to_string().contains("session store"), "{err}");
+}
+
+fn rusqlite_connection(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
