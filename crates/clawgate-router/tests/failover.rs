@@ -747,3 +747,83 @@ async fn a_local_server_that_is_not_running_is_unreachable_and_reprobed_when_it_
     assert_eq!(served, "primary/m");
     assert_eq!(primary.requests().len(), 1);
 }
+
+/// Records what observers are told.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(String, Option<u64>, Option<ErrorClass>, bool)>>);
+
+impl clawgate_router::Observer for Seen {
+    fn finished(&self, a: &clawgate_router::Finished<'_>) {
+        self.0.lock().unwrap().push((
+            a.served.reference.clone(),
+            a.usage.map(|u| u.input),
+            a.failure,
+            a.upstream_wait <= a.took,
+        ));
+    }
+}
+
+#[tokio::test]
+async fn observers_are_told_once_how_each_answer_ended() {
+    let up = FakeServer::start(|r| {
+        if r.body_str().contains("break") {
+            Reply::sse([first_chunk("openai-completions", "partial ")]).close()
+        } else {
+            Reply::sse([
+                format!(
+                    "data: {}\n\n",
+                    json!({"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":1}})
+                ),
+                "data: [DONE]\n\n".to_string(),
+            ])
+        }
+    })
+    .await;
+    let reg = registry(
+        &up.base_url(),
+        "http://127.0.0.1:9/v1",
+        "openai-completions",
+        "",
+    );
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let seen = Arc::new(Seen::default());
+    for text in ["fine", "break", "dropped"] {
+        let chain = reg
+            .chain(None, Some(("primary/m", SelectionSource::User)))
+            .unwrap();
+        let mut request = request();
+        request.messages = vec![Message::user(text)];
+        let turn = Turn {
+            registry: &reg,
+            chain: &chain,
+            request,
+            session: None,
+            agent: None,
+            on_notice: None,
+        };
+        let mut routed = runner.run(turn).await.unwrap();
+        routed.observe(seen.clone());
+        if text != "dropped" {
+            while let Some(ev) = routed.stream.next().await {
+                if ev.is_err() {
+                    break;
+                }
+            }
+        }
+        // "dropped": the client went away after the first event.
+    }
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(
+        *seen,
+        vec![
+            ("primary/m".to_string(), Some(7), None, true),
+            (
+                "primary/m".to_string(),
+                None,
+                Some(ErrorClass::Timeout),
+                true
+            ),
+            ("primary/m".to_string(), None, None, true),
+        ]
+    );
+}
