@@ -748,9 +748,13 @@ async fn a_local_server_that_is_not_running_is_unreachable_and_reprobed_when_it_
     assert_eq!(primary.requests().len(), 1);
 }
 
+/// What an observer was told: who served, reported input tokens, the
+/// failure class, and whether the upstream wait fits in the total.
+type Told = (String, Option<u64>, Option<ErrorClass>, bool);
+
 /// Records what observers are told.
 #[derive(Default)]
-struct Seen(Mutex<Vec<(String, Option<u64>, Option<ErrorClass>, bool)>>);
+struct Seen(Mutex<Vec<Told>>);
 
 impl clawgate_router::Observer for Seen {
     fn finished(&self, a: &clawgate_router::Finished<'_>) {
