@@ -8,6 +8,7 @@
 //! [`clawgate_router::Observer`]. Sessions and their store build on it.
 
 pub mod status;
+pub mod transcript;
 
 use clawgate_catalog::{PolicyError, Registry, SelectionSource};
 use clawgate_router::{Routed, RunError, Runner, Turn};

@@ -48,6 +48,8 @@ pub struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     User,
+    /// An image the user sent (`text` holds its URL or `data:` URL).
+    Image,
     /// Final answer text.
     Assistant,
     /// Reasoning, kept apart from the answer.
@@ -67,6 +69,7 @@ impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::User => "user",
+            EntryKind::Image => "image",
             EntryKind::Assistant => "assistant",
             EntryKind::Reasoning => "reasoning",
             EntryKind::ToolCall => "tool_call",
@@ -79,6 +82,7 @@ impl EntryKind {
     pub fn parse(s: &str) -> Option<Self> {
         [
             EntryKind::User,
+            EntryKind::Image,
             EntryKind::Assistant,
             EntryKind::Reasoning,
             EntryKind::ToolCall,
