@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawgate_router::Routed;
 use clawgate_wire::{
-    ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
+    ChatRequest, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
 };
 use serde_json::{json, Map, Value};
 
@@ -408,48 +408,37 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let parsed = parse(&inbound::json_request(body)?)?;
     let stream = parsed.request.stream;
-    let routed = crate::route(
-        &state,
-        &headers,
-        &parsed.model,
-        parsed.request,
-        parsed.session,
-    )
-    .await?;
+    // OpenAI `user` names a session the gateway keeps (GW-2).
+    let key = parsed
+        .session
+        .map_or(crate::SessionKey::None, crate::SessionKey::Keep);
+    let answer = crate::route(&state, &headers, &parsed.model, parsed.request, key).await?;
     let id = completion_id();
     let created = now_secs();
     let model = parsed.model.clone();
     if !stream {
-        return collect(routed, id, created, model).await;
+        return collect(answer, id, created, model).await;
     }
     let mut resp_headers = HeaderMap::new();
-    served_headers(&mut resp_headers, &routed);
+    served_headers(&mut resp_headers, &answer.routed);
     let include_usage = parsed.include_usage;
+    let (stream, on_end) = answer.into_stream();
     Ok(crate::sse::response(
         resp_headers,
-        routed.stream,
+        stream,
+        on_end,
         ChatEncoder::new(id, created, model, include_usage),
     ))
 }
 
 async fn collect(
-    mut routed: Routed,
+    mut answer: crate::Answer,
     id: String,
     created: u64,
     model: String,
 ) -> Result<Response, ApiError> {
-    let mut c = Collected::default();
-    while let Some(ev) = routed.stream.next().await {
-        match ev {
-            Ok(ev) => c.apply(&ev),
-            Err(f) => {
-                return Err(
-                    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", f.to_string())
-                        .code(f.class.as_str()),
-                )
-            }
-        }
-    }
+    let c = answer.collect().await?;
+    let routed = &answer.routed;
     let body = Completion {
         id: &id,
         object: "chat.completion",
@@ -480,7 +469,7 @@ async fn collect(
         usage: c.usage.as_ref().map(usage_json),
     };
     let mut headers = HeaderMap::new();
-    served_headers(&mut headers, &routed);
+    served_headers(&mut headers, routed);
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 

@@ -7,6 +7,7 @@
 use axum::http::StatusCode;
 use clawgate_catalog::Registry;
 use clawgate_session::{Target, TurnError};
+use clawgate_wire::Collected;
 use serde_json::{Map, Value};
 
 use crate::errors::ApiError;
@@ -117,15 +118,126 @@ pub(crate) fn positive_int(
     })
 }
 
+/// How a request names its session.
+pub(crate) enum SessionKey {
+    /// No key: stateless.
+    None,
+    /// A key that only pins credentials (Anthropic `metadata.user_id`,
+    /// which Claude Code fills while it sends the whole history itself).
+    Sticky(String),
+    /// A session the gateway keeps (OpenAI `user`, GW-2).
+    Keep(String),
+}
+
+/// A routed turn and, in session mode, what to commit when it ends.
+pub(crate) struct Answer {
+    pub routed: clawgate_router::Routed,
+    session: Option<clawgate_session::session::SessionTurn>,
+    registry: std::sync::Arc<Registry>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Commits a session turn; the error text is what the client is told.
+async fn commit(
+    turn: clawgate_session::session::SessionTurn,
+    registry: &Registry,
+    served: &clawgate_router::Served,
+    notice: Option<String>,
+    answer: &Collected,
+    incomplete: bool,
+) -> Result<(), String> {
+    let key = turn.session.key.clone();
+    turn.commit(registry, served, answer, incomplete, notice, now_ms())
+        .await
+        .map_err(|e| {
+            tracing::error!(session = %key, error = %e, "a session turn could not be stored");
+            format!("the answer could not be stored in session {key:?}: {e}")
+        })
+}
+
+impl Answer {
+    /// Reads the whole answer; in session mode the turn is committed
+    /// before it is returned (an answer that failed after output is kept,
+    /// marked incomplete, and the failure returned).
+    pub async fn collect(&mut self) -> Result<Collected, ApiError> {
+        let mut c = Collected::default();
+        let mut failure = None;
+        while let Some(ev) = self.routed.stream.next().await {
+            match ev {
+                Ok(ev) => c.apply(&ev),
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+        if let Some(turn) = self.session.take() {
+            let notice = self.routed.fallback_notice();
+            let stored = commit(
+                turn,
+                &self.registry,
+                &self.routed.served,
+                notice,
+                &c,
+                failure.is_some(),
+            )
+            .await;
+            if let (Err(msg), None) = (stored, &failure) {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    msg,
+                ));
+            }
+        }
+        match failure {
+            Some(f) => Err(
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", f.to_string())
+                    .code(f.class.as_str()),
+            ),
+            None => Ok(c),
+        }
+    }
+
+    /// The stream and, in session mode, the commit the SSE body awaits
+    /// before its last frame.
+    pub fn into_stream(self) -> (clawgate_router::RoutedStream, Option<crate::sse::OnEnd>) {
+        let Answer {
+            routed,
+            session,
+            registry,
+        } = self;
+        let notice = routed.fallback_notice();
+        let served = routed.served.clone();
+        let on_end = session.map(|turn| {
+            let hook: crate::sse::OnEnd = Box::new(move |answer: Collected, incomplete: bool| {
+                Box::pin(async move {
+                    commit(turn, &registry, &served, notice, &answer, incomplete).await
+                })
+            });
+            hook
+        });
+        (routed.stream, on_end)
+    }
+}
+
 /// Resolves the target, checks policy, and runs the turn through the
-/// failover runner: what every inbound protocol shares.
+/// failover runner: what every inbound protocol shares. A request that
+/// names a session to keep (and a gateway with a store) runs in session
+/// mode: its history goes in front of the new messages.
 pub(crate) async fn route(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     model: &str,
-    request: clawgate_wire::ChatRequest,
-    session: Option<String>,
-) -> Result<clawgate_router::Routed, ApiError> {
+    mut request: clawgate_wire::ChatRequest,
+    key: SessionKey,
+) -> Result<Answer, ApiError> {
     let registry = state.registry();
     check_key("model", model)?;
     let override_model = headers
@@ -140,22 +252,55 @@ pub(crate) async fn route(
     if let Some(k) = header_session {
         check_key("x-clawgate-session-key", k)?;
     }
-    if let Some(k) = &session {
-        check_key("user", k)?;
-    }
-    let target =
+    let key = match (header_session, key) {
+        (Some(h), _) => SessionKey::Keep(h.to_string()),
+        (None, k) => k,
+    };
+    let (keep, sticky) = match key {
+        SessionKey::None => (None, None),
+        SessionKey::Sticky(k) => {
+            check_key("user", &k)?;
+            (None, Some(k))
+        }
+        SessionKey::Keep(k) => {
+            check_key("user", &k)?;
+            (Some(k.clone()), Some(k))
+        }
+    };
+    let mut target =
         Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
-    let session = header_session.map(str::to_string).or(session);
+    let session = match (keep, &state.store) {
+        (Some(k), Some(store)) => Some(
+            clawgate_session::session::begin(
+                store.clone(),
+                &k,
+                &mut target,
+                &mut request,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| turn_error(&registry, e))?,
+        ),
+        _ => None,
+    };
     let input = clawgate_session::TurnInput {
         request,
-        session,
+        session: sticky,
         on_notice: None,
+        pinned: session
+            .as_ref()
+            .map(|s| s.pinned.clone())
+            .unwrap_or_default(),
     };
     let mut routed = clawgate_session::route(&state.runner, &registry, &target, input)
         .await
         .map_err(|e| turn_error(&registry, e))?;
     routed.observe(state.telemetry.clone());
-    Ok(routed)
+    Ok(Answer {
+        routed,
+        session,
+        registry,
+    })
 }
 
 /// A turn's error in the OpenAI shape (each endpoint re-shapes it for its
@@ -168,5 +313,14 @@ pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
             ApiError::new(StatusCode::FORBIDDEN, "permission_error", p.to_string()).param("model")
         }
         TurnError::Run(r) => ApiError::from_run(&r),
+        TurnError::Store(e) => {
+            tracing::error!(error = %e, "session store");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                e.to_string(),
+            )
+            .code("session_store_unavailable")
+        }
     }
 }

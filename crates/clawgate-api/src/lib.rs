@@ -33,7 +33,7 @@ use axum::Router;
 pub use auth::{GatewayAuth, FAILURE_WINDOW, MAX_FAILURES};
 use errors::ApiError;
 pub use inbound::MAX_KEY_LEN;
-pub(crate) use inbound::{route, turn_error};
+pub(crate) use inbound::{route, turn_error, Answer, SessionKey};
 pub(crate) use models::unknown_model;
 pub use serve::{
     bind_ip, check_auth, serve, serve_on, startup, ServeError, ServeOptions, HEADER_READ_TIMEOUT,

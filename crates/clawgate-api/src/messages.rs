@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clawgate_router::Routed;
 use clawgate_wire::{
-    ChatRequest, Collected, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
+    ChatRequest, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
 };
 use serde_json::{json, Map, Value};
 
@@ -321,11 +320,15 @@ pub async fn handle(
         let value = inbound::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
-        let routed = crate::route(&state, &headers, &model, request, session).await?;
+        // `metadata.user_id` only pins credentials: Claude Code fills it
+        // and sends the whole history itself. A session the gateway keeps
+        // is named with `x-clawgate-session-key`.
+        let key = session.map_or(crate::SessionKey::None, crate::SessionKey::Sticky);
+        let answer = crate::route(&state, &headers, &model, request, key).await?;
         if stream {
-            Ok(stream_response(routed, model))
+            Ok(stream_response(answer, model))
         } else {
-            collect(routed, model).await
+            collect(answer, model).await
         }
     }
     .await;
@@ -373,20 +376,9 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     .into_response()
 }
 
-async fn collect(mut routed: Routed, model: String) -> Result<Response, ApiError> {
-    let mut c = Collected::default();
-    while let Some(ev) = routed.stream.next().await {
-        match ev {
-            Ok(ev) => c.apply(&ev),
-            Err(f) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "api_error",
-                    f.to_string(),
-                ))
-            }
-        }
-    }
+async fn collect(mut answer: crate::Answer, model: String) -> Result<Response, ApiError> {
+    let c = answer.collect().await?;
+    let routed = &answer.routed;
     let mut content = Vec::new();
     if !c.reasoning.is_empty() {
         content.push(json!({"type": "thinking", "thinking": c.reasoning, "signature": ""}));
@@ -409,7 +401,7 @@ async fn collect(mut routed: Routed, model: String) -> Result<Response, ApiError
         "usage": usage_json(c.usage.as_ref()),
     });
     let mut headers = HeaderMap::new();
-    crate::chat::served_headers(&mut headers, &routed);
+    crate::chat::served_headers(&mut headers, routed);
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 
@@ -421,12 +413,14 @@ fn frame(out: &mut Vec<u8>, event: &str, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-fn stream_response(routed: Routed, model: String) -> Response {
+fn stream_response(answer: crate::Answer, model: String) -> Response {
     let mut headers = HeaderMap::new();
-    crate::chat::served_headers(&mut headers, &routed);
+    crate::chat::served_headers(&mut headers, &answer.routed);
+    let (stream, on_end) = answer.into_stream();
     crate::sse::response(
         headers,
-        routed.stream,
+        stream,
+        on_end,
         MessagesEncoder {
             model,
             index: -1,

@@ -307,32 +307,23 @@ pub async fn handle(
         let value = inbound::json_request(body)?;
         let (model, request, session) = parse(&value)?;
         let stream = request.stream;
-        let mut routed = crate::route(&state, &headers, &model, request, session).await?;
+        // `user` names a session the gateway keeps (GW-2).
+        let key = session.map_or(crate::SessionKey::None, crate::SessionKey::Keep);
+        let mut answer = crate::route(&state, &headers, &model, request, key).await?;
         let mut h = HeaderMap::new();
-        crate::chat::served_headers(&mut h, &routed);
+        crate::chat::served_headers(&mut h, &answer.routed);
         let id = new_id("resp");
         let created = now();
         if stream {
+            let (stream, on_end) = answer.into_stream();
             return Ok(crate::sse::response(
                 h,
-                routed.stream,
+                stream,
+                on_end,
                 ResponsesEncoder::new(id, model, created),
             ));
         }
-        let mut c = Collected::default();
-        while let Some(ev) = routed.stream.next().await {
-            match ev {
-                Ok(ev) => c.apply(&ev),
-                Err(f) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        f.to_string(),
-                    )
-                    .code(f.class.as_str()))
-                }
-            }
-        }
+        let c = answer.collect().await?;
         let body = response_obj(
             &id,
             &model,
@@ -342,7 +333,7 @@ pub async fn handle(
             c.usage.as_ref(),
             "completed",
         );
-        Ok((StatusCode::OK, h, axum::Json(body)).into_response())
+        Ok::<_, ApiError>((StatusCode::OK, h, axum::Json(body)).into_response())
     }
     .await;
     match result {

@@ -18,7 +18,7 @@ use std::task::Poll;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawgate_router::{RoutedStream, StreamFailure};
-use clawgate_wire::Event;
+use clawgate_wire::{Collected, Event};
 
 /// Above this many bytes a frame is handed out even if more is ready.
 const FRAME_LIMIT: usize = 16 * 1024;
@@ -36,14 +36,39 @@ pub(crate) trait Encode: Send + 'static {
     fn finish(&mut self, out: &mut Vec<u8>);
 }
 
+/// Awaited before the last frame of a session-mode stream, with the
+/// whole answer and whether it failed after output: the turn is stored
+/// before the client sees the end. `Err` is told to the client instead of
+/// a normal end.
+pub(crate) type OnEnd = Box<
+    dyn FnOnce(
+            Collected,
+            bool,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send,
+>;
+
 struct Pump<E> {
     stream: RoutedStream,
     enc: E,
     started: bool,
     done: bool,
+    /// Session mode: the answer so far, and the commit to await at the end.
+    record: Option<(Collected, OnEnd)>,
 }
 
 impl<E: Encode> Pump<E> {
+    /// The failure told to the client when a finished answer could not be
+    /// stored.
+    fn unsaved(&self, msg: String) -> StreamFailure {
+        StreamFailure {
+            reference: self.stream.reference().to_string(),
+            class: clawgate_router::ErrorClass::ServerError,
+            error: clawgate_wire::WireError::new(clawgate_wire::WireErrorKind::StreamError, msg),
+        }
+    }
+
     /// The next frame: at least one event (or the end), plus everything
     /// that is ready without waiting.
     async fn frame(&mut self) -> Option<Vec<u8>> {
@@ -79,13 +104,28 @@ impl<E: Encode> Pump<E> {
             yields = 0;
             match next {
                 None => {
-                    self.enc.finish(&mut out);
                     self.done = true;
+                    if let Some((answer, on_end)) = self.record.take() {
+                        if let Err(msg) = on_end(answer, false).await {
+                            self.enc.event(Err(self.unsaved(msg)), &mut out);
+                            return Some(out);
+                        }
+                    }
+                    self.enc.finish(&mut out);
                     return Some(out);
                 }
                 Some(ev) => {
-                    if !self.enc.event(ev, &mut out) {
+                    let failed = ev.is_err();
+                    if let (Some((answer, _)), Ok(ev)) = (&mut self.record, &ev) {
+                        answer.apply(ev);
+                    }
+                    if !self.enc.event(ev, &mut out) || failed {
                         self.done = true;
+                        if let Some((answer, on_end)) = self.record.take() {
+                            // Kept, marked incomplete (FO-5); the client
+                            // already has the failure in this frame.
+                            let _ = on_end(answer, true).await;
+                        }
                         return Some(out);
                     }
                 }
@@ -101,6 +141,7 @@ impl<E: Encode> Pump<E> {
 pub(crate) fn response<E: Encode>(
     mut headers: HeaderMap,
     stream: RoutedStream,
+    on_end: Option<OnEnd>,
     enc: E,
 ) -> Response {
     headers.insert(
@@ -113,6 +154,7 @@ pub(crate) fn response<E: Encode>(
         enc,
         started: false,
         done: false,
+        record: on_end.map(|f| (Collected::default(), f)),
     };
     let body = futures_util::stream::unfold(pump, |mut p| async move {
         let frame = p.frame().await.filter(|f| !f.is_empty())?;

@@ -22,6 +22,8 @@ pub struct Shared {
     pub runner: Runner,
     pub auth: GatewayAuth,
     pub telemetry: Arc<metrics::Telemetry>,
+    /// Where named sessions live; without one every request is stateless.
+    pub store: Option<Arc<dyn clawgate_store::Store>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -33,11 +35,22 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(registry: Registry, runner: Runner, auth: GatewayAuth) -> Self {
+        Self::with_store(registry, runner, auth, None)
+    }
+
+    /// With a session store: requests that name a session keep it there.
+    pub fn with_store(
+        registry: Registry,
+        runner: Runner,
+        auth: GatewayAuth,
+        store: Option<Arc<dyn clawgate_store::Store>>,
+    ) -> Self {
         Self(Arc::new(Shared {
             registry: arc_swap::ArcSwap::from_pointee(registry),
             runner,
             auth,
             telemetry: Arc::new(metrics::Telemetry::default()),
+            store,
         }))
     }
 

@@ -224,6 +224,11 @@ impl Drop for RoutedStream {
 // allocation on a path that is never hot.
 #[allow(clippy::result_large_err)]
 impl RoutedStream {
+    /// The ref of the model that is answering.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
     /// Time spent waiting on upstreams so far; the gateway's own overhead is
     /// the elapsed time minus this (PERF-5).
     pub fn upstream_wait(&self) -> Duration {
@@ -377,6 +382,9 @@ pub struct Turn<'a> {
     pub request: ChatRequest,
     /// Session key for sticky credential choice.
     pub session: Option<String>,
+    /// `(provider, profile)` pins a session store keeps (FO-3); they win
+    /// over the in-memory pins of stateless keys.
+    pub pinned: Vec<(String, String)>,
     pub agent: Option<&'a str>,
     /// Called with user-facing notices (the overload notice).
     pub on_notice: Option<&'a (dyn Fn(&str) + Sync)>,
@@ -688,10 +696,18 @@ impl Runner {
                 continue;
             }
             let mut creds = credentials(turn.registry, provider);
-            if let Some(s) = &turn.session {
-                if let Some(pinned) = self.sticky.pinned(s, &provider.id) {
-                    creds.sort_by_key(|c| c.profile != pinned);
-                }
+            let stored = turn
+                .pinned
+                .iter()
+                .find(|(p, _)| *p == provider.id)
+                .map(|(_, profile)| profile.clone());
+            let pinned = stored.or_else(|| {
+                turn.session
+                    .as_deref()
+                    .and_then(|s| self.sticky.pinned(s, &provider.id))
+            });
+            if let Some(pinned) = pinned {
+                creds.sort_by_key(|c| c.profile != pinned);
             }
             let n_creds = creds.len();
             let mut tried_cred = false;

@@ -113,6 +113,7 @@ async fn run_turn(
         session: Some("s1".into()),
         agent: None,
         on_notice: None,
+        pinned: Vec::new(),
     };
     let mut routed = runner.run(turn).await?;
     let mut c = Collected::default();
@@ -412,6 +413,7 @@ async fn fo_4_overload_retries_whole_chain_with_backoff_and_one_notice() {
         session: None,
         agent: None,
         on_notice: Some(&on_notice),
+        pinned: Vec::new(),
     };
     let err = runner.run(turn).await.err().unwrap();
     let RunError::Exhausted(x) = err else {
@@ -517,6 +519,7 @@ async fn sec_6_local_only_skips_hosted_candidates() {
         session: None,
         agent: None,
         on_notice: None,
+        pinned: Vec::new(),
     };
     let routed = runner.run(turn).await.unwrap();
     assert_eq!(
@@ -597,6 +600,7 @@ async fn fo_3_short_retry_after_is_waited_for_once_long_one_is_not() {
         session: None,
         agent: None,
         on_notice: None,
+        pinned: Vec::new(),
     };
     let err = runner.run(turn).await.err().unwrap();
     assert!(
@@ -804,6 +808,7 @@ async fn observers_are_told_once_how_each_answer_ended() {
             session: None,
             agent: None,
             on_notice: None,
+            pinned: Vec::new(),
         };
         let mut routed = runner.run(turn).await.unwrap();
         routed.observe(seen.clone());

@@ -7,6 +7,7 @@
 //! follows an answer (metrics, usage, history) attaches as a
 //! [`clawgate_router::Observer`]. Sessions and their store build on it.
 
+pub mod session;
 pub mod status;
 pub mod transcript;
 
@@ -38,6 +39,9 @@ pub enum TurnError {
     /// (boxed: it carries the attempt list).
     #[error("{0}")]
     Run(Box<RunError>),
+    /// The session store failed.
+    #[error("{0}")]
+    Store(#[from] clawgate_store::StoreError),
 }
 
 impl From<RunError> for TurnError {
@@ -101,6 +105,8 @@ pub struct TurnInput<'a> {
     pub session: Option<String>,
     /// User-facing notices while routing (the overload notice).
     pub on_notice: Option<&'a (dyn Fn(&str) + Sync)>,
+    /// Credential pins from a session store.
+    pub pinned: Vec<(String, String)>,
 }
 
 /// Resolves the target's chain, checks an explicit selection (from the
@@ -138,6 +144,7 @@ pub async fn route(
         chain: &chain,
         request: input.request,
         session: input.session,
+        pinned: input.pinned,
         agent,
         on_notice: input.on_notice,
     };

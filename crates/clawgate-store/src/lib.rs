@@ -77,6 +77,9 @@ pub trait Store: Send + Sync {
     /// The credential profile pinned for this session and provider.
     fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>>;
 
+    /// Every `(provider, profile)` pinned for this session.
+    fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>>;
+
     /// Sessions, most recently updated first.
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>>;
 

@@ -423,6 +423,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT provider, profile FROM sticky WHERE session_id = ?1 ORDER BY provider",
+            )?;
+            let rows = stmt.query_map([session], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>> {
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(

@@ -98,6 +98,10 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
         Some("anthropic:work")
     );
     assert_eq!(store.sticky(s.id, "openai").await.unwrap(), None);
+    assert_eq!(
+        store.pins(s.id).await.unwrap(),
+        vec![("anthropic".to_string(), "anthropic:work".to_string())]
+    );
     assert!(store.get("nope").await.unwrap().is_none());
 }
 

@@ -60,6 +60,22 @@ pub async fn gateway_on(config: &str, auth: GatewayAuth, runner: Runner, opts: S
     serve_state(AppState::new(reg, runner, auth), opts).await
 }
 
+/// A gateway over `config` keeping named sessions in `store`.
+pub async fn gateway_with_store(
+    config: &str,
+    auth: GatewayAuth,
+    store: Arc<dyn clawgate_store::Store>,
+) -> Gw {
+    let reg = load_text(Path::new("t.json5"), config, &|_| None)
+        .unwrap()
+        .registry;
+    serve_state(
+        AppState::with_store(reg, runner(), auth, Some(store)),
+        ServeOptions::default(),
+    )
+    .await
+}
+
 pub async fn gateway_with(config: &str, auth: GatewayAuth, opts: ServeOptions) -> Gw {
     gateway_on(config, auth, runner(), opts).await
 }

@@ -53,7 +53,20 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
     rt.block_on(async move {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
         let runner = Runner::new(client, Arc::new(TokioClock::default()));
-        let state = AppState::new(reg, runner, auth);
+        // Named sessions live in one SQLite file under the state directory
+        // (created on first use; no server to start).
+        let store = match super::state::sessions_file() {
+            Some(path) => {
+                let s = clawgate_store::SqliteStore::open(&path)
+                    .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
+                Some(Arc::new(s) as Arc<dyn clawgate_store::Store>)
+            }
+            None => {
+                tracing::warn!("no HOME or CLAWGATE_STATE_DIR: sessions are not kept");
+                None
+            }
+        };
+        let state = AppState::with_store(reg, runner, auth, store);
         if let Some(file) = config_file {
             clawgate_api::watch_config(state.clone(), file, Duration::from_secs(1), |p| {
                 clawgate_catalog::load(Some(p), &Ctx::env)

@@ -125,6 +125,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             request,
             session: None,
             on_notice: Some(&notice),
+            pinned: Vec::new(),
         };
         let routed = clawgate_session::route(&runner, reg, &target, input).await;
         save(&runner);
@@ -137,6 +138,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             Err(TurnError::Forbidden(p)) => {
                 return Err(CliError::msg(exit::FAILURE, p.to_string()))
             }
+            Err(TurnError::Store(e)) => return Err(CliError::msg(exit::FAILURE, e.to_string())),
         };
         let mut c = Collected::default();
         let mut failure = None;

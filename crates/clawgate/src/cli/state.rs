@@ -16,6 +16,11 @@ pub fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The session database: `sessions.sqlite3` in the state directory.
+pub fn sessions_file() -> Option<PathBuf> {
+    dir().map(|d| d.join("sessions.sqlite3"))
+}
+
 fn dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("CLAWGATE_STATE_DIR") {
         return Some(PathBuf::from(d));

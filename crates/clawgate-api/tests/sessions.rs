@@ -1,0 +1,344 @@
+//! Session mode over real sockets and a real SQLite file (GW-2, CTX-1,
+//! CTX-5, FO-5): a named session keeps its history across a gateway
+//! restart, a user's model selection is strict and persists, a streamed
+//! turn is stored before the client sees its end, usage and cost rows
+//! equal what the server reported and the configured prices, and requests
+//! without a key stay stateless.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use clawgate_store::{EntryKind, GroupBy, SqliteStore, Store, UsageQuery};
+use clawgate_testkit::{FakeServer, Recorded, Reply};
+use common::*;
+use serde_json::{json, Value};
+
+/// A chat-completions server that answers `Hello <n>` where n counts its
+/// requests, with reported usage, streamed or not as asked.
+fn counting_server() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    move |r: &Recorded| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let body: Value = serde_json::from_str(&r.body_str()).unwrap();
+        let text = format!("Hello {i}");
+        let usage = json!({"prompt_tokens": 1000, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 600}});
+        if body["stream"] == true {
+            Reply::sse([
+                format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]})
+                ),
+                format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]})
+                ),
+                format!("data: {}\n\n", json!({"choices": [], "usage": usage})),
+                "data: [DONE]\n\n".to_string(),
+            ])
+        } else {
+            Reply::json(
+                200,
+                &json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": usage}).to_string(),
+            )
+        }
+    }
+}
+
+fn config(a: &str, b: &str) -> String {
+    format!(
+        r#"{{ agents: {{ defaults: {{ model: {{ primary: "a/m", fallbacks: ["b/m"] }} }} }},
+             models: {{ mode: "replace", providers: {{
+               a: {{ baseUrl: "{a}", api: "openai-completions", models: [{{ id: "m", cost: {{ input: 3, output: 15, cacheRead: 0.3, cacheWrite: 3.75 }} }}] }},
+               b: {{ baseUrl: "{b}", api: "openai-completions", models: [{{ id: "m" }}] }} }} }} }}"#
+    )
+}
+
+fn sent_messages(r: &Recorded) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_str(&r.body_str()).unwrap();
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn chat(gw: &Gw, body: Value) -> (u16, String) {
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_session_survives_a_gateway_restart() {
+    let a = FakeServer::start(counting_server()).await;
+    let b = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.sqlite3");
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let gw = gateway_with_store(&config(&a.base_url(), &b.base_url()), no_auth(), store).await;
+        let (status, _) = chat(&gw, json!({"model": "default", "user": "ana", "messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "My name is Ana"}]})).await;
+        assert_eq!(status, 200);
+    }
+    // A new gateway process over the same file.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &b.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let (status, text) = chat(&gw, json!({"model": "default", "user": "ana", "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "What is my name?"}]})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        sent_messages(&a.requests()[1]),
+        vec![
+            ("system".to_string(), "be brief".to_string()),
+            ("user".to_string(), "My name is Ana".to_string()),
+            ("assistant".to_string(), "Hello 1".to_string()),
+            ("user".to_string(), "What is my name?".to_string()),
+        ]
+    );
+    let s = store.get("ana").await.unwrap().unwrap();
+    assert_eq!(s.turns, 2);
+    // The same session through the Anthropic endpoint, named by header.
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .header("x-clawgate-session-key", "ana")
+        .json(&json!({"model": "default", "max_tokens": 64, "messages": [{"role": "user", "content": "And now?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let last = sent_messages(&a.requests()[2]);
+    assert_eq!(last.len(), 5, "{last:?}");
+    assert_eq!(last[4], ("user".to_string(), "And now?".to_string()));
+}
+
+#[tokio::test]
+async fn a_streamed_turn_is_stored_before_the_client_sees_its_end() {
+    let a = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &a.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "default", "stream": true, "user": "s", "messages": [{"role": "user", "content": "one"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "default", "stream": true, "user": "s", "input": "two"}),
+        ),
+    ] {
+        let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        let text = r.text().await.unwrap();
+        assert!(text.contains("Hello"), "{text}");
+        // The client has the whole stream: the turn is already stored.
+        let s = store.get("s").await.unwrap().unwrap();
+        let entries = store.transcript(s.id).await.unwrap();
+        let last = entries.last().unwrap();
+        assert_eq!(last.kind, EntryKind::Assistant, "{entries:?}");
+        assert!(last.text.starts_with("Hello"));
+    }
+    let s = store.get("s").await.unwrap().unwrap();
+    let kinds: Vec<_> = store
+        .transcript(s.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.kind, e.text.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EntryKind::User, "one".to_string()),
+            (EntryKind::Reasoning, "hm".to_string()),
+            (EntryKind::Assistant, "Hello 1".to_string()),
+            (EntryKind::User, "two".to_string()),
+            (EntryKind::Reasoning, "hm".to_string()),
+            (EntryKind::Assistant, "Hello 2".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_user_model_selection_is_strict_and_persists() {
+    let a = FakeServer::start(counting_server()).await;
+    let b = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &b.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let (status, _) = chat(
+        &gw,
+        json!({"model": "b/m", "user": "pick", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The next turn says "default": the session's selection still holds.
+    let (status, _) = chat(
+        &gw,
+        json!({"model": "default", "user": "pick", "messages": [{"role": "user", "content": "y"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!((a.requests().len(), b.requests().len()), (0, 2));
+    let s = store.get("pick").await.unwrap().unwrap();
+    assert_eq!(s.model.as_deref(), Some("b/m"));
+    assert_eq!(s.model_source, clawgate_store::ModelSource::User);
+    // Another session is not affected.
+    let (status, _) = chat(&gw, json!({"model": "default", "user": "other", "messages": [{"role": "user", "content": "z"}]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(a.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn usage_and_cost_rows_equal_what_the_server_reported() {
+    let a = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &a.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    for stream in [false, true, false] {
+        let (status, _) = chat(&gw, json!({"model": "default", "stream": stream, "user": "u", "messages": [{"role": "user", "content": "x"}]})).await;
+        assert_eq!(status, 200);
+    }
+    let rows = store
+        .usage(UsageQuery {
+            since_ms: 0,
+            by: GroupBy::Model,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.group, "a/m");
+    assert_eq!(
+        (r.calls, r.input, r.output, r.cache_read, r.estimated_calls),
+        (3, 3_000, 60, 1_800, 0)
+    );
+    // Per call: 400 uncached × 3 + 600 × 0.3 + 20 × 15, per million.
+    let per_call = (400.0 * 3.0 + 600.0 * 0.3 + 20.0 * 15.0) / 1e6;
+    assert!(
+        (r.cost_usd - 3.0 * per_call).abs() < 1e-12,
+        "{}",
+        r.cost_usd
+    );
+    let hosts = store
+        .usage(UsageQuery {
+            since_ms: 0,
+            by: GroupBy::Endpoint,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        hosts[0].group,
+        a.base_url()
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1")
+    );
+}
+
+#[tokio::test]
+async fn requests_without_a_session_stay_stateless() {
+    let a = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &a.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let (status, _) = chat(
+        &gw,
+        json!({"model": "default", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Claude Code's metadata.user_id pins credentials only: it sends the
+    // whole history itself.
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .json(&json!({"model": "default", "max_tokens": 8, "metadata": {"user_id": "device-1"}, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .json(&json!({"model": "default", "max_tokens": 8, "metadata": {"user_id": "device-1"}, "messages": [{"role": "user", "content": "y"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_messages(&a.requests()[2]).len(), 1, "no history added");
+    assert!(store.sessions(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_answer_that_fails_mid_way_is_kept_marked_incomplete() {
+    let up = FakeServer::start(|_| {
+        Reply::sse([format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": "partial "}}]})
+        )])
+        .close()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&up.base_url(), &up.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let (status, text) = chat(&gw, json!({"model": "a/m", "stream": true, "user": "cut", "messages": [{"role": "user", "content": "go"}]})).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"error\""), "{text}");
+    let s = store.get("cut").await.unwrap().unwrap();
+    let entries = store.transcript(s.id).await.unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (last.kind, last.text.as_str(), last.incomplete),
+        (EntryKind::Assistant, "partial ", true)
+    );
+    // Non-streamed: the same, and the client gets the 502.
+    let (status, _) = chat(
+        &gw,
+        json!({"model": "a/m", "user": "cut", "messages": [{"role": "user", "content": "again"}]}),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(store.get("cut").await.unwrap().unwrap().turns, 2);
+}
