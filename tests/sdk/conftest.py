@@ -111,7 +111,7 @@ def gateway(upstream, tmp_path_factory):
         "}\n"
     )
     binary = os.environ.get("CLAWGATE_BIN", str(ROOT / "target" / "debug" / "clawgate"))
-    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off")
+    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off", CLAWGATE_STATE_DIR=str(home / "state"))
     proc = subprocess.Popen(
         [binary, "--config", str(config), "gateway", "--port", "0"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
@@ -135,7 +135,8 @@ def seed_gateway(upstream, tmp_path_factory):
     config = home / "clawgate.json5"
     config.write_text(seed)
     binary = os.environ.get("CLAWGATE_BIN", str(ROOT / "target" / "debug" / "clawgate"))
-    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off", ANTHROPIC_API_KEY="sk-ant-test")
+    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off", ANTHROPIC_API_KEY="sk-ant-test",
+               CLAWGATE_STATE_DIR=str(home / "state"))
     proc = subprocess.Popen([binary, "--config", str(config), "gateway", "--port", "0"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
     line = proc.stderr.readline()

@@ -148,6 +148,33 @@ def test_responses_stream_function_call(client):
     assert json.loads(args) == {"city": "Paris"}
 
 
+def test_responses_previous_response_id_continues_the_conversation(client):
+    first = client.responses.create(model="default", input="My name is Ana", store=True)
+    assert first.id.startswith("resp_")
+    second = client.responses.create(model="default", input="What is my name?",
+                                     previous_response_id=first.id)
+    sent = FakeChat.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"], sent
+    assert sent[0]["content"] == "My name is Ana"
+    assert sent[1]["content"] == first.output_text
+    assert sent[2]["content"] == "What is my name?"
+    # Continuing a continuation keeps the whole conversation.
+    client.responses.create(model="default", input="And again?", previous_response_id=second.id)
+    assert len(FakeChat.requests[-1]["body"]["messages"]) == 5
+    got = client.responses.retrieve(second.id)
+    assert got.id == second.id
+    assert got.output_text == second.output_text
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(model="default", input="x", previous_response_id="resp_nope")
+    assert e.value.body["code"] == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_nope")
+    # Without store, nothing is kept: the answer cannot be continued.
+    plain = client.responses.create(model="default", input="stateless")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="default", input="x", previous_response_id=plain.id)
+
+
 def test_seed_hybrid_answers_through_local_fallback(seed_gateway):
     client = openai.OpenAI(base_url=seed_gateway, api_key="unused-on-loopback", max_retries=0)
     r = client.chat.completions.with_raw_response.create(

@@ -129,11 +129,16 @@ pub(crate) enum SessionKey {
     Keep(String),
 }
 
+/// Builds the stored form of an answer (`id`, JSON) from the whole answer
+/// and whether it failed after output: the Responses object.
+pub(crate) type KeepResponse = Box<dyn FnOnce(&Collected, bool) -> (String, String) + Send>;
+
 /// A routed turn and, in session mode, what to commit when it ends.
 pub(crate) struct Answer {
     pub routed: clawgate_router::Routed,
     session: Option<clawgate_session::session::SessionTurn>,
     registry: std::sync::Arc<Registry>,
+    keep: Option<KeepResponse>,
 }
 
 fn now_ms() -> i64 {
@@ -149,19 +154,36 @@ async fn commit(
     registry: &Registry,
     served: &clawgate_router::Served,
     notice: Option<String>,
+    keep: Option<KeepResponse>,
     answer: &Collected,
     incomplete: bool,
 ) -> Result<(), String> {
     let key = turn.session.key.clone();
-    turn.commit(registry, served, answer, incomplete, notice, now_ms())
-        .await
-        .map_err(|e| {
-            tracing::error!(session = %key, error = %e, "a session turn could not be stored");
-            format!("the answer could not be stored in session {key:?}: {e}")
-        })
+    let response = keep.map(|k| k(answer, incomplete));
+    turn.commit(
+        registry,
+        served,
+        answer,
+        incomplete,
+        notice,
+        response,
+        now_ms(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(session = %key, error = %e, "a session turn could not be stored");
+        format!("the answer could not be stored in session {key:?}: {e}")
+    })
 }
 
 impl Answer {
+    /// In session mode, also keep the answer in this stored form.
+    pub fn keep_response(&mut self, keep: KeepResponse) {
+        if self.session.is_some() {
+            self.keep = Some(keep);
+        }
+    }
+
     /// Reads the whole answer; in session mode the turn is committed
     /// before it is returned (an answer that failed after output is kept,
     /// marked incomplete, and the failure returned).
@@ -184,6 +206,7 @@ impl Answer {
                 &self.registry,
                 &self.routed.served,
                 notice,
+                self.keep.take(),
                 &c,
                 failure.is_some(),
             )
@@ -212,13 +235,14 @@ impl Answer {
             routed,
             session,
             registry,
+            keep,
         } = self;
         let notice = routed.fallback_notice();
         let served = routed.served.clone();
         let on_end = session.map(|turn| {
             let hook: crate::sse::OnEnd = Box::new(move |answer: Collected, incomplete: bool| {
                 Box::pin(async move {
-                    commit(turn, &registry, &served, notice, &answer, incomplete).await
+                    commit(turn, &registry, &served, notice, keep, &answer, incomplete).await
                 })
             });
             hook
@@ -300,6 +324,7 @@ pub(crate) async fn route(
         routed,
         session,
         registry,
+        keep: None,
     })
 }
 

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
             post(messages::count_tokens).fallback(messages::not_found),
         )
         .route("/v1/responses", post(responses::handle))
+        .route("/v1/responses/{id}", get(responses::get))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
         .route("/metrics", get(metrics::handle))

@@ -86,18 +86,16 @@ fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
     }
 }
 
+/// What decides a Responses request's session: `previous_response_id`
+/// continues one, `store` keeps the answer for it.
+struct Keeping {
+    previous: Option<String>,
+    store: Option<bool>,
+}
+
 fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     let obj = inbound::object(v)?;
     let model = inbound::model(obj)?;
-    if obj
-        .get("previous_response_id")
-        .is_some_and(|p| !p.is_null())
-    {
-        return Err(ApiError::bad_request(
-            "previous_response_id needs stored sessions, which this gateway does not keep yet; send the full input instead",
-        )
-        .param("previous_response_id"));
-    }
     let mut system: Vec<String> = obj
         .get("instructions")
         .and_then(Value::as_str)
@@ -298,6 +296,104 @@ fn items(c: &Collected) -> Vec<Value> {
     out
 }
 
+fn keeping(v: &Value) -> Result<Keeping, ApiError> {
+    let previous = match v.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            inbound::check_key("previous_response_id", s)?;
+            Some(s.clone())
+        }
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("previous_response_id must be a response id")
+                    .param("previous_response_id"),
+            )
+        }
+    };
+    let store = match v.get("store") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::bad_request("store must be true or false").param("store")),
+    };
+    Ok(Keeping { previous, store })
+}
+
+/// The session a Responses request runs in (GW-2): the one of
+/// `previous_response_id`, else `user`'s, else a new one when `store` is
+/// true. clawgate keeps nothing unless asked (OpenAI's default for
+/// `store` is true; coding agents that send whole histories would pay for
+/// storage they never use).
+async fn session_key(
+    state: &AppState,
+    keeping: &Keeping,
+    user: Option<String>,
+    id: &str,
+) -> Result<crate::SessionKey, ApiError> {
+    if let Some(prev) = &keeping.previous {
+        let Some(store) = &state.store else {
+            return Err(ApiError::bad_request(
+                "previous_response_id needs the session store, which this gateway runs without",
+            )
+            .param("previous_response_id"));
+        };
+        return match store.response(prev).await {
+            Ok(Some((key, _))) => Ok(crate::SessionKey::Keep(key)),
+            Ok(None) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("Previous response with id '{prev}' not found (only answers sent with store: true are kept)"),
+            )
+            .param("previous_response_id")
+            .code("previous_response_not_found")),
+            Err(e) => Err(crate::turn_error(
+                &state.registry(),
+                clawgate_session::TurnError::Store(e),
+            )),
+        };
+    }
+    Ok(match (user, keeping.store) {
+        (Some(u), _) => crate::SessionKey::Keep(u),
+        (None, Some(true)) if state.store.is_some() => {
+            crate::SessionKey::Keep(format!("responses:{id}"))
+        }
+        _ => crate::SessionKey::None,
+    })
+}
+
+/// `GET /v1/responses/{id}`: a stored answer.
+pub async fn get(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "No response found with id '{id}' (only answers sent with store: true are kept)"
+            ),
+        )
+        .param("response_id")
+        .code("not_found")
+        .into_response()
+    };
+    if id.len() > inbound::MAX_KEY_LEN {
+        return not_found();
+    }
+    let Some(store) = &state.store else {
+        return not_found();
+    };
+    match store.response(&id).await {
+        Ok(Some((_, body))) => match serde_json::from_str::<Value>(&body) {
+            Ok(v) => axum::Json(v).into_response(),
+            Err(_) => not_found(),
+        },
+        Ok(None) => not_found(),
+        Err(e) => crate::turn_error(&state.registry(), clawgate_session::TurnError::Store(e))
+            .into_response(),
+    }
+}
+
 pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -305,14 +401,31 @@ pub async fn handle(
 ) -> Response {
     let result = async {
         let value = inbound::json_request(body)?;
-        let (model, request, session) = parse(&value)?;
+        let (model, request, user) = parse(&value)?;
+        let keeping = keeping(&value)?;
         let stream = request.stream;
-        // `user` names a session the gateway keeps (GW-2).
-        let key = session.map_or(crate::SessionKey::None, crate::SessionKey::Keep);
+        let id = new_id("resp");
+        let key = session_key(&state, &keeping, user, &id).await?;
         let mut answer = crate::route(&state, &headers, &model, request, key).await?;
+        if keeping.store != Some(false) {
+            let (id, model) = (id.clone(), model.clone());
+            let created = now();
+            answer.keep_response(Box::new(move |c: &Collected, incomplete: bool| {
+                let status = if incomplete { "failed" } else { "completed" };
+                let body = response_obj(
+                    &id,
+                    &model,
+                    created,
+                    items(c),
+                    c.stop.as_ref(),
+                    c.usage.as_ref(),
+                    status,
+                );
+                (id.clone(), body.to_string())
+            }));
+        }
         let mut h = HeaderMap::new();
         crate::chat::served_headers(&mut h, &answer.routed);
-        let id = new_id("resp");
         let created = now();
         if stream {
             let (stream, on_end) = answer.into_stream();

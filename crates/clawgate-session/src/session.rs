@@ -103,6 +103,7 @@ impl SessionTurn {
     /// Stores the turn: what the client sent, the answer, the notice, one
     /// usage row (reported, or estimated and marked so) and the credential
     /// pin, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         self,
         registry: &Registry,
@@ -110,6 +111,7 @@ impl SessionTurn {
         answer: &Collected,
         incomplete: bool,
         notice: Option<String>,
+        response: Option<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut entries = self.sent;
@@ -160,6 +162,7 @@ impl SessionTurn {
                 entries,
                 usage: vec![row],
                 sticky: Some((served.provider.clone(), served.profile.clone())),
+                response,
                 at_ms: now_ms,
             })
             .await

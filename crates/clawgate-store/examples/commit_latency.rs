@@ -42,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     estimated: false,
                 }],
                 sticky: Some(("lmstudio".into(), "lmstudio:default".into())),
+                response: None,
                 at_ms: i,
             };
             let t = Instant::now();

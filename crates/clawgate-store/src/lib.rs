@@ -77,6 +77,10 @@ pub trait Store: Send + Sync {
     /// The credential profile pinned for this session and provider.
     fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>>;
 
+    /// A stored Responses answer: its session's key and the response
+    /// object as JSON text (`previous_response_id`, `GET /v1/responses/{id}`).
+    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>>;
+
     /// Every `(provider, profile)` pinned for this session.
     fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>>;
 

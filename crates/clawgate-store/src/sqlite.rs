@@ -64,6 +64,12 @@ CREATE TABLE usage (
     estimated   INTEGER NOT NULL
 );
 CREATE INDEX usage_by_time ON usage(at_ms);
+CREATE TABLE responses (
+    id         TEXT PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    body       TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE sticky (
     session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     provider   TEXT NOT NULL,
@@ -373,6 +379,12 @@ impl Store for SqliteStore {
                     u.estimated
                 ])?;
             }
+            if let Some((id, body)) = &turn.response {
+                tx.prepare_cached(
+                    "INSERT INTO responses (id, session_id, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![id, turn.session, body, turn.at_ms])?;
+            }
             if let Some((provider, profile)) = &turn.sticky {
                 tx.prepare_cached(
                     "INSERT INTO sticky (session_id, provider, profile) VALUES (?1, ?2, ?3)
@@ -419,6 +431,18 @@ impl Store for SqliteStore {
                     "SELECT profile FROM sticky WHERE session_id = ?1 AND provider = ?2",
                 )?
                 .query_row(params![session, provider], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT s.key, r.body FROM responses r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?1",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
         })
     }

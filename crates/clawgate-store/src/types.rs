@@ -163,6 +163,8 @@ pub struct TurnCommit {
     pub usage: Vec<UsageRow>,
     /// `(provider, profile)` to pin for the session (FO-3).
     pub sticky: Option<(String, String)>,
+    /// A Responses answer to keep: `(id, response object as JSON)`.
+    pub response: Option<(String, String)>,
     /// Counts a compaction when the entries include a summary.
     pub at_ms: i64,
 }

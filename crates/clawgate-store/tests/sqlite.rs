@@ -38,6 +38,7 @@ fn turn(session: i64, at_ms: i64, entries: Vec<NewEntry>, usage: Vec<UsageRow>) 
         entries,
         usage,
         sticky: None,
+        response: None,
         at_ms,
     }
 }
@@ -66,6 +67,7 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
             vec![usage("lmstudio", "m", "127.0.0.1:1234", 10, 3, 0.0, false)],
         );
         t.sticky = Some(("anthropic".into(), "anthropic:work".into()));
+        t.response = Some(("resp_1".into(), "{\"id\":\"resp_1\"}".into()));
         store.commit(t).await.unwrap();
         store
             .select_model(s.id, Some("lmstudio/m"), ModelSource::User, 4_000)
@@ -103,6 +105,11 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
         vec![("anthropic".to_string(), "anthropic:work".to_string())]
     );
     assert!(store.get("nope").await.unwrap().is_none());
+    assert_eq!(
+        store.response("resp_1").await.unwrap(),
+        Some(("chat-1".to_string(), "{\"id\":\"resp_1\"}".to_string()))
+    );
+    assert_eq!(store.response("resp_2").await.unwrap(), None);
 }
 
 #[tokio::test]
