@@ -450,3 +450,51 @@ async fn infer_json_on_an_empty_answer_says_what_happened() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_with_a_session_keeps_the_conversation_between_runs() {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = n.clone();
+    let server = FakeServer::start(move |_| {
+        let i = n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Reply::sse([
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"content":format!("answer {i}")},"finish_reason":"stop"}]})
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ])
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    for prompt in ["first", "second"] {
+        let o = clawgate(
+            dir.path(),
+            &["infer", "--session", "work", "--prompt", prompt],
+        )
+        .await;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let body: Value = serde_json::from_slice(&server.requests()[1].body).unwrap();
+    let msgs: Vec<(&str, &str)> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        msgs,
+        vec![
+            ("user", "first"),
+            ("assistant", "answer 1"),
+            ("user", "second")
+        ]
+    );
+    assert!(dir.path().join(".clawgate/state/sessions.sqlite3").exists());
+    // Without --session nothing is added.
+    let o = clawgate(dir.path(), &["infer", "--prompt", "alone"]).await;
+    assert!(o.status.success());
+    let body: Value = serde_json::from_slice(&server.requests()[2].body).unwrap();
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+}

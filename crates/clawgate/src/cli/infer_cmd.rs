@@ -39,6 +39,11 @@ pub struct InferArgs {
     /// Print reasoning (to stderr).
     #[arg(long)]
     show_reasoning: bool,
+    /// Keep the conversation in this session (stored under the state
+    /// directory): its history goes before the prompt, and the turn is
+    /// stored when the answer is complete.
+    #[arg(long, value_name = "KEY")]
+    session: Option<String>,
     /// Output cap; never above the model's maxTokens.
     #[arg(long)]
     max_tokens: Option<u64>,
@@ -98,8 +103,16 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     // An explicit --model is a user selection: strict, and checked against
     // modelPolicy.allow (REF-4, FO-1) — by the same turn step the gateway
     // uses.
-    let target = Target::from_cli(args.agent.as_deref(), args.model.as_deref());
-    let request = ChatRequest {
+    let mut target = Target::from_cli(args.agent.as_deref(), args.model.as_deref());
+    if let Some(k) = &args.session {
+        if k.trim().is_empty() || k.len() > 256 {
+            return Err(CliError::msg(
+                exit::USAGE,
+                "--session needs a key of 1 to 256 bytes",
+            ));
+        }
+    }
+    let mut request = ChatRequest {
         system: args.system.clone(),
         messages: vec![Message::user(args.prompt.clone())],
         max_tokens: args.max_tokens,
@@ -121,11 +134,29 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         let save = |r: &Runner| {
             super::state::save_cooldowns(&r.export_cooldowns(super::state::now_unix_ms()))
         };
+        let kept = match &args.session {
+            Some(key) => {
+                let path = super::state::sessions_file().ok_or_else(|| {
+                    CliError::msg(exit::FAILURE, "--session needs HOME or CLAWGATE_STATE_DIR")
+                })?;
+                let store: Arc<dyn clawgate_store::Store> = Arc::new(
+                    clawgate_store::SqliteStore::open(&path)
+                        .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?,
+                );
+                let now = super::state::now_unix_ms() as i64;
+                let turn =
+                    clawgate_session::session::begin(store, key, &mut target, &mut request, now)
+                        .await
+                        .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
+                Some(turn)
+            }
+            None => None,
+        };
         let input = TurnInput {
             request,
-            session: None,
+            session: args.session.clone(),
             on_notice: Some(&notice),
-            pinned: Vec::new(),
+            pinned: kept.as_ref().map(|t| t.pinned.clone()).unwrap_or_default(),
         };
         let routed = clawgate_session::route(&runner, reg, &target, input).await;
         save(&runner);
@@ -162,6 +193,20 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                 }
             }
             c.apply(&ev);
+        }
+        if let Some(turn) = kept {
+            let now = super::state::now_unix_ms() as i64;
+            turn.commit(
+                reg,
+                &routed.served,
+                &c,
+                failure.is_some(),
+                routed.fallback_notice(),
+                None,
+                now,
+            )
+            .await
+            .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
         }
         Ok::<_, CliError>(Ok((
             routed.served.clone(),
