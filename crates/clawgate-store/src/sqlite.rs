@@ -141,6 +141,17 @@ impl SqliteStore {
         &self.path
     }
 
+    /// SQLite's own consistency check: `"ok"` or the problems it found.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Worker("the connection lock is poisoned".into()))?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     fn run<'a, T: Send + 'static>(
         &'a self,

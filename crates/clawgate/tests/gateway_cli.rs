@@ -234,3 +234,113 @@ async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
         "{log}"
     );
 }
+
+/// CTX-1: SIGKILL during 32 concurrent session turns leaves a consistent
+/// database holding every turn whose reply completed, and no half turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_session_turns_loses_no_acknowledged_turn() {
+    use clawgate_store::{EntryKind, SqliteStore, Store};
+    // Answers end at staggered times, so the kill lands mid-way.
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let n2 = n.clone();
+    let up = FakeServer::start(move |_| {
+        let i = n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reply::sse([format!(
+            "data: {}\n\n",
+            json!({"choices":[{"delta":{"content":"part "}}]})
+        )])
+        .sleep(Duration::from_millis(40 * i))
+        .bytes(format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            json!({"choices":[{"delta":{"content":"end"},"finish_reason":"stop"}]})
+        ))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(r#"{{ models: {{ providers: {{ up: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#, up.base_url()),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(["gateway", "--port", "0"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("CLAWGATE_STATE_DIR", &state)
+        .env("CLAWGATE_LOG", "off")
+        .env_remove("CLAWGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let mut turns = Vec::new();
+    for i in 0..32 {
+        let (client, url) = (client.clone(), url.clone());
+        turns.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{url}/v1/chat/completions"))
+                .json(
+                    &json!({"model": "default", "stream": true, "user": format!("s{i}"),
+                              "messages": [{"role": "user", "content": format!("turn of s{i}")}]}),
+                )
+                .send()
+                .await;
+            let Ok(mut r) = r else { return (i, false) };
+            let mut seen = String::new();
+            while let Ok(Some(c)) = r.chunk().await {
+                seen.push_str(&String::from_utf8_lossy(&c));
+            }
+            (i, seen.contains("[DONE]"))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let mut completed = Vec::new();
+    for t in turns {
+        let (i, done) = t.await.unwrap();
+        if done {
+            completed.push(i);
+        }
+    }
+    assert!(
+        !completed.is_empty() && completed.len() < 32,
+        "the kill landed mid-way: {completed:?}"
+    );
+    let store = SqliteStore::open(&state.join("sessions.sqlite3")).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    for i in 0..32 {
+        let session = store.get(&format!("s{i}")).await.unwrap();
+        let entries = match &session {
+            Some(s) => store.transcript(s.id).await.unwrap(),
+            None => Vec::new(),
+        };
+        if completed.contains(&i) {
+            let kinds: Vec<_> = entries.iter().map(|e| (e.kind, e.text.as_str())).collect();
+            assert_eq!(
+                kinds,
+                vec![
+                    (EntryKind::User, format!("turn of s{i}").as_str()),
+                    (EntryKind::Assistant, "part end")
+                ],
+                "s{i} was acknowledged"
+            );
+        } else {
+            // Never half a turn: nothing, or the whole turn.
+            assert!(
+                entries.is_empty() || entries.len() == 2,
+                "s{i}: {entries:?}"
+            );
+        }
+    }
+}
