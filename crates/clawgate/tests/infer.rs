@@ -498,3 +498,53 @@ async fn infer_with_a_session_keeps_the_conversation_between_runs() {
     let body: Value = serde_json::from_slice(&server.requests()[2].body).unwrap();
     assert_eq!(body["messages"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_list_show_export_and_delete() {
+    let server = FakeServer::start(|_| {
+        Reply::sse([
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"reasoning_content":"hmm"}}]})
+            ),
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"content":"Bonjour"},"finish_reason":"stop"}]})
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ])
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &server.base_url(), "openai-completions");
+    let o = clawgate(
+        dir.path(),
+        &["infer", "--session", "s1", "--prompt", "salut"],
+    )
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = clawgate(dir.path(), &["sessions", "list"]).await;
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out,
+        "SESSION\tAGENT\tMODEL\tTURNS\tCOMPACTIONS\ns1\tdefault\tdefault\t1\t0\n"
+    );
+    let o = clawgate(dir.path(), &["sessions", "show", "s1"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "[1] user: salut\n[1] reasoning: hmm\n[1] assistant: Bonjour\n"
+    );
+    let o = clawgate(dir.path(), &["sessions", "export", "s1"]).await;
+    let v = out_json(&o);
+    assert_eq!(v["session"]["key"], "s1");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(v["entries"][1]["kind"], "reasoning");
+    let o = clawgate(dir.path(), &["sessions", "delete", "s1"]).await;
+    assert!(o.status.success());
+    let o = clawgate(dir.path(), &["sessions", "show", "s1"]).await;
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no session \"s1\""));
+    let o = clawgate(dir.path(), &["sessions", "list", "--json"]).await;
+    assert_eq!(out_json(&o), json!([]));
+}

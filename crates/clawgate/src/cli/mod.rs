@@ -6,6 +6,7 @@ mod gateway_cmd;
 mod infer_cmd;
 mod models_cmd;
 mod output;
+mod sessions_cmd;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -86,8 +87,13 @@ enum Command {
         #[command(subcommand)]
         command: models_cmd::ModelsCommand,
     },
-    /// One model call, no session: prints the answer.
+    /// One model call: prints the answer (stateless unless --session).
     Infer(infer_cmd::InferArgs),
+    /// List, show, delete or export kept sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions_cmd::SessionsCommand,
+    },
     /// Run the HTTP gateway (OpenAI-compatible API) until interrupted.
     Gateway(gateway_cmd::GatewayArgs),
 }
@@ -172,6 +178,7 @@ pub fn run() -> ExitCode {
             Command::Config { command } => config_cmd::run(&ctx, command),
             Command::Models { command } => models_cmd::run(&ctx, command),
             Command::Infer(args) => infer_cmd::run(&ctx, args),
+            Command::Sessions { command } => sessions_cmd::run(command),
             Command::Gateway(args) => gateway_cmd::run(&ctx, args),
         }
     })();
