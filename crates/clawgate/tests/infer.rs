@@ -548,3 +548,65 @@ async fn sessions_list_show_export_and_delete() {
     let o = clawgate(dir.path(), &["sessions", "list", "--json"]).await;
     assert_eq!(out_json(&o), json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reports_what_the_server_reported_at_the_configured_prices() {
+    let server = FakeServer::start(|_| {
+        Reply::sse([
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}]})
+            ),
+            format!(
+                "data: {}\n\n",
+                json!({"choices":[],"usage":{"prompt_tokens":2000,"completion_tokens":100,"prompt_tokens_details":{"cached_tokens":1000}}})
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ])
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ models: {{ providers: {{ paid: {{ baseUrl: "{}", api: "openai-completions",
+                 models: [{{ id: "m", cost: {{ input: 2, output: 8, cacheRead: 0.5, cacheWrite: 0 }} }}] }} }} }} }}"#,
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    for key in ["a", "a", "b"] {
+        let o = clawgate(dir.path(), &["infer", "--session", key, "--prompt", "x"]).await;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = clawgate(dir.path(), &["usage", "--json"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = out_json(&o);
+    let row = &v["rows"][0];
+    assert_eq!(row["group"], "paid/m");
+    assert_eq!(
+        (
+            row["calls"].as_u64(),
+            row["input"].as_u64(),
+            row["output"].as_u64(),
+            row["cacheRead"].as_u64()
+        ),
+        (Some(3), Some(6000), Some(300), Some(3000))
+    );
+    // Per call: 1 000 uncached × 2 + 1 000 × 0.5 + 100 × 8, per million.
+    let want = 3.0 * (2_000.0 + 500.0 + 800.0) / 1e6;
+    assert!(
+        (row["costUsd"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{row}"
+    );
+    let o = clawgate(dir.path(), &["usage", "--by", "session", "--since", "7d"]).await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let groups: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(groups, vec!["a", "b"], "{out}");
+    let o = clawgate(dir.path(), &["usage", "--since", "soon"]).await;
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -8,6 +8,7 @@ mod models_cmd;
 mod output;
 mod sessions_cmd;
 mod state;
+mod usage_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,6 +90,8 @@ enum Command {
     },
     /// One model call: prints the answer (stateless unless --session).
     Infer(infer_cmd::InferArgs),
+    /// Usage and cost of kept sessions: by model, session, day or endpoint.
+    Usage(usage_cmd::UsageArgs),
     /// List, show, delete or export kept sessions.
     Sessions {
         #[command(subcommand)]
@@ -179,6 +182,7 @@ pub fn run() -> ExitCode {
             Command::Models { command } => models_cmd::run(&ctx, command),
             Command::Infer(args) => infer_cmd::run(&ctx, args),
             Command::Sessions { command } => sessions_cmd::run(command),
+            Command::Usage(args) => usage_cmd::run(args),
             Command::Gateway(args) => gateway_cmd::run(&ctx, args),
         }
     })();
