@@ -50,6 +50,11 @@ pub enum Kind {
     /// Anthropic Messages in, chat completions out; DIRECT and NGINX get
     /// the equivalent chat stream (they cannot translate).
     MessagesOverChat,
+    /// Non-streamed chat in session mode (`user` names the session): each
+    /// worker keeps a session for 10 turns, then starts another, so the
+    /// gateway loads and stores real short conversations. DIRECT and NGINX
+    /// get the same body (they ignore `user`).
+    ChatSession,
 }
 
 pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
@@ -60,6 +65,7 @@ pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
     };
     match kind {
         Kind::Chat { stream } => ("/v1/chat/completions", chat(stream)),
+        Kind::ChatSession => ("/v1/chat/completions", chat(false)),
         Kind::Responses => (
             "/v1/responses",
             json!({"model": "mockr/m", "stream": true, "input": text}).to_string(),
@@ -117,14 +123,25 @@ pub async fn load(
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..conc {
-        let (http, body, counter) = (http.clone(), body.clone(), counter.clone());
+    // Distinct session keys per run of this function.
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for worker in 0..conc {
+        let (http, mut body, counter) = (http.clone(), body.clone(), counter.clone());
         let (url, key) = (format!("{}{path}", sys.url), sys.key);
         tasks.push(tokio::spawn(async move {
             let mut s = Stats::default();
+            let mut turn = 0usize;
             while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
                 && t0.elapsed() < budget
             {
+                if kind == Kind::ChatSession {
+                    body = json!({"model": "mock/m", "stream": false, "max_tokens": 256,
+                                  "user": format!("bench-{run}-{worker}-{}", turn / 10),
+                                  "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string();
+                    turn += 1;
+                }
                 let t = Instant::now();
                 let Ok(mut r) = post(&http, &url, key, &body).send().await else {
                     s.errors += 1;

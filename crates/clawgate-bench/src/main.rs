@@ -184,6 +184,18 @@ async fn main() -> Result<()> {
             total: 3000 * scale,
         },
         Scenario {
+            name: "chat, non-streaming, session, c=1",
+            kind: Kind::ChatSession,
+            conc: 1,
+            total: 500 * scale,
+        },
+        Scenario {
+            name: "chat, non-streaming, session, c=64",
+            kind: Kind::ChatSession,
+            conc: 64,
+            total: 3000 * scale,
+        },
+        Scenario {
             name: "chat, streaming, c=1",
             kind: Kind::Chat { stream: true },
             conc: 1,
@@ -235,6 +247,7 @@ async fn main() -> Result<()> {
     println!("| scenario | system | p50 µs | p99 µs | TTFT p50 µs | gap/chunk µs | req/s | errors | overhead µs | vs nginx | vs LiteLLM |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
+    let mut clawgate_rows: Vec<(&str, Duration, f64)> = Vec::new();
     for sc in &scenarios {
         if args
             .only
@@ -243,7 +256,10 @@ async fn main() -> Result<()> {
         {
             continue;
         }
-        let stream = sc.kind != Kind::Chat { stream: false };
+        let stream = matches!(
+            sc.kind,
+            Kind::Chat { stream: true } | Kind::Responses | Kind::MessagesOverChat
+        );
         // Warm pools and caches first.
         for sys in &systems {
             let warm = budget.min(Duration::from_secs(2));
@@ -298,6 +314,9 @@ async fn main() -> Result<()> {
                 },
             );
         }
+        if let Some((_, st)) = rows.iter().find(|r| r.0.name == "CLAWGATE") {
+            clawgate_rows.push((sc.name, pct(&st.latencies, 0.5), st.rps()));
+        }
         if let (Some(cg), Some(n)) = (rps("CLAWGATE"), rps("NGINX")) {
             let l = rps("LITELLM")
                 .map(|l| format!(", {:.1}x LiteLLM's", cg / l.max(1e-9)))
@@ -308,6 +327,30 @@ async fn main() -> Result<()> {
                 cg / n.max(1e-9)
             ));
         }
+    }
+    // Session mode against the stateless path of the same run (issue 11).
+    let find = |name: &str| clawgate_rows.iter().find(|r| r.0 == name).copied();
+    if let (Some(a), Some(b)) = (
+        find("chat, non-streaming, c=1"),
+        find("chat, non-streaming, session, c=1"),
+    ) {
+        summary.push(format!(
+            "- session mode, c=1: CLAWGATE p50 {} µs vs {} µs stateless: {} µs added (target ≤ 300)",
+            us(b.1),
+            us(a.1),
+            b.1.as_micros() as i128 - a.1.as_micros() as i128
+        ));
+    }
+    if let (Some(a), Some(b)) = (
+        find("chat, non-streaming, c=64"),
+        find("chat, non-streaming, session, c=64"),
+    ) {
+        summary.push(format!(
+            "- session mode, c=64 distinct sessions: CLAWGATE {:.0} req/s vs {:.0} stateless: {:.2}x (target ≥ 0.5x)",
+            b.2,
+            a.2,
+            b.2 / a.2.max(1e-9)
+        ));
     }
     println!();
     for line in &summary {

@@ -34,6 +34,8 @@ fn bench_runs_every_scenario_end_to_end() {
     for scenario in [
         "chat, non-streaming, c=1",
         "chat, non-streaming, c=64",
+        "chat, non-streaming, session, c=1",
+        "chat, non-streaming, session, c=64",
         "chat, streaming, c=64",
         "responses, streaming, c=64",
         "messages in, chat out, streaming, c=64",
@@ -54,6 +56,11 @@ fn bench_runs_every_scenario_end_to_end() {
     assert!(open.starts_with("| CLAWGATE | 20 |"), "{open}");
     assert!(
         text.contains("cold start, spawn to a ready /ready: CLAWGATE"),
+        "{text}"
+    );
+    assert!(text.contains("- session mode, c=1: CLAWGATE p50"), "{text}");
+    assert!(
+        text.contains("- session mode, c=64 distinct sessions"),
         "{text}"
     );
 }
