@@ -44,7 +44,10 @@ pub async fn begin(
     request: &mut ChatRequest,
     now_ms: i64,
 ) -> Result<SessionTurn, TurnError> {
-    let session = store.open(key, target.agent.as_deref(), now_ms).await?;
+    let loaded = store
+        .load_turn(key, target.agent.as_deref(), now_ms)
+        .await?;
+    let session = loaded.session;
     match &target.requested {
         Some((m, SelectionSource::User)) => {
             let same = session.model.as_deref() == Some(m.as_str())
@@ -62,8 +65,7 @@ pub async fn begin(
         }
         Some((_, SelectionSource::Configured)) => {}
     }
-    let stored = store.history(session.id).await?;
-    let history = transcript::history(&stored);
+    let history = transcript::history(&loaded.history);
     let sent = transcript::entries_from_messages(&request.messages);
     let mut messages = history.messages;
     messages.append(&mut request.messages);
@@ -75,7 +77,7 @@ pub async fn begin(
             _ => block,
         });
     }
-    let pinned = store.pins(session.id).await?;
+    let pinned = loaded.pins;
     Ok(SessionTurn {
         store,
         session,

@@ -6,7 +6,7 @@
 //! The trait is asynchronous and narrow (open, load what the next turn
 //! needs, commit a turn in one transaction, select a model, list, delete,
 //! sum usage) so a PostgreSQL implementation can follow without touching
-//! callers (SPEC section 10). SQLite work runs on tokio's blocking pool.
+//! callers (SPEC section 10). SQLite work runs on one store thread.
 
 mod sqlite;
 mod types;
@@ -16,8 +16,8 @@ use std::pin::Pin;
 
 pub use sqlite::{Durability, SqliteStore, SCHEMA_VERSION};
 pub use types::{
-    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, UsageQuery, UsageRow,
-    UsageTotal,
+    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState, UsageQuery,
+    UsageRow, UsageTotal,
 };
 
 /// Why a store call failed.
@@ -49,6 +49,16 @@ pub trait Store: Send + Sync {
         agent: Option<&'a str>,
         now_ms: i64,
     ) -> StoreFuture<'a, Session>;
+
+    /// Everything the next turn needs in one call: the session (created
+    /// when missing), its history as [`Store::history`] gives it, and its
+    /// credential pins.
+    fn load_turn<'a>(
+        &'a self,
+        key: &'a str,
+        agent: Option<&'a str>,
+        now_ms: i64,
+    ) -> StoreFuture<'a, TurnState>;
 
     /// The session with this key, if any.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>>;

@@ -1,17 +1,17 @@
 //! The embedded store: one SQLite file (WAL), migrations keyed by
-//! `PRAGMA user_version`, one connection behind a mutex, every call on
-//! tokio's blocking pool. By default `synchronous = NORMAL` in WAL mode: a
+//! `PRAGMA user_version`, one connection owned by one store thread that
+//! runs the calls in order. By default `synchronous = NORMAL` in WAL mode: a
 //! committed turn survives the process being killed at any point; only an
 //! operating-system crash or power loss can drop the last turns (never
 //! corrupt the file); [`Durability::PowerLoss`] adds an fsync per commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::types::{
-    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, UsageQuery, UsageTotal,
+    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState, UsageQuery,
+    UsageTotal,
 };
 use crate::{Store, StoreError, StoreFuture};
 
@@ -78,10 +78,17 @@ CREATE TABLE sticky (
 ) WITHOUT ROWID;
 "#];
 
-/// The SQLite [`Store`].
+/// Work for the store thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite [`Store`]. One thread owns the connection and runs the
+/// calls in order: no lock, no pool of blocked threads under load (the
+/// blocking pool grew to one thread per waiting call, each with its own
+/// allocator heap), one hop per call. Clones share the thread; it ends
+/// when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     path: PathBuf,
 }
 
@@ -131,8 +138,17 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("clawgate-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| open_error(path, e))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            jobs,
             path: path.to_path_buf(),
         })
     }
@@ -142,33 +158,40 @@ impl SqliteStore {
     }
 
     /// SQLite's own consistency check: `"ok"` or the problems it found.
+    /// Blocks the calling thread until the store thread has run it.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Worker("the connection lock is poisoned".into()))?;
-        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move |conn| {
+            let check = (|| {
+                let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+            })();
+            let _ = tx.send(check);
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the store thread.
     fn run<'a, T: Send + 'static>(
         &'a self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        let conn = self.conn.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        let sent = self.jobs.send(job);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut guard = conn
-                    .lock()
-                    .map_err(|_| StoreError::Worker("the connection lock is poisoned".into()))?;
-                f(&mut guard)
-            })
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+            sent.map_err(|_| gone())?;
+            rx.await.map_err(|_| gone())?
         })
     }
+}
+
+fn gone() -> StoreError {
+    StoreError::Worker("the store thread has stopped".into())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -295,6 +318,55 @@ fn append(
     Ok(())
 }
 
+fn open_session(
+    conn: &Connection,
+    key: &str,
+    agent: Option<&str>,
+    now_ms: i64,
+) -> Result<Session, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT(key) DO NOTHING",
+    )?
+    .execute(params![key, agent, now_ms])?;
+    get_session(conn, key)?.ok_or_else(|| StoreError::NoSession(key.to_string()))
+}
+
+/// The last summary first, then every entry after what it replaced.
+fn history_of(conn: &Connection, session: i64) -> Result<Vec<Entry>, StoreError> {
+    let summary = entries(
+        conn,
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND kind = 'summary'
+             ORDER BY id DESC LIMIT 1"
+        ),
+        [session],
+    )?;
+    let from = summary
+        .first()
+        .and_then(|s| s.replaces_through)
+        .unwrap_or(0);
+    let rest = entries(
+        conn,
+        &format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND id > ?2
+             AND kind <> 'summary' ORDER BY id"
+        ),
+        params![session, from],
+    )?;
+    let mut out = summary;
+    out.extend(rest);
+    Ok(out)
+}
+
+fn pins_of(conn: &Connection, session: i64) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT provider, profile FROM sticky WHERE session_id = ?1 ORDER BY provider",
+    )?;
+    let rows = stmt.query_map([session], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 impl Store for SqliteStore {
     fn open<'a>(
         &'a self,
@@ -303,13 +375,25 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, Session> {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
+        self.run(move |conn| open_session(conn, &key, agent.as_deref(), now_ms))
+    }
+
+    fn load_turn<'a>(
+        &'a self,
+        key: &'a str,
+        agent: Option<&'a str>,
+        now_ms: i64,
+    ) -> StoreFuture<'a, TurnState> {
+        let (key, agent) = (key.to_string(), agent.map(str::to_string));
         self.run(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(key) DO NOTHING",
-            )?
-            .execute(params![key, agent, now_ms])?;
-            get_session(conn, &key)?.ok_or(StoreError::NoSession(key))
+            let session = open_session(conn, &key, agent.as_deref(), now_ms)?;
+            let history = history_of(conn, session.id)?;
+            let pins = pins_of(conn, session.id)?;
+            Ok(TurnState {
+                session,
+                history,
+                pins,
+            })
         })
     }
 
@@ -319,31 +403,7 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
-        self.run(move |conn| {
-            let summary = entries(
-                conn,
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND kind = 'summary'
-                     ORDER BY id DESC LIMIT 1"
-                ),
-                [session],
-            )?;
-            let from = summary
-                .first()
-                .and_then(|s| s.replaces_through)
-                .unwrap_or(0);
-            let rest = entries(
-                conn,
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND id > ?2
-                     AND kind <> 'summary' ORDER BY id"
-                ),
-                params![session, from],
-            )?;
-            let mut out = summary;
-            out.extend(rest);
-            Ok(out)
-        })
+        self.run(move |conn| history_of(conn, session))
     }
 
     fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
@@ -459,13 +519,7 @@ impl Store for SqliteStore {
     }
 
     fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>> {
-        self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT provider, profile FROM sticky WHERE session_id = ?1 ORDER BY provider",
-            )?;
-            let rows = stmt.query_map([session], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        self.run(move |conn| pins_of(conn, session))
     }
 
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>> {

@@ -196,3 +196,13 @@ pub struct UsageTotal {
     pub cost_usd: f64,
     pub estimated_calls: u64,
 }
+
+/// What the next turn of a session needs, loaded in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnState {
+    pub session: Session,
+    /// As [`crate::Store::history`] returns it.
+    pub history: Vec<Entry>,
+    /// `(provider, profile)` credential pins.
+    pub pins: Vec<(String, String)>,
+}
