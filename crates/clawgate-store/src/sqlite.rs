@@ -324,6 +324,11 @@ fn open_session(
     agent: Option<&str>,
     now_ms: i64,
 ) -> Result<Session, StoreError> {
+    // Most turns continue a session: a read, and a write only for a new
+    // one (an upsert would take the write lock on every turn).
+    if let Some(s) = get_session(conn, key)? {
+        return Ok(s);
+    }
     conn.prepare_cached(
         "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
          ON CONFLICT(key) DO NOTHING",
@@ -386,9 +391,12 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, TurnState> {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
         self.run(move |conn| {
-            let session = open_session(conn, &key, agent.as_deref(), now_ms)?;
-            let history = history_of(conn, session.id)?;
-            let pins = pins_of(conn, session.id)?;
+            // One transaction: one snapshot, one lock round for the three.
+            let tx = conn.transaction()?;
+            let session = open_session(&tx, &key, agent.as_deref(), now_ms)?;
+            let history = history_of(&tx, session.id)?;
+            let pins = pins_of(&tx, session.id)?;
+            tx.commit()?;
             Ok(TurnState {
                 session,
                 history,
