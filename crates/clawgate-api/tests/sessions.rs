@@ -342,3 +342,37 @@ async fn an_answer_that_fails_mid_way_is_kept_marked_incomplete() {
     assert_eq!(status, 502);
     assert_eq!(store.get("cut").await.unwrap().unwrap().turns, 2);
 }
+
+#[tokio::test]
+async fn a_client_that_resends_its_history_does_not_get_it_twice() {
+    let a = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &a.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let (status, _) = chat(&gw, json!({"model": "default", "user": "sdk", "messages": [{"role": "user", "content": "one"}]})).await;
+    assert_eq!(status, 200);
+    // An SDK that sets `user` for its own reasons and sends everything.
+    let (status, _) = chat(
+        &gw,
+        json!({"model": "default", "user": "sdk", "messages": [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "Hello 1"},
+        {"role": "user", "content": "two"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sent_messages(&a.requests()[1]),
+        vec![
+            ("user".to_string(), "one".to_string()),
+            ("assistant".to_string(), "Hello 1".to_string()),
+            ("user".to_string(), "two".to_string()),
+        ]
+    );
+    let s = store.get("sdk").await.unwrap().unwrap();
+    assert_eq!(store.transcript(s.id).await.unwrap().len(), 4);
+}

@@ -66,6 +66,11 @@ pub async fn begin(
         Some((_, SelectionSource::Configured)) => {}
     }
     let history = transcript::history(&loaded.history);
+    // A client that names a session but still sends the whole
+    // conversation (an SDK that sets `user` for other reasons) would see it
+    // twice: the part it repeats is dropped, only its new turn counts.
+    let repeated = transcript::repeated_prefix(&history.messages, &request.messages);
+    request.messages.drain(..repeated);
     let sent = transcript::entries_from_messages(&request.messages);
     let mut messages = history.messages;
     messages.append(&mut request.messages);

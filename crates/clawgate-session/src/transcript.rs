@@ -76,6 +76,46 @@ pub fn entries_from_answer(answer: &Collected, incomplete: bool) -> Vec<NewEntry
     out
 }
 
+/// What a message says, for comparing a client's resent history with the
+/// stored one: its role and text, tool calls and results (reasoning is not
+/// always sent back, and stored parts may be grouped differently).
+fn said(m: &Message) -> Vec<(Role, String)> {
+    m.parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) if !t.is_empty() => Some((m.role, t.clone())),
+            Part::ToolCall { id, arguments, .. } => Some((m.role, format!("{id}:{arguments}"))),
+            Part::ToolResult { id, content, .. } => Some((m.role, format!("{id}:{content}"))),
+            Part::Image { url } => Some((m.role, url.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many of `sent`'s leading messages repeat the stored `history`
+/// (0 when they do not, or when nothing new would be left).
+pub fn repeated_prefix(history: &[Message], sent: &[Message]) -> usize {
+    let stored: Vec<(Role, String)> = history.iter().flat_map(said).collect();
+    if stored.is_empty() {
+        return 0;
+    }
+    let mut seen: Vec<(Role, String)> = Vec::new();
+    for (i, m) in sent.iter().enumerate() {
+        if seen.len() >= stored.len() {
+            return if seen == stored && i < sent.len() {
+                i
+            } else {
+                0
+            };
+        }
+        seen.extend(said(m));
+        if seen.len() > stored.len() || stored[..seen.len()] != seen[..] {
+            return 0;
+        }
+    }
+    0
+}
+
 /// The stored history as the next call sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct History {
@@ -209,6 +249,36 @@ mod tests {
                 result[0].clone(),
             ]
         );
+    }
+
+    #[test]
+    fn a_resent_history_is_recognised_and_only_the_new_turn_counts() {
+        let history = vec![
+            Message::user("hi"),
+            Message {
+                role: Role::Assistant,
+                parts: vec![Part::Reasoning("hmm".into()), Part::Text("hello".into())],
+            },
+        ];
+        // The client sends the history back (without the reasoning).
+        let sent = vec![
+            Message::user("hi"),
+            Message::assistant("hello"),
+            Message::user("how are you?"),
+        ];
+        assert_eq!(repeated_prefix(&history, &sent), 2);
+        // Only the new turn.
+        assert_eq!(repeated_prefix(&history, &sent[2..]), 0);
+        // A different conversation is not trimmed.
+        let other = vec![
+            Message::user("hi"),
+            Message::assistant("bye"),
+            Message::user("x"),
+        ];
+        assert_eq!(repeated_prefix(&history, &other), 0);
+        // Exactly the history and nothing new: kept as sent.
+        assert_eq!(repeated_prefix(&history, &sent[..2]), 0);
+        assert_eq!(repeated_prefix(&[], &sent), 0);
     }
 
     #[test]
