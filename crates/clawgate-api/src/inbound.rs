@@ -282,13 +282,17 @@ pub(crate) async fn route(
     };
     let (keep, sticky) = match key {
         SessionKey::None => (None, None),
-        SessionKey::Sticky(k) => {
-            check_key("user", &k)?;
-            (None, Some(k))
-        }
+        // A pin-only key is a hint: one too long to keep is dropped, never
+        // a reason to refuse the request (Claude Code fills it itself).
+        SessionKey::Sticky(k) => (None, (k.len() <= MAX_KEY_LEN).then_some(k)),
         SessionKey::Keep(k) => {
             check_key("user", &k)?;
-            (Some(k.clone()), Some(k))
+            match state.store {
+                // The store keeps the session's pins: no second copy in
+                // the runner's memory.
+                Some(_) => (Some(k), None),
+                None => (None, Some(k)),
+            }
         }
     };
     let mut target =

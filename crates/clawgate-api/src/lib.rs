@@ -65,6 +65,8 @@ async fn count(
     let path = req.uri().path();
     let endpoint = if path.starts_with("/v1/models/") {
         "/v1/models/{id}"
+    } else if path.starts_with("/v1/responses/") {
+        "/v1/responses/{id}"
     } else {
         ENDPOINTS
             .iter()

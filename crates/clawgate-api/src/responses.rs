@@ -407,9 +407,10 @@ pub async fn handle(
         let id = new_id("resp");
         let key = session_key(&state, &keeping, user, &id).await?;
         let mut answer = crate::route(&state, &headers, &model, request, key).await?;
+        // One creation time for the answer sent and the answer kept.
+        let created = now();
         if keeping.store != Some(false) {
             let (id, model) = (id.clone(), model.clone());
-            let created = now();
             answer.keep_response(Box::new(move |c: &Collected, incomplete: bool| {
                 let status = if incomplete { "failed" } else { "completed" };
                 let body = response_obj(
@@ -426,7 +427,6 @@ pub async fn handle(
         }
         let mut h = HeaderMap::new();
         crate::chat::served_headers(&mut h, &answer.routed);
-        let created = now();
         if stream {
             let (stream, on_end) = answer.into_stream();
             return Ok(crate::sse::response(

@@ -129,6 +129,18 @@ impl CooldownBook {
         let existing = self.entries.get(&key).copied();
         if let Some(c) = existing {
             if started < c.since || now < c.until {
+                // Same step; but inside the window a failure of another
+                // kind that keeps the key out longer at this step
+                // (billing, a long Retry-After) extends it.
+                let other = class != c.class || retry_after.is_some();
+                let longer = duration_for(class, c.failures, retry_after)
+                    .map(|d| now + d)
+                    .filter(|until| other && now < c.until && *until > c.until);
+                if let (Some(until), Some(e)) = (longer, self.entries.get_mut(&key)) {
+                    e.until = until;
+                    e.class = class;
+                    return Some(until - now);
+                }
                 return None;
             }
         }
@@ -184,9 +196,19 @@ impl CooldownBook {
         Admission::Probe
     }
 
-    /// Drops a cooldown (a local server found reachable again).
-    pub fn clear(&mut self, key: &CooldownKey) {
-        self.success(key);
+    /// Ends a cooling key's window now and lets this caller through as
+    /// its half-open probe (a local server that accepts connections
+    /// again): a failure still climbs the ladder, a success clears it.
+    pub fn reopen(&mut self, key: &CooldownKey, now: Duration) -> Admission {
+        match self.entries.get_mut(key) {
+            Some(c) if c.probe_until.is_some_and(|p| p > now) => Admission::ProbeInFlight(c.class),
+            Some(c) => {
+                c.until = c.until.min(now);
+                c.probe_until = Some(now + PROBE_HOLD);
+                Admission::Probe
+            }
+            None => Admission::Open,
+        }
     }
 
     /// Entries with wall-clock expiries (`now` is this clock's time at
@@ -329,6 +351,43 @@ mod tests {
             b.admit(&key(), secs(130) + PROBE_HOLD),
             Admission::Probe,
             "hold expired"
+        );
+    }
+
+    #[test]
+    fn a_longer_failure_inside_a_window_extends_it_without_climbing() {
+        let mut b = CooldownBook::default();
+        b.failure(key(), ErrorClass::Timeout, None, secs(0), secs(0));
+        // A billing error from a try inside the window (the last candidate).
+        assert_eq!(
+            b.failure(key(), ErrorClass::Billing, None, secs(5), secs(5)),
+            Some(secs(5 * 3600))
+        );
+        assert_eq!(
+            b.remaining(&key(), secs(6)).map(|r| r.1),
+            Some(ErrorClass::Billing)
+        );
+        assert_eq!(b.entries[&key()].failures, 1, "not a new step");
+        // A shorter one changes nothing.
+        assert_eq!(
+            b.failure(key(), ErrorClass::Timeout, None, secs(7), secs(7)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_reopened_key_is_one_probe_and_still_climbs() {
+        let mut b = CooldownBook::default();
+        b.failure(key(), ErrorClass::Unreachable, None, secs(0), secs(0));
+        assert_eq!(b.reopen(&key(), secs(1)), Admission::Probe);
+        assert_eq!(
+            b.reopen(&key(), secs(1)),
+            Admission::ProbeInFlight(ErrorClass::Unreachable)
+        );
+        assert_eq!(
+            b.failure(key(), ErrorClass::Unreachable, None, secs(1), secs(2)),
+            Some(secs(15)),
+            "the probe failed: the next step"
         );
     }
 

@@ -495,14 +495,17 @@ impl Runner {
             Admission::Cooling(left, class) => (Some(left), class),
             Admission::ProbeInFlight(class) => (None, class),
         };
+        // A local server that accepts connections again may have been
+        // started since: one request probes it (half-open) at once.
         if class == ErrorClass::Unreachable
             && local
+            && left.is_some()
             && crate::probe::reachable(base, LOCAL_PROBE).await
         {
-            if let Ok(mut b) = self.book.lock() {
-                b.clear(key);
+            let now = self.clock.now();
+            if let Ok(Admission::Probe) = self.book.lock().map(|mut b| b.reopen(key, now)) {
+                return None;
             }
-            return None;
         }
         let disabled = matches!(class, ErrorClass::Billing | ErrorClass::AuthPermanent);
         if force && !disabled {

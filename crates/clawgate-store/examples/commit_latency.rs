@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let path = dir.join(format!("{durability:?}.sqlite3"));
         let _ = std::fs::remove_file(&path);
         let store = SqliteStore::open_with(&path, durability)?;
-        let s = store.open("bench", None, 0).await?;
+        let s = store.load_turn("bench", None, 0).await?.session;
         let mut took = Vec::new();
         for i in 0..2_000i64 {
             let turn = TurnCommit {

@@ -3,9 +3,9 @@
 //! [`SqliteStore`], its embedded implementation (one file, WAL, versioned
 //! migrations, created on first use; no server to start).
 //!
-//! The trait is asynchronous and narrow (open, load what the next turn
-//! needs, commit a turn in one transaction, select a model, list, delete,
-//! sum usage) so a PostgreSQL implementation can follow without touching
+//! The trait is asynchronous and narrow (load what the next turn needs,
+//! commit a turn in one transaction, select a model, read a session, its
+//! transcript or a kept answer, list, delete, sum usage) so a PostgreSQL implementation can follow without touching
 //! callers (SPEC section 10). SQLite work runs on one store thread.
 
 mod sqlite;
@@ -42,17 +42,11 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Where sessions live. Every method is one transaction.
 pub trait Store: Send + Sync {
-    /// The session with this key, created (for `agent`) when missing.
-    fn open<'a>(
-        &'a self,
-        key: &'a str,
-        agent: Option<&'a str>,
-        now_ms: i64,
-    ) -> StoreFuture<'a, Session>;
-
-    /// Everything the next turn needs in one call: the session (created
-    /// when missing), its history as [`Store::history`] gives it, and its
-    /// credential pins.
+    /// Everything the next turn needs in one call: the session (created,
+    /// for `agent`, when missing); its history — the latest compaction
+    /// summary first, then every entry after what it replaced, oldest
+    /// first, never the whole of a long transcript —; and its credential
+    /// pins.
     fn load_turn<'a>(
         &'a self,
         key: &'a str,
@@ -62,11 +56,6 @@ pub trait Store: Send + Sync {
 
     /// The session with this key, if any.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>>;
-
-    /// What the next turn needs: the latest compaction summary (if any)
-    /// first, then every entry after what it replaced, oldest first. A long
-    /// transcript is never loaded whole.
-    fn history(&self, session: i64) -> StoreFuture<'_, Vec<Entry>>;
 
     /// Every entry, oldest first (export).
     fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>>;
@@ -84,15 +73,9 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreFuture<'a, ()>;
 
-    /// The credential profile pinned for this session and provider.
-    fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>>;
-
     /// A stored Responses answer: its session's key and the response
     /// object as JSON text (`previous_response_id`, `GET /v1/responses/{id}`).
     fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>>;
-
-    /// Every `(provider, profile)` pinned for this session.
-    fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>>;
 
     /// Sessions, most recently updated first.
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>>;

@@ -373,16 +373,6 @@ fn pins_of(conn: &Connection, session: i64) -> Result<Vec<(String, String)>, Sto
 }
 
 impl Store for SqliteStore {
-    fn open<'a>(
-        &'a self,
-        key: &'a str,
-        agent: Option<&'a str>,
-        now_ms: i64,
-    ) -> StoreFuture<'a, Session> {
-        let (key, agent) = (key.to_string(), agent.map(str::to_string));
-        self.run(move |conn| open_session(conn, &key, agent.as_deref(), now_ms))
-    }
-
     fn load_turn<'a>(
         &'a self,
         key: &'a str,
@@ -408,10 +398,6 @@ impl Store for SqliteStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>> {
         let key = key.to_string();
         self.run(move |conn| get_session(conn, &key))
-    }
-
-    fn history(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
-        self.run(move |conn| history_of(conn, session))
     }
 
     fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
@@ -502,18 +488,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sticky<'a>(&'a self, session: i64, provider: &'a str) -> StoreFuture<'a, Option<String>> {
-        let provider = provider.to_string();
-        self.run(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT profile FROM sticky WHERE session_id = ?1 AND provider = ?2",
-                )?
-                .query_row(params![session, provider], |r| r.get(0))
-                .optional()?)
-        })
-    }
-
     fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>> {
         let id = id.to_string();
         self.run(move |conn| {
@@ -524,10 +498,6 @@ impl Store for SqliteStore {
                 .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
         })
-    }
-
-    fn pins(&self, session: i64) -> StoreFuture<'_, Vec<(String, String)>> {
-        self.run(move |conn| pins_of(conn, session))
     }
 
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>> {

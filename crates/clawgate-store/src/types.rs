@@ -201,7 +201,7 @@ pub struct UsageTotal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnState {
     pub session: Session,
-    /// As [`crate::Store::history`] returns it.
+    /// The last compaction summary first, then what it did not replace.
     pub history: Vec<Entry>,
     /// `(provider, profile)` credential pins.
     pub pins: Vec<(String, String)>,

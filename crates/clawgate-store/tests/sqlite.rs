@@ -49,12 +49,20 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
     let path = dir.path().join("state/sessions.sqlite3");
     {
         let store = SqliteStore::open(&path).unwrap();
-        let s = store.open("chat-1", Some("coder"), 1_000).await.unwrap();
+        let s = store
+            .load_turn("chat-1", Some("coder"), 1_000)
+            .await
+            .unwrap()
+            .session;
         assert_eq!(
             (s.key.as_str(), s.agent.as_deref(), s.turns),
             ("chat-1", Some("coder"), 0)
         );
-        let again = store.open("chat-1", None, 2_000).await.unwrap();
+        let again = store
+            .load_turn("chat-1", None, 2_000)
+            .await
+            .unwrap()
+            .session;
         assert_eq!(again.id, s.id, "open is idempotent");
         let mut t = turn(
             s.id,
@@ -82,7 +90,9 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
         (Some("lmstudio/m"), ModelSource::User)
     );
     assert_eq!(s.updated_ms, 4_000);
-    let h = store.history(s.id).await.unwrap();
+    let loaded = store.load_turn("chat-1", None, 5_000).await.unwrap();
+    assert_eq!(loaded.session.updated_ms, 4_000, "loading touches nothing");
+    let h = loaded.history;
     let kinds: Vec<_> = h
         .iter()
         .map(|e| (e.kind, e.text.as_str(), e.turn))
@@ -96,12 +106,7 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
         ]
     );
     assert_eq!(
-        store.sticky(s.id, "anthropic").await.unwrap().as_deref(),
-        Some("anthropic:work")
-    );
-    assert_eq!(store.sticky(s.id, "openai").await.unwrap(), None);
-    assert_eq!(
-        store.pins(s.id).await.unwrap(),
+        loaded.pins,
         vec![("anthropic".to_string(), "anthropic:work".to_string())]
     );
     assert!(store.get("nope").await.unwrap().is_none());
@@ -116,7 +121,7 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
 async fn history_starts_at_the_last_compaction_and_the_transcript_stays_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
-    let s = store.open("long", None, 0).await.unwrap();
+    let s = store.load_turn("long", None, 0).await.unwrap().session;
     // 10 000 stored entries before a compaction.
     for i in 0..2_500 {
         store
@@ -164,7 +169,7 @@ async fn history_starts_at_the_last_compaction_and_the_transcript_stays_whole() 
         ))
         .await
         .unwrap();
-    let h = store.history(s.id).await.unwrap();
+    let h = store.load_turn("long", None, 0).await.unwrap().history;
     let texts: Vec<&str> = h.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(
         texts,
@@ -193,8 +198,8 @@ async fn history_starts_at_the_last_compaction_and_the_transcript_stays_whole() 
 async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
-    let a = store.open("a", None, 0).await.unwrap();
-    let b = store.open("b", None, 0).await.unwrap();
+    let a = store.load_turn("a", None, 0).await.unwrap().session;
+    let b = store.load_turn("b", None, 0).await.unwrap().session;
     const DAY: i64 = 86_400_000;
     let nov30 = 1_795_996_800_000; // 2026-11-30T00:00:00Z
     store
@@ -299,7 +304,7 @@ async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
 async fn a_turn_is_committed_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
-    let s = store.open("x", None, 0).await.unwrap();
+    let s = store.load_turn("x", None, 0).await.unwrap().session;
     let err = store
         .commit(turn(
             s.id + 99,

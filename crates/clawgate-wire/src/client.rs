@@ -181,7 +181,7 @@ fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
                 last = Some(s.to_string());
                 source = s.source();
             }
-            last.unwrap_or_else(|| e.without_url_text())
+            last.unwrap_or_else(|| without_url(e).to_string())
         }
     };
     WireError::new(kind, crate::error::truncate(&msg, 300))
@@ -199,21 +199,17 @@ fn io_kind(e: &reqwest::Error) -> Option<std::io::ErrorKind> {
     None
 }
 
-trait WithoutUrl {
-    fn without_url_text(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_text(&self) -> String {
-        if self.is_builder() {
-            "the request could not be built".to_string()
-        } else if self.is_redirect() {
-            "redirects are not followed".to_string()
-        } else if self.is_decode() {
-            "the answer could not be decoded".to_string()
-        } else {
-            "transport error".to_string()
-        }
+/// What kind of failure a reqwest error without a cause is, in words
+/// that do not name the URL.
+fn without_url(e: &reqwest::Error) -> &'static str {
+    if e.is_builder() {
+        "the request could not be built"
+    } else if e.is_redirect() {
+        "redirects are not followed"
+    } else if e.is_decode() {
+        "the answer could not be decoded"
+    } else {
+        "transport error"
     }
 }
 

@@ -106,18 +106,18 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// A tokenizer-free estimate of the prompt's size in tokens: about four
     /// bytes of ASCII text per token, one token per other character, a few
-    /// tokens of framing per message and tool. Within ±30 % of real BPE
-    /// tokenizers on English prose and code; used where no server count
-    /// exists (`count_tokens`, preflight).
+    /// tokens of framing per message and tool — the usual rule of thumb
+    /// for BPE tokenizers on English text and code, not measured against
+    /// one here. Used where no server count exists (`count_tokens`, a
+    /// session turn whose server reports no usage).
     pub fn estimate_tokens(&self) -> u64 {
+        /// One pass over the bytes: ASCII bytes, and the lead bytes of
+        /// other characters.
         fn text(s: &str) -> u64 {
             let (mut ascii, mut other) = (0u64, 0u64);
-            for c in s.chars() {
-                if c.is_ascii() {
-                    ascii += 1;
-                } else {
-                    other += 1;
-                }
+            for b in s.bytes() {
+                ascii += u64::from(b < 0x80);
+                other += u64::from(b >= 0xC0);
             }
             ascii.div_ceil(4) + other
         }
