@@ -840,3 +840,21 @@ async fn an_exhausted_chain_always_has_an_error_code() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_gateway_without_models_names_the_target_it_cannot_serve() {
+    let gw = gateway("{}", no_auth()).await;
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("The model `default` does not exist (no model configured"),
+        "{msg}"
+    );
+}

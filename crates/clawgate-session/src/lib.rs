@@ -130,8 +130,8 @@ pub async fn route(
                 .requested
                 .as_ref()
                 .map(|(r, _)| r.clone())
-                .or_else(|| target.agent.clone())
-                .unwrap_or_default(),
+                .or_else(|| target.agent.as_ref().map(|a| format!("agent/{a}")))
+                .unwrap_or_else(|| "default".to_string()),
             reason: e.to_string(),
         })?;
     if target.requested.is_some() {
