@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clawgate_router::Routed;
 use clawgate_wire::{
     ChatRequest, Event, Message, Part, Role, StopReason, ToolChoice, ToolDef, Usage,
 };
@@ -371,7 +370,14 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-pub(crate) fn served_headers(headers: &mut HeaderMap, routed: &Routed) {
+pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
+    let routed = &answer.routed;
+    // CTX-2, CTX-3: what the preflight said or compaction did this turn.
+    if !answer.notices.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&answer.notices.join("; ")) {
+            headers.insert("x-clawgate-context", v);
+        }
+    }
     // PERF-5: the gateway's own time so far (the whole answer for a
     // non-streamed one; up to the response head for a stream).
     let us = routed.overhead().as_micros().to_string();
@@ -420,7 +426,7 @@ async fn run(
         return collect(answer, id, created, model).await;
     }
     let mut resp_headers = HeaderMap::new();
-    served_headers(&mut resp_headers, &answer.routed);
+    served_headers(&mut resp_headers, &answer);
     let include_usage = parsed.include_usage;
     let (stream, on_end) = answer.into_stream();
     Ok(crate::sse::response(
@@ -438,7 +444,6 @@ async fn collect(
     model: String,
 ) -> Result<Response, ApiError> {
     let c = answer.collect().await?;
-    let routed = &answer.routed;
     let body = Completion {
         id: &id,
         object: "chat.completion",
@@ -469,7 +474,7 @@ async fn collect(
         usage: c.usage.as_ref().map(usage_json),
     };
     let mut headers = HeaderMap::new();
-    served_headers(&mut headers, routed);
+    served_headers(&mut headers, &answer);
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 

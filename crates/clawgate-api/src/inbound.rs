@@ -136,6 +136,8 @@ pub(crate) type KeepResponse = Box<dyn FnOnce(&Collected, bool) -> (String, Stri
 /// A routed turn and, in session mode, what to commit when it ends.
 pub(crate) struct Answer {
     pub routed: clawgate_router::Routed,
+    /// Context notices of a session turn (preflight, compaction).
+    pub notices: Vec<String>,
     session: Option<clawgate_session::session::SessionTurn>,
     registry: std::sync::Arc<Registry>,
     keep: Option<KeepResponse>,
@@ -233,6 +235,7 @@ impl Answer {
     pub fn into_stream(self) -> (clawgate_router::RoutedStream, Option<crate::sse::OnEnd>) {
         let Answer {
             routed,
+            notices: _,
             session,
             registry,
             keep,
@@ -259,7 +262,7 @@ pub(crate) async fn route(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     model: &str,
-    mut request: clawgate_wire::ChatRequest,
+    request: clawgate_wire::ChatRequest,
     key: SessionKey,
 ) -> Result<Answer, ApiError> {
     let registry = state.registry();
@@ -297,35 +300,38 @@ pub(crate) async fn route(
     };
     let mut target =
         Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
-    let session = match (keep, &state.store) {
-        (Some(k), Some(store)) => Some(
-            clawgate_session::session::begin(
-                store.clone(),
-                &k,
-                &mut target,
-                &mut request,
-                now_ms(),
-            )
-            .await
-            .map_err(|e| turn_error(&registry, e))?,
-        ),
-        _ => None,
+    let (mut routed, session) = match (keep, &state.store) {
+        (Some(k), Some(store)) => {
+            let mut turn =
+                clawgate_session::session::begin(store.clone(), &k, &mut target, request, now_ms())
+                    .await
+                    .map_err(|e| turn_error(&registry, e))?;
+            let routed = turn
+                .route(&state.runner, &registry, &target, None, now_ms())
+                .await
+                .map_err(|e| turn_error(&registry, e))?;
+            (routed, Some(turn))
+        }
+        _ => {
+            let input = clawgate_session::TurnInput {
+                request,
+                session: sticky,
+                on_notice: None,
+                pinned: Vec::new(),
+            };
+            let routed = clawgate_session::route(&state.runner, &registry, &target, input)
+                .await
+                .map_err(|e| turn_error(&registry, e))?;
+            (routed, None)
+        }
     };
-    let input = clawgate_session::TurnInput {
-        request,
-        session: sticky,
-        on_notice: None,
-        pinned: session
-            .as_ref()
-            .map(|s| s.pinned.clone())
-            .unwrap_or_default(),
-    };
-    let mut routed = clawgate_session::route(&state.runner, &registry, &target, input)
-        .await
-        .map_err(|e| turn_error(&registry, e))?;
     routed.observe(state.telemetry.clone());
     Ok(Answer {
         routed,
+        notices: session
+            .as_ref()
+            .map(|s| s.notices.clone())
+            .unwrap_or_default(),
         session,
         registry,
         keep: None,
@@ -342,6 +348,10 @@ pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
             ApiError::new(StatusCode::FORBIDDEN, "permission_error", p.to_string()).param("model")
         }
         TurnError::Run(r) => ApiError::from_run(&r),
+        TurnError::ContextFull(m) => ApiError::bad_request(m).code("context_length_exceeded"),
+        TurnError::Compaction(m) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", m).code("compaction_failed")
+        }
         TurnError::Store(e) => {
             tracing::error!(error = %e, "session store");
             ApiError::new(

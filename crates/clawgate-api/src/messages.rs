@@ -378,7 +378,6 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
 
 async fn collect(mut answer: crate::Answer, model: String) -> Result<Response, ApiError> {
     let c = answer.collect().await?;
-    let routed = &answer.routed;
     let mut content = Vec::new();
     if !c.reasoning.is_empty() {
         content.push(json!({"type": "thinking", "thinking": c.reasoning, "signature": ""}));
@@ -401,7 +400,7 @@ async fn collect(mut answer: crate::Answer, model: String) -> Result<Response, A
         "usage": usage_json(c.usage.as_ref()),
     });
     let mut headers = HeaderMap::new();
-    crate::chat::served_headers(&mut headers, routed);
+    crate::chat::served_headers(&mut headers, &answer);
     Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
 }
 
@@ -415,7 +414,7 @@ fn frame(out: &mut Vec<u8>, event: &str, data: &Value) {
 
 fn stream_response(answer: crate::Answer, model: String) -> Response {
     let mut headers = HeaderMap::new();
-    crate::chat::served_headers(&mut headers, &answer.routed);
+    crate::chat::served_headers(&mut headers, &answer);
     let (stream, on_end) = answer.into_stream();
     crate::sse::response(
         headers,

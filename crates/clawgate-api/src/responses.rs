@@ -426,7 +426,7 @@ pub async fn handle(
             }));
         }
         let mut h = HeaderMap::new();
-        crate::chat::served_headers(&mut h, &answer.routed);
+        crate::chat::served_headers(&mut h, &answer);
         if stream {
             let (stream, on_end) = answer.into_stream();
             return Ok(crate::sse::response(

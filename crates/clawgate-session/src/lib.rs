@@ -5,13 +5,17 @@
 //! Every surface — the three HTTP protocols and `clawgate infer` — calls
 //! this one step and maps [`TurnError`] to its own error shape; whatever
 //! follows an answer (metrics, usage, history) attaches as a
-//! [`clawgate_router::Observer`]. Sessions and their store build on it.
+//! [`clawgate_router::Observer`]. Session mode ([`session`]) builds on it:
+//! the stored history, the context preflight ([`context`]) and compaction
+//! ([`compact`]).
 
+pub mod compact;
+pub mod context;
 pub mod session;
 pub mod status;
 pub mod transcript;
 
-use clawgate_catalog::{PolicyError, Registry, SelectionSource};
+use clawgate_catalog::{Chain, PolicyError, Registry, SelectionSource};
 use clawgate_router::{Routed, RunError, Runner, Turn};
 use clawgate_wire::ChatRequest;
 
@@ -42,6 +46,13 @@ pub enum TurnError {
     /// The session store failed.
     #[error("{0}")]
     Store(#[from] clawgate_store::StoreError),
+    /// The conversation does not fit the model's window and compaction
+    /// could not free enough room (CTX-2); the message says what to do.
+    #[error("{0}")]
+    ContextFull(String),
+    /// A compaction the user asked for could not be made.
+    #[error("{0}")]
+    Compaction(String),
 }
 
 impl From<RunError> for TurnError {
@@ -109,16 +120,10 @@ pub struct TurnInput<'a> {
     pub pinned: Vec<(String, String)>,
 }
 
-/// Resolves the target's chain, checks an explicit selection (from the
-/// request or the routing header alike) against `modelPolicy.allow`, and
-/// routes the turn (FO-1..8). Configured fallbacks are not policy-checked
-/// (FO-1).
-pub async fn route(
-    runner: &Runner,
-    registry: &Registry,
-    target: &Target,
-    input: TurnInput<'_>,
-) -> Result<Routed, TurnError> {
+/// Resolves the target's chain and checks an explicit selection (from the
+/// request or the routing header alike) against `modelPolicy.allow`.
+/// Configured fallbacks are not policy-checked (FO-1).
+pub fn chain_for(registry: &Registry, target: &Target) -> Result<Chain, TurnError> {
     let agent = target.agent.as_deref();
     let chain = registry
         .chain(
@@ -139,9 +144,20 @@ pub async fn route(
             registry.check_policy(agent, &c.resolved.reference())?;
         }
     }
+    Ok(chain)
+}
+
+/// Runs a turn on a resolved chain (FO-1..8).
+pub async fn run_chain(
+    runner: &Runner,
+    registry: &Registry,
+    chain: &Chain,
+    agent: Option<&str>,
+    input: TurnInput<'_>,
+) -> Result<Routed, TurnError> {
     let turn = Turn {
         registry,
-        chain: &chain,
+        chain,
         request: input.request,
         session: input.session,
         pinned: input.pinned,
@@ -149,6 +165,18 @@ pub async fn route(
         on_notice: input.on_notice,
     };
     Ok(runner.run(turn).await?)
+}
+
+/// Resolves the target's chain, checks the selection ([`chain_for`]) and
+/// routes the turn: the stateless path every surface shares.
+pub async fn route(
+    runner: &Runner,
+    registry: &Registry,
+    target: &Target,
+    input: TurnInput<'_>,
+) -> Result<Routed, TurnError> {
+    let chain = chain_for(registry, target)?;
+    run_chain(runner, registry, &chain, target.agent.as_deref(), input).await
 }
 
 #[cfg(test)]

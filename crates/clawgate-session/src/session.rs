@@ -1,47 +1,128 @@
-//! Session mode (GW-2, CTX-1): when a request names a session, the
+//! Session mode (GW-2, CTX-1..4): when a request names a session, the
 //! gateway keeps the conversation. [`begin`] opens the session, applies its
-//! persisted model selection (a user's choice is strict and persists),
-//! puts the stored history in front of the client's new messages (the last
-//! compaction summary into the system prompt) and loads its credential
-//! pins; [`SessionTurn::commit`] stores the turn — the client's messages,
+//! persisted model selection (a user's choice is strict and persists) and
+//! loads its history and credential pins; [`SessionTurn::route`] puts the
+//! history in front of the client's new messages (the last compaction
+//! summary into the system prompt), runs the context preflight, compacts
+//! when the window runs short or the server overflows, and routes;
+//! [`SessionTurn::commit`] stores the turn — the client's messages,
 //! the answer (reasoning apart, tool calls, a fallback notice, incomplete
 //! when it failed after output), one usage row with cost — in one
 //! transaction, which the surfaces await before the reply completes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use clawgate_catalog::{Registry, SelectionSource};
+use clawgate_catalog::{Chain, Registry, SelectionSource};
 use clawgate_config::Cost;
-use clawgate_router::Served;
+use clawgate_router::{ErrorClass, Routed, RunError, Runner, Served};
 use clawgate_store::{
-    EntryKind, ModelSource, NewEntry, Session, Store, StoreError, TurnCommit, UsageRow,
+    Entry, EntryKind, ModelSource, NewEntry, Session, Store, StoreError, TurnCommit, UsageRow,
 };
 use clawgate_wire::{ChatRequest, Collected, Usage};
 
+use crate::compact;
+use crate::context::{entry_tokens, messages_tokens, Estimate, Verdict, Window};
 use crate::transcript;
-use crate::{Target, TurnError};
+use crate::{Target, TurnError, TurnInput};
 
 /// How the last compaction summary is introduced in the system prompt.
 pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
+
+/// A notice callback (a CLI prints it as it happens).
+pub type OnNotice<'a> = Option<&'a (dyn Fn(&str) + Sync)>;
+
+/// The compaction settings in force for an agent: its own
+/// `compaction.*` over `agents.defaults.compaction.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionSettings {
+    /// Compact on its own near the limit (`enabled`, `mode` not `off`);
+    /// overflow recovery and `/compact` work either way.
+    pub auto: bool,
+    pub keep_recent_tokens: u64,
+    /// `compaction.model`: exact, no fallback chain.
+    pub model: Option<String>,
+    /// Bound on each summarizer call.
+    pub timeout: Duration,
+}
+
+impl CompactionSettings {
+    pub fn of(registry: &Registry, agent: Option<&str>) -> Self {
+        let agents = &registry.config.agents;
+        let own = agent
+            .and_then(|a| agents.entries.get(a))
+            .and_then(|a| a.compaction.as_ref());
+        let def = agents.defaults.compaction.as_ref();
+        let pick = |f: &dyn Fn(&clawgate_config::Compaction) -> bool| {
+            own.is_some_and(f) || (own.is_none() && def.is_some_and(f))
+        };
+        let disabled = pick(&|c| c.disabled());
+        let keep = own
+            .and_then(|c| c.keep_recent_tokens)
+            .or_else(|| def.and_then(|c| c.keep_recent_tokens))
+            .unwrap_or(compact::KEEP_RECENT_TOKENS);
+        let model = own
+            .and_then(|c| c.model.as_ref())
+            .or_else(|| def.and_then(|c| c.model.as_ref()))
+            .map(|m| m.value.clone());
+        let secs = own
+            .and_then(|c| c.timeout_seconds)
+            .or_else(|| def.and_then(|c| c.timeout_seconds))
+            .unwrap_or(180);
+        Self {
+            auto: !disabled,
+            keep_recent_tokens: keep,
+            model,
+            timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// How many stored entries the summary stands for.
+    pub entries: usize,
+    /// The model that wrote it.
+    pub model: String,
+    /// The summary as stored.
+    pub summary: String,
+}
 
 /// A turn in session mode, between routing and its commit.
 pub struct SessionTurn {
     store: Arc<dyn Store>,
     pub session: Session,
+    /// The stored history: the last summary (if any) first, then every
+    /// entry after what it replaced.
+    history: Vec<Entry>,
+    /// The history as messages, made once (taken by the first build).
+    messages: Option<transcript::History>,
+    /// The client's request with only its new messages.
+    template: ChatRequest,
     /// The client's new messages as entries.
     sent: Vec<NewEntry>,
-    /// The whole prompt's estimate, for a server that reports no usage.
+    /// The prompt estimate of the last build, for a server that reports
+    /// no usage.
     prompt_estimate: u64,
+    /// A summary was made during this turn (the stored calibration no
+    /// longer describes the history).
+    compacted: bool,
     /// Credential pins to route with.
     pub pinned: Vec<(String, String)>,
+    /// Context notices of this turn (warnings, compactions): stored with
+    /// it and shown by the surfaces.
+    pub notices: Vec<String>,
 }
 
-/// Opens `key`'s session and prepares `request` and `target` for it.
+/// Opens `key`'s session and prepares the turn: the persisted model
+/// selection applied to `target`, the client's messages without what
+/// repeats the stored history.
 pub async fn begin(
     store: Arc<dyn Store>,
     key: &str,
     target: &mut Target,
-    request: &mut ChatRequest,
+    mut request: ChatRequest,
     now_ms: i64,
 ) -> Result<SessionTurn, TurnError> {
     let loaded = store
@@ -72,24 +153,23 @@ pub async fn begin(
     let repeated = transcript::repeated_prefix(&history.messages, &request.messages);
     request.messages.drain(..repeated);
     let sent = transcript::entries_from_messages(&request.messages);
-    let mut messages = history.messages;
-    messages.append(&mut request.messages);
-    request.messages = messages;
-    if let Some(summary) = history.summary {
-        let block = format!("{SUMMARY_HEADING}\n{summary}");
-        request.system = Some(match request.system.take() {
-            Some(s) if !s.trim().is_empty() => format!("{s}\n\n{block}"),
-            _ => block,
-        });
-    }
-    let pinned = loaded.pins;
     Ok(SessionTurn {
         store,
         session,
+        history: loaded.history,
+        messages: Some(history),
+        template: request,
         sent,
-        prompt_estimate: request.estimate_tokens(),
-        pinned,
+        prompt_estimate: 0,
+        compacted: false,
+        pinned: loaded.pins,
+        notices: Vec::new(),
     })
+}
+
+/// Whether a routing failure is the server saying the prompt is too long.
+fn overflowed(e: &TurnError) -> bool {
+    matches!(e, TurnError::Run(r) if matches!(**r, RunError::Surfaced { class: ErrorClass::ContextOverflow, .. }))
 }
 
 /// What a call cost from the model's `cost` table (USD per million
@@ -106,10 +186,429 @@ pub fn cost_usd(cost: &Cost, u: &Usage) -> f64 {
         / 1_000_000.0
 }
 
+/// One usage row: the reported counts, or estimates marked so (never 0).
+fn usage_row(
+    registry: &Registry,
+    served: &Served,
+    reported: Option<Usage>,
+    prompt_estimate: u64,
+    answer: &Collected,
+) -> UsageRow {
+    let (usage, estimated) = match reported {
+        Some(u) => (u, false),
+        None => {
+            let produced = clawgate_wire::estimate_text(&answer.reasoning)
+                + clawgate_wire::estimate_text(&answer.text)
+                + answer
+                    .tool_calls
+                    .iter()
+                    .map(|t| clawgate_wire::estimate_text(&t.arguments) + 4)
+                    .sum::<u64>();
+            (
+                Usage {
+                    input: prompt_estimate.max(1),
+                    output: produced.max(1),
+                    ..Default::default()
+                },
+                true,
+            )
+        }
+    };
+    let cost = registry
+        .resolve(&served.reference)
+        .map(|r| cost_usd(&r.model.cost, &usage))
+        .unwrap_or(0.0);
+    UsageRow {
+        provider: served.provider.clone(),
+        model: served.model.clone(),
+        host: served.host.clone(),
+        api: served.api.clone(),
+        input: usage.input,
+        output: usage.output,
+        cache_read: usage.cache_read,
+        cache_write: usage.cache_write,
+        reasoning: usage.reasoning,
+        cost_usd: cost,
+        estimated,
+    }
+}
+
 impl SessionTurn {
-    /// Stores the turn: what the client sent, the answer, the notice, one
-    /// usage row (reported, or estimated and marked so) and the credential
-    /// pin, in one transaction.
+    /// The request for the model: the client's, with the stored history in
+    /// front of its new messages and the last summary in the system prompt.
+    fn build(&mut self) -> ChatRequest {
+        let history = self
+            .messages
+            .take()
+            .unwrap_or_else(|| transcript::history(&self.history));
+        let mut request = ChatRequest {
+            messages: Vec::new(),
+            ..self.template.clone()
+        };
+        let mut messages = history.messages;
+        messages.extend(self.template.messages.iter().cloned());
+        request.messages = messages;
+        if let Some(summary) = history.summary {
+            let block = format!("{SUMMARY_HEADING}\n{summary}");
+            request.system = Some(match request.system.take() {
+                Some(s) if !s.trim().is_empty() => format!("{s}\n\n{block}"),
+                _ => block,
+            });
+        }
+        request
+    }
+
+    /// The prompt's size: the server's count of the last prompt plus an
+    /// estimate of what was added since, or the estimate of it all.
+    pub fn estimate(&self, request: &ChatRequest) -> Estimate {
+        match self.session.context {
+            Some((counted, through)) if !self.compacted => {
+                let added: u64 = self
+                    .history
+                    .iter()
+                    .filter(|e| e.id > through && e.kind != EntryKind::Summary)
+                    .map(entry_tokens)
+                    .sum();
+                Estimate {
+                    tokens: counted + added + messages_tokens(&self.template.messages),
+                    calibrated_on: Some(counted),
+                }
+            }
+            _ => Estimate {
+                tokens: request.estimate_tokens(),
+                calibrated_on: None,
+            },
+        }
+    }
+
+    fn notice(&mut self, text: String, on_notice: OnNotice<'_>) {
+        tracing::info!(session = %self.session.key, "{text}");
+        if let Some(f) = on_notice {
+            f(&text);
+        }
+        self.notices.push(text);
+    }
+
+    /// Runs the turn: the preflight against the primary model's window
+    /// (CTX-2), compacting first when the room is short and compaction is
+    /// on (CTX-3), refusing it when even then the block line is crossed;
+    /// then routing, and on a context-overflow error from the server one
+    /// compaction and one retry (CTX-4).
+    pub async fn route(
+        &mut self,
+        runner: &Runner,
+        registry: &Registry,
+        target: &Target,
+        on_notice: OnNotice<'_>,
+        now_ms: i64,
+    ) -> Result<Routed, TurnError> {
+        let chain = crate::chain_for(registry, target)?;
+        let agent = target.agent.as_deref();
+        let settings = CompactionSettings::of(registry, agent);
+        let mut request = self.build();
+        let mut estimate = self.estimate(&request);
+        if let Some(first) = chain.candidates.first() {
+            let window = Window::of(registry, agent, &first.resolved);
+            let mut verdict = window.verdict(&estimate);
+            let mut failed = None;
+            if verdict != Verdict::Fits && settings.auto {
+                match self
+                    .compact(
+                        runner, registry, &chain, agent, &window, None, &settings, now_ms,
+                    )
+                    .await
+                {
+                    Ok(Some(c)) => {
+                        request = self.build();
+                        let after = self.estimate(&request);
+                        self.notice(
+                            format!(
+                                "context: compacted {} earlier entries into a summary with {} ({} before, {} now, of {}'s {}-token window)",
+                                c.entries, c.model, estimate, after, window.reference, window.tokens
+                            ),
+                            on_notice,
+                        );
+                        estimate = after;
+                        verdict = window.verdict(&estimate);
+                    }
+                    Ok(None) => {}
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            match verdict {
+                Verdict::Fits => {}
+                Verdict::Warn { remaining } => self.notice(
+                    format!(
+                        "context: {} of {}'s {}-token window ({}); {remaining} left, under the warning line of {}",
+                        estimate, window.reference, window.tokens, window.source, window.warn_below()
+                    ),
+                    on_notice,
+                ),
+                Verdict::Block { remaining } => {
+                    let why = match (&failed, settings.auto) {
+                        (Some(e), _) => format!("compaction failed: {e}"),
+                        (None, true) => "compaction could not free enough room".to_string(),
+                        (None, false) => "automatic compaction is off".to_string(),
+                    };
+                    return Err(TurnError::ContextFull(format!(
+                        "prompt is too long: {} for {}'s {}-token window ({}) leaves {remaining}, and at least {} must stay free; {why}. Send /compact, start over with /new, or choose a model with a larger window",
+                        estimate, window.reference, window.tokens, window.source, window.block_below()
+                    )));
+                }
+            }
+        }
+        self.prompt_estimate = estimate.tokens;
+        let input = |request| TurnInput {
+            request,
+            session: None,
+            on_notice,
+            pinned: self.pinned.clone(),
+        };
+        let first = crate::run_chain(runner, registry, &chain, agent, input(request)).await;
+        match first {
+            Err(e) if overflowed(&e) && !self.compacted => {
+                let window = chain
+                    .candidates
+                    .first()
+                    .map(|c| Window::of(registry, agent, &c.resolved));
+                let Some(window) = window else {
+                    return Err(e);
+                };
+                // The server knows better than the estimate: compact as if
+                // the window were full, then retry once.
+                let c = match self
+                    .compact(
+                        runner, registry, &chain, agent, &window, None, &settings, now_ms,
+                    )
+                    .await
+                {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Err(e),
+                    Err(ce) => {
+                        tracing::warn!(session = %self.session.key, error = %ce, "compaction after a context overflow failed");
+                        return Err(e);
+                    }
+                };
+                self.notice(
+                    format!(
+                        "context: {} said the prompt is too long; compacted {} earlier entries into a summary with {} and retried",
+                        window.reference, c.entries, c.model
+                    ),
+                    on_notice,
+                );
+                let request = self.build();
+                self.prompt_estimate = self.estimate(&request).tokens;
+                let pinned = self.pinned.clone();
+                crate::run_chain(
+                    runner,
+                    registry,
+                    &chain,
+                    agent,
+                    TurnInput {
+                        request,
+                        session: None,
+                        on_notice,
+                        pinned,
+                    },
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// `/compact [instructions]`: summarizes what can be summarized now.
+    pub async fn compact_now(
+        &mut self,
+        runner: &Runner,
+        registry: &Registry,
+        target: &Target,
+        instructions: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<Compacted>, TurnError> {
+        let chain = crate::chain_for(registry, target)?;
+        let agent = target.agent.as_deref();
+        let settings = CompactionSettings::of(registry, agent);
+        let Some(first) = chain.candidates.first() else {
+            return Ok(None);
+        };
+        let window = Window::of(registry, agent, &first.resolved);
+        self.compact(
+            runner,
+            registry,
+            &chain,
+            agent,
+            &window,
+            instructions,
+            &settings,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Summarizes the older part of the history into one summary entry,
+    /// committed at once (the full history stays stored), and continues
+    /// with the summary and the kept tail. `None` when nothing can be
+    /// summarized.
+    #[allow(clippy::too_many_arguments)]
+    async fn compact(
+        &mut self,
+        runner: &Runner,
+        registry: &Registry,
+        chain: &Chain,
+        agent: Option<&str>,
+        window: &Window,
+        instructions: Option<&str>,
+        settings: &CompactionSettings,
+        now_ms: i64,
+    ) -> Result<Option<Compacted>, TurnError> {
+        let (previous, rest) = match self.history.first() {
+            Some(s) if s.kind == EntryKind::Summary => (Some(s.text.clone()), &self.history[1..]),
+            _ => (None, &self.history[..]),
+        };
+        // Keep at most a quarter of the window verbatim, so that a small
+        // local model is not full again right after (OpenClaw caps its
+        // reserve against the window the same way).
+        let keep = settings.keep_recent_tokens.min(window.tokens / 4);
+        let Some(plan) = compact::plan(rest, keep) else {
+            return Ok(None);
+        };
+        let old: Vec<Entry> = rest[..plan.cut].to_vec();
+        let kept: Vec<Entry> = rest[plan.cut..].to_vec();
+        // `compaction.model` is exact; otherwise the turn's own chain.
+        let own_chain;
+        let sum_chain = match &settings.model {
+            Some(m) => {
+                own_chain = registry
+                    .chain(agent, Some((m.as_str(), SelectionSource::User)))
+                    .map_err(|e| TurnError::Compaction(format!("compaction.model {m:?}: {e}")))?;
+                &own_chain
+            }
+            None => chain,
+        };
+        let sum_window = sum_chain
+            .candidates
+            .first()
+            .map(|c| Window::of(registry, agent, &c.resolved))
+            .unwrap_or_else(|| window.clone());
+        // Each call reads at most half the summarizer's window; the answer
+        // gets an eighth of it (256..4096 tokens).
+        let max_tokens = (sum_window.tokens / 8).clamp(256, 4_096);
+        let budget = (sum_window.tokens / 2).saturating_sub(max_tokens).max(512);
+        let max_entry_bytes = (budget as usize).saturating_mul(2);
+        let mut chunks: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for e in &old {
+            let line = compact::render(std::slice::from_ref(e), max_entry_bytes);
+            if !current.is_empty()
+                && clawgate_wire::estimate_text(&current) + clawgate_wire::estimate_text(&line)
+                    > budget
+            {
+                chunks.push(std::mem::take(&mut current));
+            }
+            current.push_str(&line);
+        }
+        if !current.is_empty() {
+            chunks.push(current);
+        }
+        let mut summary = previous.clone();
+        let mut rows = Vec::new();
+        let mut served_by = String::new();
+        for chunk in &chunks {
+            let request = compact::request(summary.as_deref(), chunk, instructions, max_tokens);
+            let prompt = request.estimate_tokens();
+            let call = async {
+                let mut routed = crate::run_chain(
+                    runner,
+                    registry,
+                    sum_chain,
+                    agent,
+                    TurnInput {
+                        request,
+                        session: None,
+                        on_notice: None,
+                        pinned: self.pinned.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| TurnError::Compaction(format!("the summarizer failed: {e}")))?;
+                let mut c = Collected::default();
+                while let Some(ev) = routed.stream.next().await {
+                    match ev {
+                        Ok(ev) => c.apply(&ev),
+                        Err(f) => {
+                            return Err(TurnError::Compaction(format!(
+                                "the summarizer failed: {f}"
+                            )))
+                        }
+                    }
+                }
+                Ok((routed, c))
+            };
+            let (routed, c) = tokio::time::timeout(settings.timeout, call)
+                .await
+                .map_err(|_| {
+                    TurnError::Compaction(format!(
+                        "the summarizer did not finish within {} s (compaction.timeoutSeconds)",
+                        settings.timeout.as_secs()
+                    ))
+                })??;
+            rows.push(usage_row(registry, &routed.served, c.usage, prompt, &c));
+            served_by = routed.served.reference.clone();
+            if c.text.trim().is_empty() {
+                return Err(TurnError::Compaction(format!(
+                    "{} returned an empty summary",
+                    routed.served.reference
+                )));
+            }
+            summary = Some(c.text.trim().to_string());
+        }
+        let written = summary.unwrap_or_default();
+        let missing = compact::missing(&old, previous.as_deref(), &written);
+        let text = compact::guard(&written, &missing);
+        self.store
+            .commit(TurnCommit {
+                session: self.session.id,
+                entries: vec![NewEntry {
+                    replaces_through: Some(plan.replaces_through),
+                    ..NewEntry::new(EntryKind::Summary, text.clone())
+                }],
+                usage: rows,
+                sticky: None,
+                response: None,
+                context: None,
+                at_ms: now_ms,
+            })
+            .await?;
+        let summary_entry = Entry {
+            id: 0,
+            turn: self.session.turns,
+            kind: EntryKind::Summary,
+            text: text.clone(),
+            tool_id: None,
+            tool_name: None,
+            is_error: false,
+            incomplete: false,
+            replaces_through: Some(plan.replaces_through),
+            at_ms: now_ms,
+        };
+        let mut history = vec![summary_entry];
+        history.extend(kept);
+        self.history = history;
+        self.messages = None;
+        self.compacted = true;
+        self.session.compactions += 1;
+        Ok(Some(Compacted {
+            entries: old.len(),
+            model: served_by,
+            summary: text,
+        }))
+    }
+
+    /// Stores the turn: what the client sent, the context notices, the
+    /// fallback notice, the answer, one usage row (reported, or estimated
+    /// and marked so), the server's prompt count for the next turn's
+    /// estimate and the credential pin, in one transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         self,
@@ -122,47 +621,13 @@ impl SessionTurn {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut entries = self.sent;
-        if let Some(n) = notice {
+        let sent = entries.len();
+        for n in self.notices.into_iter().chain(notice) {
             entries.push(NewEntry::new(EntryKind::Notice, n));
         }
         entries.extend(transcript::entries_from_answer(answer, incomplete));
-        let (usage, estimated) = match answer.usage {
-            Some(u) => (u, false),
-            None => {
-                let produced = ChatRequest {
-                    messages: vec![clawgate_wire::Message::assistant(format!(
-                        "{}{}",
-                        answer.reasoning, answer.text
-                    ))],
-                    ..Default::default()
-                };
-                (
-                    Usage {
-                        input: self.prompt_estimate,
-                        output: produced.estimate_tokens().max(1),
-                        ..Default::default()
-                    },
-                    true,
-                )
-            }
-        };
-        let cost = registry
-            .resolve(&served.reference)
-            .map(|r| cost_usd(&r.model.cost, &usage))
-            .unwrap_or(0.0);
-        let row = UsageRow {
-            provider: served.provider.clone(),
-            model: served.model.clone(),
-            host: served.host.clone(),
-            api: served.api.clone(),
-            input: usage.input,
-            output: usage.output,
-            cache_read: usage.cache_read,
-            cache_write: usage.cache_write,
-            reasoning: usage.reasoning,
-            cost_usd: cost,
-            estimated,
-        };
+        let row = usage_row(registry, served, answer.usage, self.prompt_estimate, answer);
+        let context = answer.usage.map(|u| (u.input, sent));
         self.store
             .commit(TurnCommit {
                 session: self.session.id,
@@ -170,6 +635,7 @@ impl SessionTurn {
                 usage: vec![row],
                 sticky: Some((served.provider.clone(), served.profile.clone())),
                 response,
+                context,
                 at_ms: now_ms,
             })
             .await

@@ -28,6 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     NewEntry::new(EntryKind::Reasoning, "thinking ".repeat(40)),
                     NewEntry::new(EntryKind::Assistant, format!("answer {i} ").repeat(60)),
                 ],
+                context: Some((1_000 + i as u64, 1)),
                 usage: vec![UsageRow {
                     provider: "lmstudio".into(),
                     model: "m".into(),

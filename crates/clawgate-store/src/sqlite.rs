@@ -17,9 +17,10 @@ use crate::{Store, StoreError, StoreFuture};
 
 /// The schema this build writes; older files are migrated on open, newer
 /// ones are refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE sessions (
     id           INTEGER PRIMARY KEY,
     key          TEXT NOT NULL UNIQUE,
@@ -76,7 +77,14 @@ CREATE TABLE sticky (
     profile    TEXT NOT NULL,
     PRIMARY KEY (session_id, provider)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: the last server-reported prompt size and the last entry it
+    // covered, to calibrate the next turn's estimate (CTX-2).
+    r#"
+ALTER TABLE sessions ADD COLUMN context_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN context_through INTEGER;
+"#,
+];
 
 /// Work for the store thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -211,8 +219,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-const SESSION_COLUMNS: &str =
-    "id, key, agent, model, model_source, compactions, turns, created_ms, updated_ms";
+const SESSION_COLUMNS: &str = "id, key, agent, model, model_source, compactions, turns, created_ms, updated_ms, context_tokens, context_through";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<(Session, String)> {
     let source: String = r.get(4)?;
@@ -227,6 +234,10 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<(Session, String)> {
             turns: r.get(6)?,
             created_ms: r.get(7)?,
             updated_ms: r.get(8)?,
+            context: match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                (Some(t), Some(through)) => Some((t.max(0) as u64, through)),
+                _ => None,
+            },
         },
         source,
     ))
@@ -418,9 +429,15 @@ impl Store for SqliteStore {
                 .query_row([turn.session], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NoSession(format!("#{}", turn.session)))?;
-            let number = turns + 1;
-            for e in &turn.entries {
+            // A compaction committed on its own is not a turn.
+            let counts = turn.entries.iter().any(|e| e.kind != EntryKind::Summary);
+            let number = turns + u32::from(counts);
+            let mut through = None;
+            for (i, e) in turn.entries.iter().enumerate() {
                 append(&tx, turn.session, number, e, turn.at_ms)?;
+                if turn.context.is_some_and(|(_, n)| n == i + 1) {
+                    through = Some(tx.last_insert_rowid());
+                }
             }
             for u in &turn.usage {
                 tx.prepare_cached(
@@ -462,6 +479,23 @@ impl Store for SqliteStore {
                 "UPDATE sessions SET turns = ?2, updated_ms = ?3, compactions = compactions + ?4 WHERE id = ?1",
             )?
             .execute(params![turn.session, number, turn.at_ms, u32::from(compacted)])?;
+            // The calibration follows the newest reported prompt; a summary
+            // without one makes the old one meaningless.
+            match (turn.context, through) {
+                (Some((tokens, _)), Some(through)) => {
+                    tx.prepare_cached(
+                        "UPDATE sessions SET context_tokens = ?2, context_through = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![turn.session, tokens as i64, through])?;
+                }
+                _ if compacted => {
+                    tx.prepare_cached(
+                        "UPDATE sessions SET context_tokens = NULL, context_through = NULL WHERE id = ?1",
+                    )?
+                    .execute([turn.session])?;
+                }
+                _ => {}
+            }
             tx.commit()?;
             Ok(())
         })

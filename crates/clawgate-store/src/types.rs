@@ -42,6 +42,9 @@ pub struct Session {
     pub turns: u32,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The last server-reported prompt size and the id of the last entry
+    /// that prompt held (what the next turn's estimate starts from).
+    pub context: Option<(u64, i64)>,
 }
 
 /// What a transcript entry is.
@@ -165,7 +168,11 @@ pub struct TurnCommit {
     pub sticky: Option<(String, String)>,
     /// A Responses answer to keep: `(id, response object as JSON)`.
     pub response: Option<(String, String)>,
-    /// Counts a compaction when the entries include a summary.
+    /// The server-reported prompt size of this turn's call and how many
+    /// leading `entries` that prompt held (the client's new messages).
+    pub context: Option<(u64, usize)>,
+    /// Counts a compaction when the entries include a summary; entries
+    /// that are only a summary do not count as a turn.
     pub at_ms: i64,
 }
 

@@ -39,6 +39,7 @@ fn turn(session: i64, at_ms: i64, entries: Vec<NewEntry>, usage: Vec<UsageRow>) 
         usage,
         sticky: None,
         response: None,
+        context: None,
         at_ms,
     }
 }
@@ -358,4 +359,81 @@ async fn a_database_from_a_newer_clawgate_is_refused() {
 
 fn rusqlite_connection(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn ctx_2_the_last_reported_prompt_and_what_it_held_are_kept_until_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let s = store.load_turn("cal", None, 0).await.unwrap().session;
+    assert_eq!(s.context, None);
+    let mut t = turn(
+        s.id,
+        1,
+        vec![
+            NewEntry::new(EntryKind::User, "one"),
+            NewEntry::new(EntryKind::User, "two"),
+            NewEntry::new(EntryKind::Assistant, "answer"),
+        ],
+        vec![],
+    );
+    t.context = Some((1_234, 2));
+    store.commit(t).await.unwrap();
+    let all = store.transcript(s.id).await.unwrap();
+    let s = store.get("cal").await.unwrap().unwrap();
+    assert_eq!(
+        s.context,
+        Some((1_234, all[1].id)),
+        "through the last sent entry"
+    );
+    // A turn whose server reports nothing keeps the calibration.
+    store
+        .commit(turn(
+            s.id,
+            2,
+            vec![NewEntry::new(EntryKind::User, "three")],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.get("cal").await.unwrap().unwrap().context, s.context);
+    // A compaction alone is not a turn, and it ends the calibration.
+    let summary = NewEntry {
+        replaces_through: Some(all[2].id),
+        ..NewEntry::new(EntryKind::Summary, "sum")
+    };
+    store
+        .commit(turn(s.id, 3, vec![summary], vec![]))
+        .await
+        .unwrap();
+    let after = store.get("cal").await.unwrap().unwrap();
+    assert_eq!(
+        (after.turns, after.compactions, after.context),
+        (2, 1, None)
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sessions (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, agent TEXT, model TEXT,
+               model_source TEXT NOT NULL DEFAULT 'default', compactions INTEGER NOT NULL DEFAULT 0,
+               turns INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             INSERT INTO sessions (key, created_ms, updated_ms) VALUES ('kept', 5, 6);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let s = store.get("kept").await.unwrap().unwrap();
+    assert_eq!((s.created_ms, s.context), (5, None));
+    let v: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, clawgate_store::SCHEMA_VERSION);
 }

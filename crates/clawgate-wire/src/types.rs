@@ -103,6 +103,17 @@ pub struct ChatRequest {
     pub extra_body: Map<String, Value>,
 }
 
+/// The byte heuristic for one text (see [`ChatRequest::estimate_tokens`]):
+/// one pass counting ASCII bytes and the lead bytes of other characters.
+pub fn estimate_text(s: &str) -> u64 {
+    let (mut ascii, mut other) = (0u64, 0u64);
+    for b in s.bytes() {
+        ascii += u64::from(b < 0x80);
+        other += u64::from(b >= 0xC0);
+    }
+    ascii.div_ceil(4) + other
+}
+
 impl ChatRequest {
     /// A tokenizer-free estimate of the prompt's size in tokens: about four
     /// bytes of ASCII text per token, one token per other character, a few
@@ -111,16 +122,7 @@ impl ChatRequest {
     /// one here. Used where no server count exists (`count_tokens`, a
     /// session turn whose server reports no usage).
     pub fn estimate_tokens(&self) -> u64 {
-        /// One pass over the bytes: ASCII bytes, and the lead bytes of
-        /// other characters.
-        fn text(s: &str) -> u64 {
-            let (mut ascii, mut other) = (0u64, 0u64);
-            for b in s.bytes() {
-                ascii += u64::from(b < 0x80);
-                other += u64::from(b >= 0xC0);
-            }
-            ascii.div_ceil(4) + other
-        }
+        let text = estimate_text;
         let mut n = self.system.as_deref().map_or(0, |s| text(s) + 4);
         for m in &self.messages {
             n += 4;

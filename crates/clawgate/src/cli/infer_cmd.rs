@@ -112,7 +112,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             ));
         }
     }
-    let mut request = ChatRequest {
+    let request = ChatRequest {
         system: args.system.clone(),
         messages: vec![Message::user(args.prompt.clone())],
         max_tokens: args.max_tokens,
@@ -134,7 +134,8 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         let save = |r: &Runner| {
             super::state::save_cooldowns(&r.export_cooldowns(super::state::now_unix_ms()))
         };
-        let kept = match &args.session {
+        let now = super::state::now_unix_ms() as i64;
+        let (routed, kept) = match &args.session {
             Some(key) => {
                 let path = super::state::sessions_file().ok_or_else(|| {
                     CliError::msg(exit::FAILURE, "--session needs HOME or CLAWGATE_STATE_DIR")
@@ -143,22 +144,26 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     clawgate_store::SqliteStore::open(&path)
                         .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?,
                 );
-                let now = super::state::now_unix_ms() as i64;
-                let turn =
-                    clawgate_session::session::begin(store, key, &mut target, &mut request, now)
+                let mut turn =
+                    clawgate_session::session::begin(store, key, &mut target, request, now)
                         .await
                         .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
-                Some(turn)
+                let routed = turn.route(&runner, reg, &target, Some(&notice), now).await;
+                (routed, Some(turn))
             }
-            None => None,
+            None => {
+                let input = TurnInput {
+                    request,
+                    session: None,
+                    on_notice: Some(&notice),
+                    pinned: Vec::new(),
+                };
+                (
+                    clawgate_session::route(&runner, reg, &target, input).await,
+                    None,
+                )
+            }
         };
-        let input = TurnInput {
-            request,
-            session: args.session.clone(),
-            on_notice: Some(&notice),
-            pinned: kept.as_ref().map(|t| t.pinned.clone()).unwrap_or_default(),
-        };
-        let routed = clawgate_session::route(&runner, reg, &target, input).await;
         save(&runner);
         let mut routed = match routed {
             Ok(r) => r,
@@ -166,10 +171,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             Err(TurnError::UnknownTarget { reason, .. }) => {
                 return Err(CliError::msg(exit::NOT_FOUND, reason))
             }
-            Err(TurnError::Forbidden(p)) => {
-                return Err(CliError::msg(exit::FAILURE, p.to_string()))
-            }
-            Err(TurnError::Store(e)) => return Err(CliError::msg(exit::FAILURE, e.to_string())),
+            Err(e) => return Err(CliError::msg(exit::FAILURE, e.to_string())),
         };
         let mut c = Collected::default();
         let mut failure = None;
