@@ -306,10 +306,17 @@ pub(crate) async fn route(
                 clawgate_session::session::begin(store.clone(), &k, &mut target, request, now_ms())
                     .await
                     .map_err(|e| turn_error(&registry, e))?;
-            let routed = turn
-                .route(&state.runner, &registry, &target, None, now_ms())
-                .await
-                .map_err(|e| turn_error(&registry, e))?;
+            let routed = match turn.command() {
+                Some(cmd) => {
+                    turn.run_command(cmd, &state.runner, &registry, &target, now_ms())
+                        .await
+                }
+                None => {
+                    turn.route(&state.runner, &registry, &target, None, now_ms())
+                        .await
+                }
+            }
+            .map_err(|e| turn_error(&registry, e))?;
             (routed, Some(turn))
         }
         _ => {
@@ -325,7 +332,10 @@ pub(crate) async fn route(
             (routed, None)
         }
     };
-    routed.observe(state.telemetry.clone());
+    // A chat command's reply is not a model call: nothing to count.
+    if !routed.local {
+        routed.observe(state.telemetry.clone());
+    }
     Ok(Answer {
         routed,
         notices: session

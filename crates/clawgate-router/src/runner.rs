@@ -309,9 +309,35 @@ pub struct Routed {
     /// What the chain asked for first.
     pub selected: String,
     pub attempts: Vec<Attempt>,
+    /// The gateway answered itself ([`Routed::local`]): no model call.
+    pub local: bool,
 }
 
 impl Routed {
+    /// An answer the gateway makes itself (a chat command's reply), shaped
+    /// like a routed one so every surface renders it as usual.
+    pub fn local(served: Served, events: Vec<Event>) -> Self {
+        Routed {
+            stream: RoutedStream {
+                first: None,
+                inner: EventStream::canned(events),
+                reference: served.reference.clone(),
+                usage: None,
+                observers: Vec::new(),
+                watched: None,
+                failure: None,
+                upstream_wait: Duration::ZERO,
+                redactor: Arc::new(clawgate_core::Redactor::default()),
+                ended: false,
+            },
+            started: std::time::Instant::now(),
+            selected: served.reference.clone(),
+            served: Arc::new(served),
+            attempts: Vec::new(),
+            local: true,
+        }
+    }
+
     /// Tells `observer` how this answer ends (see [`Observer`]).
     pub fn observe(&mut self, observer: Arc<dyn Observer>) {
         if self.stream.watched.is_none() {
@@ -557,6 +583,7 @@ impl Runner {
                         served: Arc::new(served),
                         selected,
                         attempts,
+                        local: false,
                     });
                 }
                 Ok(None) => {}

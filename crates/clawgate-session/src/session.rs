@@ -113,6 +113,10 @@ pub struct SessionTurn {
     /// Context notices of this turn (warnings, compactions): stored with
     /// it and shown by the surfaces.
     pub notices: Vec<String>,
+    /// The gateway answered a chat command: nothing of the turn goes into
+    /// the transcript (a kept Responses object still does, so a client
+    /// can continue from it).
+    local: bool,
 }
 
 /// Opens `key`'s session and prepares the turn: the persisted model
@@ -164,6 +168,7 @@ pub async fn begin(
         compacted: false,
         pinned: loaded.pins,
         notices: Vec::new(),
+        local: false,
     })
 }
 
@@ -234,6 +239,93 @@ fn usage_row(
 }
 
 impl SessionTurn {
+    /// The store this session lives in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A chat command in the client's new message, if it is one (CTX-6).
+    pub fn command(&self) -> Option<crate::commands::Command> {
+        crate::commands::find(&self.template.messages)
+    }
+
+    /// Answers a chat command (CTX-6) instead of routing the turn.
+    pub async fn run_command(
+        &mut self,
+        command: crate::commands::Command,
+        runner: &Runner,
+        registry: &Registry,
+        target: &Target,
+        now_ms: i64,
+    ) -> Result<Routed, TurnError> {
+        self.local = true;
+        let text = crate::commands::run(command, self, runner, registry, target, now_ms).await?;
+        Ok(crate::commands::reply(text))
+    }
+
+    /// Records a model selection (`/model`).
+    pub async fn select(
+        &mut self,
+        model: Option<&str>,
+        source: ModelSource,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .select_model(self.session.id, model, source, now_ms)
+            .await?;
+        self.session.model = model.map(str::to_string);
+        self.session.model_source = source;
+        Ok(())
+    }
+
+    /// `/new`, `/reset`: the history starts empty from here.
+    pub async fn reset(&mut self, model_too: bool, now_ms: i64) -> Result<(), StoreError> {
+        self.store.reset(self.session.id, model_too, now_ms).await?;
+        self.history.clear();
+        self.messages = None;
+        self.session.context = None;
+        self.pinned.clear();
+        if model_too {
+            self.session.model = None;
+            self.session.model_source = ModelSource::Default;
+        }
+        Ok(())
+    }
+
+    /// The size of the stored context as the next model call would see it
+    /// (history and summary; the command itself is not part of it).
+    pub fn context_estimate(&self) -> Estimate {
+        let history = transcript::history(&self.history);
+        let mut request = ChatRequest {
+            messages: history.messages,
+            system: self.template.system.clone(),
+            tools: self.template.tools.clone(),
+            ..Default::default()
+        };
+        if let Some(s) = history.summary {
+            request.system = Some(format!(
+                "{}{SUMMARY_HEADING}\n{s}",
+                request.system.map(|x| x + "\n\n").unwrap_or_default()
+            ));
+        }
+        match self.session.context {
+            Some((counted, through)) if !self.compacted => Estimate {
+                tokens: counted
+                    + self
+                        .history
+                        .iter()
+                        .filter(|e| e.id > through && e.kind != EntryKind::Summary)
+                        .map(entry_tokens)
+                        .sum::<u64>(),
+                calibrated_on: Some(counted),
+            },
+            _ => Estimate {
+                tokens: request.estimate_tokens(),
+                calibrated_on: None,
+            },
+        }
+    }
+
     /// The request for the model: the client's, with the stored history in
     /// front of its new messages and the last summary in the system prompt.
     fn build(&mut self) -> ChatRequest {
@@ -463,7 +555,10 @@ impl SessionTurn {
         now_ms: i64,
     ) -> Result<Option<Compacted>, TurnError> {
         let (previous, rest) = match self.history.first() {
-            Some(s) if s.kind == EntryKind::Summary => (Some(s.text.clone()), &self.history[1..]),
+            Some(s) if s.kind == EntryKind::Summary => (
+                (!s.text.is_empty()).then(|| s.text.clone()),
+                &self.history[1..],
+            ),
             _ => (None, &self.history[..]),
         };
         // Keep at most a quarter of the window verbatim, so that a small
@@ -620,6 +715,23 @@ impl SessionTurn {
         response: Option<(String, String)>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if self.local {
+            let Some(response) = response else {
+                return Ok(());
+            };
+            return self
+                .store
+                .commit(TurnCommit {
+                    session: self.session.id,
+                    entries: Vec::new(),
+                    usage: Vec::new(),
+                    sticky: None,
+                    response: Some(response),
+                    context: None,
+                    at_ms: now_ms,
+                })
+                .await;
+        }
         let mut entries = self.sent;
         let sent = entries.len();
         for n in self.notices.into_iter().chain(notice) {

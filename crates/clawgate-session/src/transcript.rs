@@ -130,8 +130,9 @@ pub fn history(entries: &[Entry]) -> History {
     let mut h = History::default();
     for e in entries {
         let (role, part) = match e.kind {
+            // An empty summary marks a `/new`: no summary at all.
             EntryKind::Summary => {
-                h.summary = Some(e.text.clone());
+                h.summary = (!e.text.is_empty()).then(|| e.text.clone());
                 continue;
             }
             EntryKind::Notice => continue,

@@ -64,6 +64,13 @@ pub trait Store: Send + Sync {
     /// touches the session, all or nothing.
     fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()>;
 
+    /// `/new` (and `/reset` with `model_too`): the next turn starts with an
+    /// empty history — an empty summary marks where (the transcript stays
+    /// whole) —, the credential pins and the context calibration are
+    /// dropped, and with `model_too` the model selection goes back to the
+    /// default.
+    fn reset(&self, session: i64, model_too: bool, now_ms: i64) -> StoreFuture<'_, ()>;
+
     /// Records the session's model selection and where it came from.
     fn select_model<'a>(
         &'a self,

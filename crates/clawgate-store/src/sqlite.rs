@@ -474,7 +474,11 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![turn.session, provider, profile])?;
             }
-            let compacted = turn.entries.iter().any(|e| e.kind == EntryKind::Summary);
+            // An empty summary is a `/new` marker, not a compaction.
+            let compacted = turn
+                .entries
+                .iter()
+                .any(|e| e.kind == EntryKind::Summary && !e.text.is_empty());
             tx.prepare_cached(
                 "UPDATE sessions SET turns = ?2, updated_ms = ?3, compactions = compactions + ?4 WHERE id = ?1",
             )?
@@ -495,6 +499,44 @@ impl Store for SqliteStore {
                     .execute([turn.session])?;
                 }
                 _ => {}
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn reset(&self, session: i64, model_too: bool, now_ms: i64) -> StoreFuture<'_, ()> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT MAX(id) FROM entries WHERE session_id = ?1")?
+                .query_row([session], |r| r.get(0))?;
+            if let Some(last) = last {
+                let turns: u32 = tx
+                    .prepare_cached("SELECT turns FROM sessions WHERE id = ?1")?
+                    .query_row([session], |r| r.get(0))?;
+                append(
+                    &tx,
+                    session,
+                    turns,
+                    &NewEntry {
+                        replaces_through: Some(last),
+                        ..NewEntry::new(EntryKind::Summary, "")
+                    },
+                    now_ms,
+                )?;
+            }
+            tx.prepare_cached("DELETE FROM sticky WHERE session_id = ?1")?
+                .execute([session])?;
+            tx.prepare_cached(
+                "UPDATE sessions SET context_tokens = NULL, context_through = NULL, updated_ms = ?2 WHERE id = ?1",
+            )?
+            .execute(params![session, now_ms])?;
+            if model_too {
+                tx.prepare_cached(
+                    "UPDATE sessions SET model = NULL, model_source = 'default' WHERE id = ?1",
+                )?
+                .execute([session])?;
             }
             tx.commit()?;
             Ok(())
@@ -569,9 +611,10 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {group} AS g, COUNT(*), SUM(input), SUM(output), SUM(cache_read), SUM(cache_write),
                         SUM(reasoning), SUM(cost_usd), SUM(estimated)
-                 FROM usage WHERE at_ms >= ?1 GROUP BY g ORDER BY g"
+                 FROM usage WHERE at_ms >= ?1 AND (?2 IS NULL OR session_key = ?2)
+                 GROUP BY g ORDER BY g"
             ))?;
-            let rows = stmt.query_map([query.since_ms], |r| {
+            let rows = stmt.query_map(params![query.since_ms, query.session], |r| {
                 let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
                 Ok(UsageTotal {
                     group: r.get(0)?,

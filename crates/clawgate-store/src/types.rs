@@ -188,6 +188,8 @@ pub enum GroupBy {
 pub struct UsageQuery {
     pub since_ms: i64,
     pub by: GroupBy,
+    /// Only this session's calls.
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

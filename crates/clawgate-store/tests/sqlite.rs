@@ -240,7 +240,13 @@ async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
         ))
         .await
         .unwrap();
-    let by = |g| store.usage(UsageQuery { since_ms: 0, by: g });
+    let by = |g| {
+        store.usage(UsageQuery {
+            since_ms: 0,
+            by: g,
+            session: None,
+        })
+    };
     let model = by(GroupBy::Model).await.unwrap();
     assert_eq!(model.len(), 2);
     assert_eq!(model[0].group, "anthropic/claude");
@@ -280,6 +286,7 @@ async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
     );
     let recent = store
         .usage(UsageQuery {
+            session: None,
             since_ms: nov30 + DAY,
             by: GroupBy::Model,
         })

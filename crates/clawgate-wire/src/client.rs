@@ -252,7 +252,44 @@ pub struct EventStream {
     sse_events: Vec<crate::sse::SseEvent>,
 }
 
+/// The decoder of a canned stream: it never sees bytes.
+struct NoBytes;
+
+impl Decoder for NoBytes {
+    fn on_sse(&mut self, _: &crate::sse::SseEvent, _: &mut Vec<Event>) -> Result<(), WireError> {
+        Ok(())
+    }
+    fn on_body(&mut self, _: &serde_json::Value, _: &mut Vec<Event>) -> Result<(), WireError> {
+        Ok(())
+    }
+    fn on_end(&mut self, _: &mut Vec<Event>) -> Result<(), WireError> {
+        Ok(())
+    }
+}
+
 impl EventStream {
+    /// A stream of events the gateway made itself (a chat command's
+    /// reply): no upstream, every event ready at once.
+    pub fn canned(events: Vec<Event>) -> Self {
+        EventStream {
+            body: Box::pin(futures_util::stream::empty()),
+            decoder: Box::new(NoBytes),
+            sse: SseParser::new(),
+            sse_mode: true,
+            queue: events.into(),
+            deadline: Instant::now() + Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+            ended: true,
+            output_started: false,
+            buf: Vec::new(),
+            salvager: ToolTextSalvager::new(Vec::new()),
+            pending_error: None,
+            next_tool: 0,
+            salvaged: 0,
+            sse_events: Vec::new(),
+        }
+    }
+
     /// True once text, reasoning or a tool call has been handed out.
     pub fn output_started(&self) -> bool {
         self.output_started

@@ -148,7 +148,10 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     clawgate_session::session::begin(store, key, &mut target, request, now)
                         .await
                         .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
-                let routed = turn.route(&runner, reg, &target, Some(&notice), now).await;
+                let routed = match turn.command() {
+                    Some(cmd) => turn.run_command(cmd, &runner, reg, &target, now).await,
+                    None => turn.route(&runner, reg, &target, Some(&notice), now).await,
+                };
                 (routed, Some(turn))
             }
             None => {
