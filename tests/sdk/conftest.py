@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class FakeChat(BaseHTTPRequestHandler):
         if self.path.endswith("/responses"):
             return self._responses(body)
         msgs = body.get("messages", [])
+        last = msgs[-1].get("content") if msgs else ""
+        if body.get("stream") and isinstance(last, str) and "slowly" in last:
+            return self._slowly()
         wants_tool = bool(body.get("tools")) and not any(m.get("role") == "tool" for m in msgs)
         if wants_tool:
             first = {"index": 0, "id": "call_1", "type": "function",
@@ -83,6 +87,22 @@ class FakeChat(BaseHTTPRequestHandler):
             self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
         self._chunk(b"")
 
+    def _slowly(self):
+        """A long answer, one word every 50 ms (for cancelling mid-way)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            for i in range(200):
+                frame = {"choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]}
+                self._chunk(f"data: {json.dumps(frame)}\n\n".encode())
+                time.sleep(0.05)
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def _chunk(self, data: bytes):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -106,7 +126,7 @@ def gateway(upstream, tmp_path_factory):
         "  agents: { defaults: { model: { primary: \"local/tiny\" },\n"
         "    models: { \"local/tiny\": { alias: \"Tiny\" } } } },\n"
         f"  models: {{ providers: {{ local: {{ baseUrl: \"{upstream}\", api: \"openai-completions\",\n"
-        "    models: [{ id: \"tiny\", contextWindow: 4096, maxTokens: 256 }] } } },\n"
+        "    models: [{ id: \"tiny\", contextWindow: 32768, maxTokens: 256 }] } } },\n"
         f"  gateway: {{ auth: {{ mode: \"token\", token: \"{TOKEN}\" }} }},\n"
         "}\n"
     )

@@ -314,4 +314,26 @@ async fn ctx_2_a_turn_that_cannot_fit_is_refused_in_each_protocols_shape() {
         .unwrap()
         .starts_with("prompt is too long"));
     assert!(up.requests().is_empty(), "nothing was sent to the model");
+
+    // A window no larger than the 4 000 tokens that must stay free fits no
+    // kept session at all, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(&config(&up.base_url(), 2_048), no_auth(), store).await;
+    let r = turn(&gw, "tiny", json!([{"role": "user", "content": "hi"}])).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "prompt is too long: a/m's window (2048 tokens, config:contextWindow) is not larger than the 4000 tokens that must stay free, so no kept session fits it; use a model with a larger window (requests without a session are not checked)"
+    );
+    // Stateless requests are not refused.
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 1);
 }

@@ -51,6 +51,20 @@ impl Window {
         (self.tokens / 10).max(4_000)
     }
 
+    /// Compact on its own when fewer tokens than this remain (or at the
+    /// block line): the warn line, capped at half the window so that a
+    /// small local model is not compacted from its first tokens (the
+    /// floors alone would put the line above the window).
+    pub fn compact_below(&self) -> u64 {
+        self.warn_below().min(self.tokens / 2)
+    }
+
+    /// Whether automatic compaction should run for this estimate.
+    pub fn wants_compaction(&self, estimate: &Estimate) -> bool {
+        let remaining = self.tokens.saturating_sub(estimate.tokens);
+        remaining < self.compact_below() || remaining < self.block_below()
+    }
+
     pub fn verdict(&self, estimate: &Estimate) -> Verdict {
         let remaining = self.tokens.saturating_sub(estimate.tokens);
         if remaining < self.block_below() {
@@ -182,6 +196,20 @@ mod tests {
         );
         // Over the window entirely.
         assert_eq!(small.verdict(&est(40_000)), Verdict::Block { remaining: 0 });
+    }
+
+    #[test]
+    fn ctx_3_automatic_compaction_is_not_from_the_first_tokens_of_a_small_window() {
+        // 200k: at the warn line.
+        assert!(!w(200_000).wants_compaction(&est(160_000)));
+        assert!(w(200_000).wants_compaction(&est(160_001)));
+        // 10k: the 8 000 floor would compact at 2 001 tokens; half the
+        // window is the line instead, until the block line.
+        let ten = w(10_000);
+        assert_eq!(ten.compact_below(), 5_000);
+        assert!(!ten.wants_compaction(&est(5_000)));
+        assert!(ten.wants_compaction(&est(6_001)), "at the block line");
+        assert_eq!(ten.verdict(&est(2_500)), Verdict::Warn { remaining: 7_500 });
     }
 
     #[test]

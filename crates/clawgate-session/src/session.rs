@@ -403,7 +403,10 @@ impl SessionTurn {
             let window = Window::of(registry, agent, &first.resolved);
             let mut verdict = window.verdict(&estimate);
             let mut failed = None;
-            if verdict != Verdict::Fits && settings.auto {
+            if window.wants_compaction(&estimate)
+                && settings.auto
+                && window.tokens > window.block_below()
+            {
                 match self
                     .compact(
                         runner, registry, &chain, agent, &window, None, &settings, now_ms,
@@ -436,6 +439,12 @@ impl SessionTurn {
                     ),
                     on_notice,
                 ),
+                Verdict::Block { .. } if window.tokens <= window.block_below() => {
+                    return Err(TurnError::ContextFull(format!(
+                        "prompt is too long: {}'s window ({} tokens, {}) is not larger than the {} tokens that must stay free, so no kept session fits it; use a model with a larger window (requests without a session are not checked)",
+                        window.reference, window.tokens, window.source, window.block_below()
+                    )));
+                }
                 Verdict::Block { remaining } => {
                     let why = match (&failed, settings.auto) {
                         (Some(e), _) => format!("compaction failed: {e}"),

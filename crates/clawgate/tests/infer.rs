@@ -31,7 +31,7 @@ fn config(dir: &std::path::Path, base_url: &str, api: &str) {
     modelPolicy: {{ allow: ["local/*", "anthropic/claude-opus-4-5"] }},
   }} }},
   models: {{ providers: {{
-    local: {{ baseUrl: "{base_url}", api: "{api}", models: [{{ id: "tiny", contextWindow: 2048, maxTokens: 64 }}] }},
+    local: {{ baseUrl: "{base_url}", api: "{api}", models: [{{ id: "tiny", contextWindow: 32768, maxTokens: 64 }}] }},
   }} }},
 }}"#
     );

@@ -1,6 +1,7 @@
 //! Command-line interface (GW-4): argument definitions, shared context and
 //! exit codes. Each command family has its own module.
 
+mod chat_cmd;
 mod config_cmd;
 mod gateway_cmd;
 mod infer_cmd;
@@ -90,6 +91,8 @@ enum Command {
     },
     /// One model call: prints the answer (stateless unless --session).
     Infer(infer_cmd::InferArgs),
+    /// Chat in the terminal on a kept session (streamed, with /commands).
+    Chat(chat_cmd::ChatArgs),
     /// Usage and cost of kept sessions: by model, session, day or endpoint.
     Usage(usage_cmd::UsageArgs),
     /// List, show, delete or export kept sessions.
@@ -181,6 +184,7 @@ pub fn run() -> ExitCode {
             Command::Config { command } => config_cmd::run(&ctx, command),
             Command::Models { command } => models_cmd::run(&ctx, command),
             Command::Infer(args) => infer_cmd::run(&ctx, args),
+            Command::Chat(args) => chat_cmd::run(&ctx, args),
             Command::Sessions { command } => sessions_cmd::run(command),
             Command::Usage(args) => usage_cmd::run(args),
             Command::Gateway(args) => gateway_cmd::run(&ctx, args),

@@ -21,6 +21,11 @@ pub fn sessions_file() -> Option<PathBuf> {
     dir().map(|d| d.join("sessions.sqlite3"))
 }
 
+/// The line history of `clawgate chat`.
+pub fn chat_history_file() -> Option<PathBuf> {
+    dir().map(|d| d.join("chat-history.txt"))
+}
+
 fn dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("CLAWGATE_STATE_DIR") {
         return Some(PathBuf::from(d));
