@@ -139,7 +139,6 @@ pub(crate) struct Answer {
     /// Context notices of a session turn (preflight, compaction).
     pub notices: Vec<String>,
     session: Option<clawgate_session::session::SessionTurn>,
-    registry: std::sync::Arc<Registry>,
     keep: Option<KeepResponse>,
 }
 
@@ -153,7 +152,6 @@ fn now_ms() -> i64 {
 /// Commits a session turn; the error text is what the client is told.
 async fn commit(
     turn: clawgate_session::session::SessionTurn,
-    registry: &Registry,
     served: &clawgate_router::Served,
     notice: Option<String>,
     keep: Option<KeepResponse>,
@@ -162,20 +160,12 @@ async fn commit(
 ) -> Result<(), String> {
     let key = turn.session.key.clone();
     let response = keep.map(|k| k(answer, incomplete));
-    turn.commit(
-        registry,
-        served,
-        answer,
-        incomplete,
-        notice,
-        response,
-        now_ms(),
-    )
-    .await
-    .map_err(|e| {
-        tracing::error!(session = %key, error = %e, "a session turn could not be stored");
-        format!("the answer could not be stored in session {key:?}: {e}")
-    })
+    turn.commit(served, answer, incomplete, notice, response, now_ms())
+        .await
+        .map_err(|e| {
+            tracing::error!(session = %key, error = %e, "a session turn could not be stored");
+            format!("the answer could not be stored in session {key:?}: {e}")
+        })
 }
 
 impl Answer {
@@ -205,7 +195,6 @@ impl Answer {
             let notice = self.routed.fallback_notice();
             let stored = commit(
                 turn,
-                &self.registry,
                 &self.routed.served,
                 notice,
                 self.keep.take(),
@@ -237,16 +226,15 @@ impl Answer {
             routed,
             notices: _,
             session,
-            registry,
             keep,
         } = self;
         let notice = routed.fallback_notice();
         let served = routed.served.clone();
         let on_end = session.map(|turn| {
             let hook: crate::sse::OnEnd = Box::new(move |answer: Collected, incomplete: bool| {
-                Box::pin(async move {
-                    commit(turn, &registry, &served, notice, keep, &answer, incomplete).await
-                })
+                Box::pin(
+                    async move { commit(turn, &served, notice, keep, &answer, incomplete).await },
+                )
             });
             hook
         });
@@ -343,7 +331,6 @@ pub(crate) async fn route(
             .map(|s| s.notices.clone())
             .unwrap_or_default(),
         session,
-        registry,
         keep: None,
     })
 }

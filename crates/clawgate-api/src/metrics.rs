@@ -1,6 +1,6 @@
 //! `GET /metrics` (GW-1): Prometheus text — requests per endpoint, routing
-//! counters (attempts, fallbacks, failures by class), tokens and answer
-//! latency per served model.
+//! counters (attempts, fallbacks, failures by class), tokens, cost,
+//! answers without reported usage and answer latency per served model.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,6 +23,10 @@ struct ModelStats {
     output_tokens: u64,
     cache_read_tokens: u64,
     cache_write_tokens: u64,
+    /// From the model's `cost` table (CTX-5).
+    cost_usd: f64,
+    /// Answers whose server reported no usage.
+    unreported: u64,
     answers: u64,
     latency_sum: f64,
     buckets: [u64; BUCKETS.len()],
@@ -48,6 +52,9 @@ impl clawgate_router::Observer for Telemetry {
             &a.served.provider,
             &a.served.model,
             a.usage,
+            a.usage.map_or(0.0, |u| {
+                clawgate_session::session::cost_usd(&a.served.cost, u)
+            }),
             a.took,
             a.took.saturating_sub(a.upstream_wait),
         );
@@ -67,6 +74,7 @@ impl Telemetry {
         provider: &str,
         model: &str,
         usage: Option<&Usage>,
+        cost_usd: f64,
         took: Duration,
         overhead: Duration,
     ) {
@@ -88,7 +96,10 @@ impl Telemetry {
                 s.output_tokens += u.output;
                 s.cache_read_tokens += u.cache_read;
                 s.cache_write_tokens += u.cache_write;
+            } else {
+                s.unreported += 1;
             }
+            s.cost_usd += cost_usd;
             s.answers += 1;
             let secs = took.as_secs_f64();
             s.latency_sum += secs;
@@ -119,6 +130,71 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The per-model families, each family one group (as the text format
+/// requires).
+fn per_model(out: &mut String, models: &PerModel) {
+    let label = |p: &str, m: &str| format!("provider=\"{}\",model=\"{}\"", esc(p), esc(m));
+    let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model: input is the whole prompt (cache reads and writes included, whatever the protocol), cache_read and cache_write the parts of it served from or written to the cache.\n# TYPE clawgate_tokens_total counter");
+    for (p, model, s) in flat(models) {
+        let l = label(p, model);
+        for (kind, n) in [
+            ("input", s.input_tokens),
+            ("output", s.output_tokens),
+            ("cache_read", s.cache_read_tokens),
+            ("cache_write", s.cache_write_tokens),
+        ] {
+            let _ = writeln!(out, "clawgate_tokens_total{{{l},kind=\"{kind}\"}} {n}");
+        }
+    }
+    let _ = writeln!(out, "# HELP clawgate_cost_usd_total What answers cost by the model's cost table, per served model (local models cost 0).\n# TYPE clawgate_cost_usd_total counter");
+    for (p, model, s) in flat(models) {
+        let _ = writeln!(
+            out,
+            "clawgate_cost_usd_total{{{}}} {}",
+            label(p, model),
+            s.cost_usd
+        );
+    }
+    let _ = writeln!(out, "# HELP clawgate_answers_without_usage_total Answers whose server reported no token usage (not in clawgate_tokens_total; kept sessions store an estimate, marked so).\n# TYPE clawgate_answers_without_usage_total counter");
+    for (p, model, s) in flat(models) {
+        let _ = writeln!(
+            out,
+            "clawgate_answers_without_usage_total{{{}}} {}",
+            label(p, model),
+            s.unreported
+        );
+    }
+    for (name, help, buckets) in [
+        (
+            "clawgate_answer_duration_seconds",
+            "Time from request to the end of the answer, per served model.",
+            &BUCKETS[..],
+        ),
+        (
+            "clawgate_overhead_seconds",
+            "Gateway time per answer: total minus time waiting on upstreams.",
+            &OVERHEAD_BUCKETS[..],
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let overhead = name == "clawgate_overhead_seconds";
+        for (p, model, s) in flat(models) {
+            let l = label(p, model);
+            let (counts, sum) = if overhead {
+                (&s.overhead_buckets[..], s.overhead_sum)
+            } else {
+                (&s.buckets[..], s.latency_sum)
+            };
+            for (b, n) in buckets.iter().zip(counts) {
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", s.answers);
+            let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{l}}} {}", s.answers);
+        }
+    }
 }
 
 pub async fn handle(State(state): State<AppState>) -> Response {
@@ -168,76 +244,8 @@ pub async fn handle(State(state): State<AppState>) -> Response {
             "clawgate_upstream_failures_total{{class=\"{class}\"}} {n}"
         );
     }
-    let _ = writeln!(out, "# HELP clawgate_tokens_total Tokens reported by servers, per served model: input is the whole prompt (cache reads and writes included, whatever the protocol), cache_read and cache_write the parts of it served from or written to the cache.\n# TYPE clawgate_tokens_total counter");
-    let _ = writeln!(out, "# HELP clawgate_answer_duration_seconds Time from request to the end of the answer, per served model.\n# TYPE clawgate_answer_duration_seconds histogram");
     if let Ok(models) = state.telemetry.models.lock() {
-        for (p, model, s) in flat(&models) {
-            let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
-            let _ = writeln!(
-                out,
-                "clawgate_tokens_total{{{l},kind=\"input\"}} {}",
-                s.input_tokens
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_tokens_total{{{l},kind=\"output\"}} {}",
-                s.output_tokens
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_tokens_total{{{l},kind=\"cache_read\"}} {}",
-                s.cache_read_tokens
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_tokens_total{{{l},kind=\"cache_write\"}} {}",
-                s.cache_write_tokens
-            );
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "clawgate_answer_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "clawgate_answer_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-                s.answers
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_answer_duration_seconds_sum{{{l}}} {}",
-                s.latency_sum
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_answer_duration_seconds_count{{{l}}} {}",
-                s.answers
-            );
-        }
-        let _ = writeln!(out, "# HELP clawgate_overhead_seconds Gateway time per answer: total minus time waiting on upstreams.\n# TYPE clawgate_overhead_seconds histogram");
-        for (p, model, s) in flat(&models) {
-            let l = format!("provider=\"{}\",model=\"{}\"", esc(p), esc(model));
-            for (i, b) in OVERHEAD_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "clawgate_overhead_seconds_bucket{{{l},le=\"{b}\"}} {}",
-                    s.overhead_buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "clawgate_overhead_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-                s.answers
-            );
-            let _ = writeln!(
-                out,
-                "clawgate_overhead_seconds_sum{{{l}}} {}",
-                s.overhead_sum
-            );
-            let _ = writeln!(out, "clawgate_overhead_seconds_count{{{l}}} {}", s.answers);
-        }
+        per_model(&mut out, &models);
     }
     let mut r = out.into_response();
     r.headers_mut().insert(

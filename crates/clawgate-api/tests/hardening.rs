@@ -163,14 +163,7 @@ async fn usage_means_the_same_on_every_protocol_pair() {
             }
         }
         // /metrics counts the whole prompt, whatever the protocol.
-        let m = http()
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics(&gw).await;
         let line = |kind: &str| {
             m.lines()
                 .find(|l| {

@@ -268,6 +268,45 @@ async fn usage_and_cost_rows_equal_what_the_server_reported() {
             .trim_start_matches("http://")
             .trim_end_matches("/v1")
     );
+    // The Prometheus counters say the same.
+    let metrics = metrics(&gw).await;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .unwrap_or_else(|| panic!("{series} in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let l = "{provider=\"a\",model=\"m\"}";
+    assert!((value(&format!("clawgate_cost_usd_total{l}")) - 3.0 * per_call).abs() < 1e-12);
+    assert_eq!(
+        value(&format!("clawgate_answers_without_usage_total{l}")),
+        0.0
+    );
+    assert_eq!(
+        value("clawgate_tokens_total{provider=\"a\",model=\"m\",kind=\"input\"}"),
+        3_000.0
+    );
+    // Each family is one group, as the text format requires.
+    let mut seen = Vec::new();
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let family = line
+            .split(['{', ' '])
+            .next()
+            .unwrap()
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        if seen.last().map(String::as_str) != Some(family) {
+            assert!(
+                !seen.iter().any(|f| f == family),
+                "{family} split in two groups"
+            );
+            seen.push(family.to_string());
+        }
+    }
 }
 
 #[tokio::test]

@@ -140,7 +140,7 @@ impl RunError {
 }
 
 /// Where an answer came from (FO-8).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Served {
     pub reference: String,
     pub provider: String,
@@ -148,6 +148,8 @@ pub struct Served {
     pub host: String,
     pub api: String,
     pub profile: String,
+    /// The model's price table (USD per million tokens; local = 0).
+    pub cost: clawgate_config::Cost,
 }
 
 /// A failure after output started: the turn ends here (FO-5).
@@ -825,6 +827,7 @@ impl Runner {
                                 host,
                                 api: ep.api.as_str().to_string(),
                                 profile: cred.profile.clone(),
+                                cost: model.cost,
                             },
                         )));
                     }

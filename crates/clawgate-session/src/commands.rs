@@ -82,6 +82,7 @@ pub fn served() -> Served {
         host: "local".into(),
         api: "clawgate".into(),
         profile: String::new(),
+        cost: Default::default(),
     }
 }
 

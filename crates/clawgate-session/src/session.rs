@@ -193,7 +193,6 @@ pub fn cost_usd(cost: &Cost, u: &Usage) -> f64 {
 
 /// One usage row: the reported counts, or estimates marked so (never 0).
 fn usage_row(
-    registry: &Registry,
     served: &Served,
     reported: Option<Usage>,
     prompt_estimate: u64,
@@ -219,10 +218,7 @@ fn usage_row(
             )
         }
     };
-    let cost = registry
-        .resolve(&served.reference)
-        .map(|r| cost_usd(&r.model.cost, &usage))
-        .unwrap_or(0.0);
+    let cost = cost_usd(&served.cost, &usage);
     UsageRow {
         provider: served.provider.clone(),
         model: served.model.clone(),
@@ -657,7 +653,7 @@ impl SessionTurn {
                         settings.timeout.as_secs()
                     ))
                 })??;
-            rows.push(usage_row(registry, &routed.served, c.usage, prompt, &c));
+            rows.push(usage_row(&routed.served, c.usage, prompt, &c));
             served_by = routed.served.reference.clone();
             if c.text.trim().is_empty() {
                 return Err(TurnError::Compaction(format!(
@@ -716,7 +712,6 @@ impl SessionTurn {
     #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         self,
-        registry: &Registry,
         served: &Served,
         answer: &Collected,
         incomplete: bool,
@@ -747,7 +742,7 @@ impl SessionTurn {
             entries.push(NewEntry::new(EntryKind::Notice, n));
         }
         entries.extend(transcript::entries_from_answer(answer, incomplete));
-        let row = usage_row(registry, served, answer.usage, self.prompt_estimate, answer);
+        let row = usage_row(served, answer.usage, self.prompt_estimate, answer);
         let context = answer.usage.map(|u| (u.input, sent));
         self.store
             .commit(TurnCommit {

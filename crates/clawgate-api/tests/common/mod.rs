@@ -92,6 +92,19 @@ pub fn token_auth() -> GatewayAuth {
     GatewayAuth::new(AuthMode::Token, Some(Secret::new(TOKEN)))
 }
 
+/// `GET /metrics` as text.
+#[allow(dead_code)]
+pub async fn metrics(gw: &Gw) -> String {
+    http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }

@@ -278,7 +278,6 @@ impl Chat<'_> {
         let _ = out.flush();
         let incomplete = cancelled || failure.is_some();
         turn.commit(
-            self.registry,
             &routed.served,
             &c,
             incomplete,

@@ -202,7 +202,6 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
         if let Some(turn) = kept {
             let now = super::state::now_unix_ms() as i64;
             turn.commit(
-                reg,
                 &routed.served,
                 &c,
                 failure.is_some(),
