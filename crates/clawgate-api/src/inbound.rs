@@ -290,10 +290,16 @@ pub(crate) async fn route(
         Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
     let (mut routed, session) = match (keep, &state.store) {
         (Some(k), Some(store)) => {
-            let mut turn =
-                clawgate_session::session::begin(store.clone(), &k, &mut target, request, now_ms())
-                    .await
-                    .map_err(|e| turn_error(&registry, e))?;
+            let mut turn = clawgate_session::session::begin(
+                store.clone(),
+                &state.locks,
+                &k,
+                &mut target,
+                request,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| turn_error(&registry, e))?;
             let routed = match turn.command() {
                 Some(cmd) => {
                     turn.run_command(cmd, &state.runner, &registry, &target, now_ms())

@@ -24,6 +24,8 @@ pub struct Shared {
     pub telemetry: Arc<metrics::Telemetry>,
     /// Where named sessions live; without one every request is stateless.
     pub store: Option<Arc<dyn clawgate_store::Store>>,
+    /// One turn at a time per session.
+    pub locks: clawgate_session::session::SessionLocks,
 }
 
 impl std::ops::Deref for AppState {
@@ -51,6 +53,7 @@ impl AppState {
             auth,
             telemetry: Arc::new(metrics::Telemetry::default()),
             store,
+            locks: Default::default(),
         }))
     }
 

@@ -417,3 +417,61 @@ async fn a_client_that_resends_its_history_does_not_get_it_twice() {
     let s = store.get("sdk").await.unwrap().unwrap();
     assert_eq!(store.transcript(s.id).await.unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn concurrent_turns_of_one_session_run_one_after_the_other() {
+    // A slow server: were turns to overlap, they would see the same
+    // history and interleave in the transcript.
+    let a = FakeServer::start(|r: &Recorded| {
+        let v: Value = serde_json::from_str(&r.body_str()).unwrap();
+        let n = v["messages"].as_array().unwrap().len();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("saw {n}")}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 2}}).to_string())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = Arc::new(
+        gateway_with_store(
+            &config(&a.base_url(), &a.base_url()),
+            no_auth(),
+            store.clone(),
+        )
+        .await,
+    );
+    let turns: Vec<_> = (0..8)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                chat(&gw, json!({"model": "default", "user": "busy", "messages": [{"role": "user", "content": format!("q{i}")}]})).await
+            })
+        })
+        .collect();
+    for t in turns {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    // Each call saw every turn before it: 1, 3, 5, … messages.
+    let mut seen: Vec<usize> = a
+        .requests()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&r.body_str()).unwrap();
+            v["messages"].as_array().unwrap().len()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..8).map(|i| 2 * i + 1).collect::<Vec<_>>());
+    // The transcript alternates question and answer.
+    let s = store.get("busy").await.unwrap().unwrap();
+    assert_eq!(s.turns, 8);
+    let kinds: Vec<EntryKind> = store
+        .transcript(s.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    for pair in kinds.chunks(2) {
+        assert_eq!(pair, [EntryKind::User, EntryKind::Assistant]);
+    }
+}

@@ -78,6 +78,57 @@ impl CompactionSettings {
     }
 }
 
+/// One lock per session key in this process: turns of one session run one
+/// after the other (each sees the one before, and two compactions never
+/// replace the same entries). The map holds only weak references and is
+/// swept as it grows, so it stays within twice the sessions in flight
+/// (plus a small floor).
+#[derive(Default)]
+pub struct SessionLocks {
+    map: std::sync::Mutex<(
+        std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
+        usize,
+    )>,
+}
+
+/// Sweep no earlier than this many keys.
+const LOCKS_FLOOR: usize = 1_024;
+
+impl SessionLocks {
+    /// Waits for `key`'s turn.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut guard = match self.map.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let (map, sweep_at) = &mut *guard;
+            match map.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    if map.len() >= (*sweep_at).max(LOCKS_FLOOR) {
+                        map.retain(|_, w| w.strong_count() > 0);
+                        *sweep_at = map.len() * 2;
+                    }
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key.to_string(), Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+
+    /// Keys in the map (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|g| g.0.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compacted {
@@ -117,6 +168,9 @@ pub struct SessionTurn {
     /// the transcript (a kept Responses object still does, so a client
     /// can continue from it).
     local: bool,
+    /// This session's turn lock, held until the turn is committed or
+    /// dropped.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Opens `key`'s session and prepares the turn: the persisted model
@@ -124,11 +178,13 @@ pub struct SessionTurn {
 /// repeats the stored history.
 pub async fn begin(
     store: Arc<dyn Store>,
+    locks: &SessionLocks,
     key: &str,
     target: &mut Target,
     mut request: ChatRequest,
     now_ms: i64,
 ) -> Result<SessionTurn, TurnError> {
+    let turn_lock = locks.lock(key).await;
     let loaded = store
         .load_turn(key, target.agent.as_deref(), now_ms)
         .await?;
@@ -169,6 +225,7 @@ pub async fn begin(
         pinned: loaded.pins,
         notices: Vec::new(),
         local: false,
+        _turn: turn_lock,
     })
 }
 
@@ -760,7 +817,25 @@ impl SessionTurn {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn one_turn_per_session_at_a_time_and_the_lock_map_stays_bounded() {
+        let locks = SessionLocks::default();
+        let a = locks.lock("a").await;
+        // Another session is not held up; the same one waits.
+        let _b = locks.lock("b").await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), locks.lock("a"));
+        assert!(waiting.await.is_err());
+        drop(a);
+        let _a = locks.lock("a").await;
+        // Thousands of sessions one after the other: swept as it grows.
+        for i in 0..10_000 {
+            drop(locks.lock(&format!("s{i}")).await);
+        }
+        assert!(locks.len() <= LOCKS_FLOOR + 2, "{}", locks.len());
+    }
 
     #[test]
     fn ctx_5_cost_prices_each_kind_of_token() {

@@ -158,6 +158,7 @@ struct Chat<'a> {
     hide_reasoning: bool,
     style: Style,
     interrupt: Interrupt,
+    locks: clawgate_session::session::SessionLocks,
 }
 
 fn now_ms() -> i64 {
@@ -177,6 +178,7 @@ impl Chat<'_> {
         };
         let mut turn = clawgate_session::session::begin(
             self.store.clone(),
+            &self.locks,
             &self.key,
             &mut target,
             request,
@@ -359,6 +361,7 @@ pub fn run(ctx: &Ctx, args: ChatArgs) -> CliResult {
         hide_reasoning: args.hide_reasoning,
         style,
         interrupt,
+        locks: Default::default(),
     };
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| CliError::msg(exit::FAILURE, format!("the line editor: {e}")))?;

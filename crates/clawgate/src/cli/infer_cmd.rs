@@ -144,10 +144,16 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     clawgate_store::SqliteStore::open(&path)
                         .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?,
                 );
-                let mut turn =
-                    clawgate_session::session::begin(store, key, &mut target, request, now)
-                        .await
-                        .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
+                let mut turn = clawgate_session::session::begin(
+                    store,
+                    &Default::default(),
+                    key,
+                    &mut target,
+                    request,
+                    now,
+                )
+                .await
+                .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
                 let routed = match turn.command() {
                     Some(cmd) => turn.run_command(cmd, &runner, reg, &target, now).await,
                     None => turn.route(&runner, reg, &target, Some(&notice), now).await,
