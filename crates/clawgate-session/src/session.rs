@@ -85,11 +85,11 @@ impl CompactionSettings {
 /// (plus a small floor).
 #[derive(Default)]
 pub struct SessionLocks {
-    map: std::sync::Mutex<(
-        std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
-        usize,
-    )>,
+    /// The weak locks by key, and the size at which to sweep next.
+    map: std::sync::Mutex<(LockMap, usize)>,
 }
+
+type LockMap = std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>;
 
 /// Sweep no earlier than this many keys.
 const LOCKS_FLOOR: usize = 1_024;
