@@ -806,7 +806,12 @@ impl SessionTurn {
                 session: self.session.id,
                 entries,
                 usage: vec![row],
-                sticky: Some((served.provider.clone(), served.profile.clone())),
+                // A pin the session already holds is not written again.
+                sticky: (!self
+                    .pinned
+                    .iter()
+                    .any(|(p, prof)| *p == served.provider && *prof == served.profile))
+                .then(|| (served.provider.clone(), served.profile.clone())),
                 response,
                 context,
                 at_ms: now_ms,

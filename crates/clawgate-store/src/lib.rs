@@ -31,6 +31,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("session store: no session {0:?}")]
     NoSession(String),
+    #[error("session store: committing failed: {0}")]
+    Commit(String),
     #[error("session store: a worker thread failed: {0}")]
     Worker(String),
     #[error("session store: unexpected value in {column}: {value:?}")]

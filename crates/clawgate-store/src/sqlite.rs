@@ -86,8 +86,14 @@ ALTER TABLE sessions ADD COLUMN context_through INTEGER;
 "#,
 ];
 
-/// Work for the store thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the store thread: it runs, and returns how to answer its
+/// caller once the batch it ran in is committed (with the batch's commit
+/// error, if that failed).
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Most calls one group commit takes.
+const MAX_BATCH: usize = 64;
 
 /// The SQLite [`Store`]. One thread owns the connection and runs the
 /// calls in order: no lock, no pool of blocked threads under load (the
@@ -98,6 +104,14 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Job>,
     path: PathBuf,
+    /// Calls run and transactions (group commits) they ran in.
+    counts: std::sync::Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    calls: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -147,18 +161,41 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let counts = std::sync::Arc::new(Counts::default());
+        let counted = counts.clone();
         std::thread::Builder::new()
             .name("clawgate-store".into())
             .spawn(move || {
-                for job in queue {
-                    job(&mut conn);
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    counted
+                        .calls
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    counted
+                        .batches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    group_commit(&mut conn, batch);
                 }
             })
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
             jobs,
             path: path.to_path_buf(),
+            counts,
         })
+    }
+
+    /// Calls run so far, and the transactions they ran in (fewer under
+    /// load: group commit).
+    pub fn batching(&self) -> (u64, u64) {
+        let o = std::sync::atomic::Ordering::Relaxed;
+        (self.counts.calls.load(o), self.counts.batches.load(o))
     }
 
     pub fn path(&self) -> &Path {
@@ -176,6 +213,7 @@ impl SqliteStore {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
             })();
             let _ = tx.send(check);
+            Box::new(|_: Option<&str>| {})
         });
         self.jobs.send(job).map_err(|_| gone())?;
         rx.recv().map_err(|_| gone())?
@@ -188,13 +226,47 @@ impl SqliteStore {
     ) -> StoreFuture<'a, T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            let result = f(conn);
+            Box::new(move |batch: Option<&str>| {
+                let _ = tx.send(match (result, batch) {
+                    (Ok(_), Some(e)) => Err(StoreError::Commit(e.to_string())),
+                    (r, _) => r,
+                });
+            })
         });
         let sent = self.jobs.send(job);
         Box::pin(async move {
             sent.map_err(|_| gone())?;
             rx.await.map_err(|_| gone())?
         })
+    }
+}
+
+/// Runs the calls that queued up meanwhile in one transaction — each in
+/// its own savepoint, so one that fails leaves the others whole — and
+/// answers every caller only after the commit: under load many turns share
+/// one WAL commit (the same pages written once, not once per turn); a
+/// lone call is its own transaction.
+fn group_commit(conn: &mut Connection, batch: Vec<Job>) {
+    if batch.len() == 1 {
+        for job in batch {
+            job(conn)(None);
+        }
+        return;
+    }
+    let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let replies: Vec<Reply> = batch.into_iter().map(|job| job(conn)).collect();
+    let outcome = if began {
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    if outcome.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let failed = outcome.as_ref().err().map(String::as_str);
+    for reply in replies {
+        reply(failed);
     }
 }
 
@@ -211,7 +283,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
@@ -304,7 +376,7 @@ fn entries(
 }
 
 fn append(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     session: i64,
     turn: u32,
     e: &NewEntry,
@@ -393,7 +465,7 @@ impl Store for SqliteStore {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
         self.run(move |conn| {
             // One transaction: one snapshot, one lock round for the three.
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let session = open_session(&tx, &key, agent.as_deref(), now_ms)?;
             let history = history_of(&tx, session.id)?;
             let pins = pins_of(&tx, session.id)?;
@@ -423,15 +495,26 @@ impl Store for SqliteStore {
 
     fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()> {
         self.run(move |conn| {
-            let tx = conn.transaction()?;
-            let (key, turns): (String, u32) = tx
-                .prepare_cached("SELECT key, turns FROM sessions WHERE id = ?1")?
-                .query_row([turn.session], |r| Ok((r.get(0)?, r.get(1)?)))
+            let tx = conn.savepoint()?;
+            // A compaction committed on its own is not a turn; an empty
+            // summary is a `/new` marker, not a compaction.
+            let counts = turn.entries.iter().any(|e| e.kind != EntryKind::Summary);
+            let compacted = turn
+                .entries
+                .iter()
+                .any(|e| e.kind == EntryKind::Summary && !e.text.is_empty());
+            // One statement numbers the turn and touches the session.
+            let (key, number): (String, u32) = tx
+                .prepare_cached(
+                    "UPDATE sessions SET turns = turns + ?2, updated_ms = ?3, compactions = compactions + ?4
+                     WHERE id = ?1 RETURNING key, turns",
+                )?
+                .query_row(
+                    params![turn.session, u32::from(counts), turn.at_ms, u32::from(compacted)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?
                 .ok_or_else(|| StoreError::NoSession(format!("#{}", turn.session)))?;
-            // A compaction committed on its own is not a turn.
-            let counts = turn.entries.iter().any(|e| e.kind != EntryKind::Summary);
-            let number = turns + u32::from(counts);
             let mut through = None;
             for (i, e) in turn.entries.iter().enumerate() {
                 append(&tx, turn.session, number, e, turn.at_ms)?;
@@ -474,15 +557,6 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![turn.session, provider, profile])?;
             }
-            // An empty summary is a `/new` marker, not a compaction.
-            let compacted = turn
-                .entries
-                .iter()
-                .any(|e| e.kind == EntryKind::Summary && !e.text.is_empty());
-            tx.prepare_cached(
-                "UPDATE sessions SET turns = ?2, updated_ms = ?3, compactions = compactions + ?4 WHERE id = ?1",
-            )?
-            .execute(params![turn.session, number, turn.at_ms, u32::from(compacted)])?;
             // The calibration follows the newest reported prompt; a summary
             // without one makes the old one meaningless.
             match (turn.context, through) {
@@ -507,7 +581,7 @@ impl Store for SqliteStore {
 
     fn reset(&self, session: i64, model_too: bool, now_ms: i64) -> StoreFuture<'_, ()> {
         self.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let last: Option<i64> = tx
                 .prepare_cached("SELECT MAX(id) FROM entries WHERE session_id = ?1")?
                 .query_row([session], |r| r.get(0))?;

@@ -444,3 +444,61 @@ async fn a_version_1_database_is_migrated_in_place() {
         .unwrap();
     assert_eq!(v, clawgate_store::SCHEMA_VERSION);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_transactions_and_one_failure_spoils_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            store
+                .load_turn(&format!("g{i}"), None, 0)
+                .await
+                .unwrap()
+                .session
+                .id,
+        );
+    }
+    // 400 commits at once: they queue up and run in batches; every tenth
+    // names a session that does not exist.
+    let tasks: Vec<_> = (0..400)
+        .map(|n| {
+            let store = store.clone();
+            let session = if n % 10 == 9 { 999_999 } else { ids[n % 20] };
+            tokio::spawn(async move {
+                store
+                    .commit(turn(
+                        session,
+                        n as i64,
+                        vec![
+                            NewEntry::new(EntryKind::User, format!("q{n}")),
+                            NewEntry::new(EntryKind::Assistant, format!("a{n}")),
+                        ],
+                        vec![],
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for (n, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::NoSession(_)) => assert_eq!(n % 10, 9),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 360);
+    let mut entries = 0;
+    for i in 0..20 {
+        let s = store.get(&format!("g{i}")).await.unwrap().unwrap();
+        let t = store.transcript(s.id).await.unwrap();
+        assert_eq!(t.len() as u32, 2 * s.turns, "whole turns only");
+        entries += t.len();
+    }
+    assert_eq!(entries, 720);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let (calls, batches) = store.batching();
+    assert!(batches < calls, "{calls} calls in {batches} transactions");
+}
