@@ -55,6 +55,12 @@ pub enum Kind {
     /// gateway loads and stores real short conversations. DIRECT and NGINX
     /// get the same body (they ignore `user`).
     ChatSession,
+    /// The same, on the long sessions of the seeded database (10 000
+    /// stored entries each, a summary near the end): 10 turns each, in
+    /// turn.
+    ChatLongSession {
+        sessions: usize,
+    },
 }
 
 pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
@@ -65,7 +71,7 @@ pub fn request(kind: Kind, sys: &str, text: &str) -> (&'static str, String) {
     };
     match kind {
         Kind::Chat { stream } => ("/v1/chat/completions", chat(stream)),
-        Kind::ChatSession => ("/v1/chat/completions", chat(false)),
+        Kind::ChatSession | Kind::ChatLongSession { .. } => ("/v1/chat/completions", chat(false)),
         Kind::Responses => (
             "/v1/responses",
             json!({"model": "mockr/m", "stream": true, "input": text}).to_string(),
@@ -135,9 +141,16 @@ pub async fn load(
             while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
                 && t0.elapsed() < budget
             {
-                if kind == Kind::ChatSession {
+                let user = match kind {
+                    Kind::ChatSession => Some(format!("bench-{run}-{worker}-{}", turn / 10)),
+                    Kind::ChatLongSession { sessions } => Some(crate::seed::key(
+                        (run * 7 + worker + turn / 10) % sessions.max(1),
+                    )),
+                    _ => None,
+                };
+                if let Some(user) = user {
                     body = json!({"model": "mock/m", "stream": false, "max_tokens": 256,
-                                  "user": format!("bench-{run}-{worker}-{}", turn / 10),
+                                  "user": user,
                                   "messages": [{"role": "user", "content": "hi"}]})
                     .to_string();
                     turn += 1;

@@ -7,6 +7,7 @@
 
 mod load;
 mod mock;
+mod seed;
 mod systems;
 
 use std::path::PathBuf;
@@ -70,6 +71,10 @@ struct Args {
     /// Run only the scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Long sessions (10 000 stored entries each, about 2 MB) in the
+    /// session database the gateway starts on; 50 make about 100 MB.
+    #[arg(long, default_value_t = 50)]
+    long_sessions: usize,
 }
 
 fn us(d: Duration) -> String {
@@ -105,6 +110,23 @@ async fn main() -> Result<()> {
         release: release_rx,
     })
     .await?;
+    // The gateway starts on a session database of long sessions (cold
+    // start with it; one scenario continues them).
+    let seeded = if args.long_sessions > 0 {
+        let db = dir.join(".clawgate/state/sessions.sqlite3");
+        let t = std::time::Instant::now();
+        let size = seed::seed(&db, args.long_sessions).await?;
+        println!(
+            "session database: {} sessions of {} entries, {:.0} MB, written in {:.1} s",
+            args.long_sessions,
+            seed::ENTRIES,
+            size as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        );
+        Some(size)
+    } else {
+        None
+    };
     let (gw, gw_url, cold) = start_gateway(&args.gateway, mock, &dir, args.workers).await?;
     let idle_rss = rss_kb(gw.child.id());
     let nginx = start_nginx(mock, &dir, args.workers);
@@ -196,6 +218,14 @@ async fn main() -> Result<()> {
             total: 3000 * scale,
         },
         Scenario {
+            name: "chat, non-streaming, session of 10 000 entries, c=1",
+            kind: Kind::ChatLongSession {
+                sessions: args.long_sessions,
+            },
+            conc: 1,
+            total: 500 * scale,
+        },
+        Scenario {
             name: "chat, streaming, c=1",
             kind: Kind::Chat { stream: true },
             conc: 1,
@@ -248,6 +278,7 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     let mut clawgate_rows: Vec<(&str, Duration, f64)> = Vec::new();
+    let mut long_rss = None;
     for sc in &scenarios {
         if args
             .only
@@ -256,6 +287,10 @@ async fn main() -> Result<()> {
         {
             continue;
         }
+        if matches!(sc.kind, Kind::ChatLongSession { sessions: 0 }) {
+            continue;
+        }
+        let rss_before = rss_kb(gw.child.id());
         let stream = matches!(
             sc.kind,
             Kind::Chat { stream: true } | Kind::Responses | Kind::MessagesOverChat
@@ -317,6 +352,9 @@ async fn main() -> Result<()> {
         if let Some((_, st)) = rows.iter().find(|r| r.0.name == "CLAWGATE") {
             clawgate_rows.push((sc.name, pct(&st.latencies, 0.5), st.rps()));
         }
+        if matches!(sc.kind, Kind::ChatLongSession { .. }) {
+            long_rss = Some((rss_before, rss_kb(gw.child.id())));
+        }
         if let (Some(cg), Some(n)) = (rps("CLAWGATE"), rps("NGINX")) {
             let l = rps("LITELLM")
                 .map(|l| format!(", {:.1}x LiteLLM's", cg / l.max(1e-9)))
@@ -352,6 +390,24 @@ async fn main() -> Result<()> {
             b.2 / a.2.max(1e-9)
         ));
     }
+    if let (Some(a), Some(b)) = (
+        find("chat, non-streaming, session, c=1"),
+        find("chat, non-streaming, session of 10 000 entries, c=1"),
+    ) {
+        summary.push(format!(
+            "- a session of 10 000 stored entries, c=1: CLAWGATE p50 {} µs vs {} µs for sessions of at most 20: {:.2}x (target ≤ 2x){}",
+            us(b.1),
+            us(a.1),
+            b.1.as_secs_f64() / a.1.as_secs_f64().max(1e-9),
+            long_rss
+                .map(|(x, y)| format!(
+                    "; RSS {:.1} MB before the scenario, {:.1} MB after",
+                    x as f64 / 1024.0,
+                    y as f64 / 1024.0
+                ))
+                .unwrap_or_default()
+        ));
+    }
     println!();
     for line in &summary {
         println!("{line}");
@@ -380,8 +436,14 @@ async fn main() -> Result<()> {
     }
     println!();
     println!(
-        "- cold start, spawn to a ready /ready: CLAWGATE {} ms{}",
+        "- cold start, spawn to a ready /ready: CLAWGATE {} ms{}{}",
         cold.as_millis(),
+        seeded
+            .map(|b| format!(
+                " (on a {:.0} MB session database; target ≤ 100 ms)",
+                b as f64 / 1e6
+            ))
+            .unwrap_or_default(),
         litellm
             .as_ref()
             .map(|l| format!("; LiteLLM to /health/liveliness: {} ms", l.2.as_millis()))

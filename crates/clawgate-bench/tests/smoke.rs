@@ -21,7 +21,14 @@ fn bench_runs_every_scenario_end_to_end() {
     let out = Command::new(&bench)
         .args(["--gateway", gateway.to_str().unwrap()])
         .args(["--scale", "1", "--rounds", "1", "--budget-s", "1"])
-        .args(["--chunks", "5", "--open-streams", "20"])
+        .args([
+            "--chunks",
+            "5",
+            "--open-streams",
+            "20",
+            "--long-sessions",
+            "2",
+        ])
         .env("CLAWGATE_BENCH_NO_LITELLM", "1")
         .output()
         .unwrap();
@@ -36,6 +43,7 @@ fn bench_runs_every_scenario_end_to_end() {
         "chat, non-streaming, c=64",
         "chat, non-streaming, session, c=1",
         "chat, non-streaming, session, c=64",
+        "chat, non-streaming, session of 10 000 entries, c=1",
         "chat, streaming, c=64",
         "responses, streaming, c=64",
         "messages in, chat out, streaming, c=64",
@@ -56,6 +64,14 @@ fn bench_runs_every_scenario_end_to_end() {
     assert!(open.starts_with("| CLAWGATE | 20 |"), "{open}");
     assert!(
         text.contains("cold start, spawn to a ready /ready: CLAWGATE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("session database: 2 sessions of 10000 entries"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- a session of 10 000 stored entries, c=1: CLAWGATE p50"),
         "{text}"
     );
     assert!(text.contains("- session mode, c=1: CLAWGATE p50"), "{text}");
