@@ -267,16 +267,28 @@ pub fn missing(entries: &[Entry], previous: Option<&str>, summary: &str) -> Vec<
 /// Heading of the identifier list the guard appends.
 pub const IDENTIFIERS_HEADING: &str = "Identifiers from the earlier conversation, verbatim:";
 
-/// The summary with every identifier it dropped appended verbatim.
-pub fn guard(summary: &str, missing: &[String]) -> String {
-    if missing.is_empty() {
-        return summary.trim().to_string();
-    }
+/// The summary with the identifiers it dropped appended verbatim, the
+/// newest first to go in when they take more than `max_bytes` (so a
+/// summary never outgrows the window it is for).
+pub fn guard(summary: &str, missing: &[String], max_bytes: usize) -> String {
     let mut s = summary.trim().to_string();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut used = 0usize;
+    for id in missing.iter().rev() {
+        if used + id.len() + 1 > max_bytes {
+            break;
+        }
+        used += id.len() + 1;
+        kept.push(id);
+    }
+    if kept.is_empty() {
+        return s;
+    }
+    kept.reverse();
     s.push_str("\n\n");
     s.push_str(IDENTIFIERS_HEADING);
     s.push('\n');
-    s.push_str(&missing.join(" "));
+    s.push_str(&kept.join(" "));
     s
 }
 
@@ -395,8 +407,15 @@ mod tests {
             !gone.iter().any(|g| g == "well" || g == "known"),
             "{gone:?}"
         );
-        let guarded = guard(sum, &gone);
+        let guarded = guard(sum, &gone, 10_000);
         assert!(missing(&h, None, &guarded).is_empty());
+        // Bounded: only the newest that fit.
+        let small = guard(sum, &gone, 20);
+        assert!(
+            small.len() <= sum.len() + IDENTIFIERS_HEADING.len() + 2 + 20 + 1,
+            "{small}"
+        );
+        assert!(small.ends_with("1.2.3"), "{small}");
     }
 
     #[test]

@@ -722,7 +722,8 @@ impl SessionTurn {
         }
         let written = summary.unwrap_or_default();
         let missing = compact::missing(&old, previous.as_deref(), &written);
-        let text = compact::guard(&written, &missing);
+        // The guard's list takes at most a sixteenth of the window.
+        let text = compact::guard(&written, &missing, (window.tokens as usize / 16) * 4);
         self.store
             .commit(TurnCommit {
                 session: self.session.id,

@@ -330,6 +330,47 @@ async fn a_turn_is_committed_whole_or_not_at_all() {
             .await,
         Err(StoreError::NoSession(_))
     ));
+    // A failure after some rows were written (a kept answer whose id is
+    // taken) undoes the whole turn.
+    let mut first = turn(
+        s.id,
+        1,
+        vec![NewEntry::new(EntryKind::User, "kept")],
+        vec![],
+    );
+    first.response = Some(("resp_dup".into(), "{}".into()));
+    store.commit(first).await.unwrap();
+    let mut second = turn(
+        s.id,
+        2,
+        vec![
+            NewEntry::new(EntryKind::User, "half"),
+            NewEntry::new(EntryKind::Assistant, "half"),
+        ],
+        vec![],
+    );
+    second.response = Some(("resp_dup".into(), "{}".into()));
+    assert!(store.commit(second).await.is_err());
+    let texts: Vec<String> = store
+        .transcript(s.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, vec!["kept"]);
+    assert_eq!(store.get("x").await.unwrap().unwrap().turns, 1);
+    // And the store goes on.
+    store
+        .commit(turn(
+            s.id,
+            3,
+            vec![NewEntry::new(EntryKind::User, "next")],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.get("x").await.unwrap().unwrap().turns, 2);
 }
 
 #[tokio::test]
