@@ -210,8 +210,12 @@ pub async fn begin(
     // A client that names a session but still sends the whole
     // conversation (an SDK that sets `user` for other reasons) would see it
     // twice: the part it repeats is dropped, only its new turn counts.
-    let repeated = transcript::repeated_prefix(&history.messages, &request.messages);
-    request.messages.drain(..repeated);
+    // (One message cannot repeat anything and leave a new turn: the usual
+    // case costs nothing.)
+    if request.messages.len() > 1 {
+        let repeated = transcript::repeated_prefix(&history.messages, &request.messages);
+        request.messages.drain(..repeated);
+    }
     let sent = transcript::entries_from_messages(&request.messages);
     Ok(SessionTurn {
         store,
@@ -348,35 +352,8 @@ impl SessionTurn {
     /// The size of the stored context as the next model call would see it
     /// (history and summary; the command itself is not part of it).
     pub fn context_estimate(&self) -> Estimate {
-        let history = transcript::history(&self.history);
-        let mut request = ChatRequest {
-            messages: history.messages,
-            system: self.template.system.clone(),
-            tools: self.template.tools.clone(),
-            ..Default::default()
-        };
-        if let Some(s) = history.summary {
-            request.system = Some(format!(
-                "{}{SUMMARY_HEADING}\n{s}",
-                request.system.map(|x| x + "\n\n").unwrap_or_default()
-            ));
-        }
-        match self.session.context {
-            Some((counted, through)) if !self.compacted => Estimate {
-                tokens: counted
-                    + self
-                        .history
-                        .iter()
-                        .filter(|e| e.id > through && e.kind != EntryKind::Summary)
-                        .map(entry_tokens)
-                        .sum::<u64>(),
-                calibrated_on: Some(counted),
-            },
-            _ => Estimate {
-                tokens: request.estimate_tokens(),
-                calibrated_on: None,
-            },
-        }
+        let request = self.compose(transcript::history(&self.history), false);
+        self.measure(&request, false)
     }
 
     /// The request for the model: the client's, with the stored history in
@@ -386,12 +363,20 @@ impl SessionTurn {
             .messages
             .take()
             .unwrap_or_else(|| transcript::history(&self.history));
+        self.compose(history, true)
+    }
+
+    /// The client's request around `history` (and its new messages when
+    /// `with_new`).
+    fn compose(&self, history: transcript::History, with_new: bool) -> ChatRequest {
+        let mut messages = history.messages;
+        if with_new {
+            messages.extend(self.template.messages.iter().cloned());
+        }
         let mut request = ChatRequest {
             messages: Vec::new(),
             ..self.template.clone()
         };
-        let mut messages = history.messages;
-        messages.extend(self.template.messages.iter().cloned());
         request.messages = messages;
         if let Some(summary) = history.summary {
             let block = format!("{SUMMARY_HEADING}\n{summary}");
@@ -406,6 +391,10 @@ impl SessionTurn {
     /// The prompt's size: the server's count of the last prompt plus an
     /// estimate of what was added since, or the estimate of it all.
     pub fn estimate(&self, request: &ChatRequest) -> Estimate {
+        self.measure(request, true)
+    }
+
+    fn measure(&self, request: &ChatRequest, with_new: bool) -> Estimate {
         match self.session.context {
             Some((counted, through)) if !self.compacted => {
                 let added: u64 = self
@@ -414,8 +403,13 @@ impl SessionTurn {
                     .filter(|e| e.id > through && e.kind != EntryKind::Summary)
                     .map(entry_tokens)
                     .sum();
+                let new = if with_new {
+                    messages_tokens(&self.template.messages)
+                } else {
+                    0
+                };
                 Estimate {
-                    tokens: counted + added + messages_tokens(&self.template.messages),
+                    tokens: counted + added + new,
                     calibrated_on: Some(counted),
                 }
             }
@@ -482,6 +476,12 @@ impl SessionTurn {
                     Ok(None) => {}
                     Err(e) => failed = Some(e.to_string()),
                 }
+            }
+            if let (Some(e), false) = (&failed, matches!(verdict, Verdict::Block { .. })) {
+                self.notice(
+                    format!("context: compaction failed, the turn goes on without it: {e}"),
+                    on_notice,
+                );
             }
             match verdict {
                 Verdict::Fits => {}
