@@ -136,8 +136,6 @@ pub struct Compacted {
     pub entries: usize,
     /// The model that wrote it.
     pub model: String,
-    /// The summary as stored.
-    pub summary: String,
 }
 
 /// A turn in session mode, between routing and its commit.
@@ -742,7 +740,7 @@ impl SessionTurn {
             id: 0,
             turn: self.session.turns,
             kind: EntryKind::Summary,
-            text: text.clone(),
+            text,
             tool_id: None,
             tool_name: None,
             is_error: false,
@@ -759,7 +757,6 @@ impl SessionTurn {
         Ok(Some(Compacted {
             entries: old.len(),
             model: served_by,
-            summary: text,
         }))
     }
 
