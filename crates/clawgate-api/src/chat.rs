@@ -384,6 +384,18 @@ pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
     if let Ok(v) = HeaderValue::from_str(&us) {
         headers.insert("x-clawgate-overhead-us", v);
     }
+    // LOC-6, LOC-1: time in the backend's queue and waiting for its
+    // local server to start, apart from the overhead.
+    for (name, d) in [
+        ("x-clawgate-queue-us", routed.queued()),
+        ("x-clawgate-start-us", routed.starting()),
+    ] {
+        if !d.is_zero() {
+            if let Ok(v) = HeaderValue::from_str(&d.as_micros().to_string()) {
+                headers.insert(name, v);
+            }
+        }
+    }
     let s = &routed.served;
     let v = format!("{}; host={}; api={}", s.reference, s.host, s.api);
     if let Ok(v) = HeaderValue::from_str(&v) {
@@ -431,6 +443,7 @@ async fn run(
     let (stream, on_end) = answer.into_stream();
     Ok(crate::sse::response(
         resp_headers,
+        state.keepalive(),
         stream,
         on_end,
         ChatEncoder::new(id, created, model, include_usage),

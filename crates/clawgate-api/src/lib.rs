@@ -16,6 +16,7 @@ pub mod errors;
 mod guard;
 mod health;
 mod inbound;
+mod local;
 mod messages;
 mod metrics;
 mod models;
@@ -108,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
         .route("/metrics", get(metrics::handle))
+        .route("/v1/clawgate/local", get(local::list))
+        .route("/v1/clawgate/local/unload", post(local::unload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,

@@ -326,7 +326,7 @@ pub async fn handle(
         let key = session.map_or(crate::SessionKey::None, crate::SessionKey::Sticky);
         let answer = crate::route(&state, &headers, &model, request, key).await?;
         if stream {
-            Ok(stream_response(answer, model))
+            Ok(stream_response(answer, model, state.keepalive()))
         } else {
             collect(answer, model).await
         }
@@ -412,12 +412,17 @@ fn frame(out: &mut Vec<u8>, event: &str, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-fn stream_response(answer: crate::Answer, model: String) -> Response {
+fn stream_response(
+    answer: crate::Answer,
+    model: String,
+    keepalive: std::time::Duration,
+) -> Response {
     let mut headers = HeaderMap::new();
     crate::chat::served_headers(&mut headers, &answer);
     let (stream, on_end) = answer.into_stream();
     crate::sse::response(
         headers,
+        keepalive,
         stream,
         on_end,
         MessagesEncoder {
@@ -493,6 +498,11 @@ impl MessagesEncoder {
 }
 
 impl crate::sse::Encode for MessagesEncoder {
+    /// Anthropic's own keep-alive event.
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         let start = json!({"type": "message_start", "message": {
             "id": message_id(), "type": "message", "role": "assistant", "model": self.model,

@@ -197,6 +197,96 @@ fn per_model(out: &mut String, models: &PerModel) {
     }
 }
 
+/// A metric family: name, type, help, and the value of one item.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> String);
+
+/// One family per entry, one sample per item labelled by its provider.
+fn provider_families<T>(
+    out: &mut String,
+    items: &[T],
+    provider: fn(&T) -> &str,
+    families: &[Family<T>],
+) {
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for it in items {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\"}} {}",
+                esc(provider(it)),
+                value(it)
+            );
+        }
+    }
+}
+
+/// LOC-6, LOC-7: queues in front of each backend and the local servers.
+fn local_servers(out: &mut String, local: &clawgate_local::Supervisor) {
+    use clawgate_local::{QueueStats, ServiceView};
+    provider_families::<QueueStats>(
+        out,
+        &local.queues(),
+        |q| &q.provider,
+        &[
+            (
+                "clawgate_queue_limit",
+                "gauge",
+                "maxConcurrent in effect per provider.",
+                |q| q.limit.to_string(),
+            ),
+            (
+                "clawgate_queue_in_flight",
+                "gauge",
+                "Requests holding a queue slot.",
+                |q| q.in_flight.to_string(),
+            ),
+            (
+                "clawgate_queue_waiting",
+                "gauge",
+                "Requests waiting for a slot.",
+                |q| q.waiting.to_string(),
+            ),
+            (
+                "clawgate_queue_wait_seconds_total",
+                "counter",
+                "Time requests spent waiting for a slot.",
+                |q| q.wait_seconds_total.to_string(),
+            ),
+            (
+                "clawgate_queue_spilled_total",
+                "counter",
+                "Requests that waited past spillAfterMs and moved to the next candidate.",
+                |q| q.spilled_total.to_string(),
+            ),
+        ],
+    );
+    provider_families::<ServiceView>(
+        out,
+        &local.running(),
+        |s| &s.provider,
+        &[
+            (
+                "clawgate_local_server_running",
+                "gauge",
+                "1 while the provider's local server runs (started by clawgate or not).",
+                |s| u8::from(s.state != "stopped").to_string(),
+            ),
+            (
+                "clawgate_local_server_leases",
+                "gauge",
+                "Requests in flight on the local server.",
+                |s| s.leases.to_string(),
+            ),
+            (
+                "clawgate_local_server_starts_total",
+                "counter",
+                "Times clawgate started the local server.",
+                |s| s.starts.to_string(),
+            ),
+        ],
+    );
+}
+
 pub async fn handle(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let m = &state.runner.metrics;
@@ -246,6 +336,9 @@ pub async fn handle(State(state): State<AppState>) -> Response {
     }
     if let Ok(models) = state.telemetry.models.lock() {
         per_model(&mut out, &models);
+    }
+    if let Some(local) = &state.local {
+        local_servers(&mut out, local);
     }
     let mut r = out.into_response();
     r.headers_mut().insert(

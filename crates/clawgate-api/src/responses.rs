@@ -431,6 +431,7 @@ pub async fn handle(
             let (stream, on_end) = answer.into_stream();
             return Ok(crate::sse::response(
                 h,
+                state.keepalive(),
                 stream,
                 on_end,
                 ResponsesEncoder::new(id, model, created),

@@ -26,6 +26,11 @@ const FRAME_LIMIT: usize = 16 * 1024;
 /// Scheduler turns without a new event before a frame is handed out.
 const YIELDS: usize = 2;
 
+/// While the upstream is silent (a model loading, a long prompt processed
+/// on a CPU) the client gets a keep-alive this often, so it does not give
+/// up on a server that is working (LOC-2).
+pub(crate) const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// One client protocol's streaming encoder.
 pub(crate) trait Encode: Send + 'static {
     /// What goes before the first event (role chunk, `message_start`, …).
@@ -34,6 +39,11 @@ pub(crate) trait Encode: Send + 'static {
     fn event(&mut self, ev: Result<Event, StreamFailure>, out: &mut Vec<u8>) -> bool;
     /// The answer is complete.
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// Nothing to say yet: a frame clients ignore (an SSE comment unless
+    /// the protocol has its own, like Anthropic's `ping`).
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b": keep-alive\n\n");
+    }
 }
 
 /// Awaited before the last frame of a session-mode stream, with the
@@ -51,6 +61,7 @@ pub(crate) type OnEnd = Box<
 
 struct Pump<E> {
     stream: RoutedStream,
+    keepalive: std::time::Duration,
     enc: E,
     started: bool,
     done: bool,
@@ -89,7 +100,15 @@ impl<E: Encode> Pump<E> {
             // Wait only when nothing is ready yet.
             let next = match self.stream.next_ready() {
                 Poll::Ready(n) => n,
-                Poll::Pending if out.is_empty() => self.stream.next().await,
+                Poll::Pending if out.is_empty() => {
+                    match tokio::time::timeout(self.keepalive, self.stream.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            self.enc.keepalive(&mut out);
+                            return Some(out);
+                        }
+                    }
+                }
                 Poll::Pending if first || yields >= YIELDS => return Some(out),
                 Poll::Pending => {
                     // hyper's client connection task hands over one body
@@ -140,6 +159,7 @@ impl<E: Encode> Pump<E> {
 /// A `200 text/event-stream` response fed by `enc` from `stream`.
 pub(crate) fn response<E: Encode>(
     mut headers: HeaderMap,
+    keepalive: std::time::Duration,
     stream: RoutedStream,
     on_end: Option<OnEnd>,
     enc: E,
@@ -151,6 +171,7 @@ pub(crate) fn response<E: Encode>(
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));
     let pump = Pump {
         stream,
+        keepalive,
         enc,
         started: false,
         done: false,

@@ -26,6 +26,11 @@ pub struct Shared {
     pub store: Option<Arc<dyn clawgate_store::Store>>,
     /// One turn at a time per session.
     pub locks: clawgate_session::session::SessionLocks,
+    /// Local servers and queues (LOC-1, LOC-6, LOC-7), when the runner
+    /// goes through them.
+    pub local: Option<Arc<clawgate_local::Supervisor>>,
+    /// Keep-alive interval of a silent stream (LOC-2).
+    keepalive: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,6 +52,18 @@ impl AppState {
         auth: GatewayAuth,
         store: Option<Arc<dyn clawgate_store::Store>>,
     ) -> Self {
+        Self::with_local(registry, runner, auth, store, None)
+    }
+
+    /// With the supervisor of local servers the runner's gate is (for
+    /// `/metrics` and the `/v1/clawgate/local` endpoints).
+    pub fn with_local(
+        registry: Registry,
+        runner: Runner,
+        auth: GatewayAuth,
+        store: Option<Arc<dyn clawgate_store::Store>>,
+        local: Option<Arc<clawgate_local::Supervisor>>,
+    ) -> Self {
         Self(Arc::new(Shared {
             registry: arc_swap::ArcSwap::from_pointee(registry),
             runner,
@@ -54,7 +71,23 @@ impl AppState {
             telemetry: Arc::new(metrics::Telemetry::default()),
             store,
             locks: Default::default(),
+            local,
+            keepalive: crate::sse::KEEPALIVE,
         }))
+    }
+
+    /// Another keep-alive interval for silent streams (tests); only
+    /// before the state is shared.
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.0) {
+            s.keepalive = every;
+        }
+        self
+    }
+
+    /// How often a silent stream carries a keep-alive.
+    pub fn keepalive(&self) -> Duration {
+        self.keepalive
     }
 
     /// Replaces the config snapshot; requests in flight keep theirs.

@@ -615,7 +615,7 @@ async fn gw_3_policy_403_and_upstream_502_503() {
         if r.body_str().contains("overloaded") {
             Reply::json(
                 503,
-                r#"{"error":{"message":"Loading model","type":"unavailable_error"}}"#,
+                r#"{"error":{"message":"Service temporarily overloaded","type":"unavailable_error"}}"#,
             )
         } else {
             Reply::json(500, r#"{"error":{"message":"boom","type":"server_error"}}"#)

@@ -87,8 +87,8 @@ pub async fn start_gateway(
         &config,
         format!(
             r#"{{ models: {{ providers: {{
-  mock: {{ baseUrl: "http://{upstream}/v1", models: [{{ id: "m", maxTokens: 4096 }}] }},
-  mockr: {{ baseUrl: "http://{upstream}/v1", api: "openai-responses", models: [{{ id: "m", maxTokens: 4096 }}] }},
+  mock: {{ baseUrl: "http://{upstream}/v1", maxConcurrent: 0, models: [{{ id: "m", maxTokens: 4096 }}] }},
+  mockr: {{ baseUrl: "http://{upstream}/v1", maxConcurrent: 0, api: "openai-responses", models: [{{ id: "m", maxTokens: 4096 }}] }},
 }} }} }}"#
         ),
     )?;

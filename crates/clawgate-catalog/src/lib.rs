@@ -104,7 +104,8 @@ impl Registry {
 }
 
 /// Every resolved secret of a snapshot: provider keys and header values,
-/// auth profile keys, the gateway token and password.
+/// `localService.env` values, auth profile keys, the gateway token and
+/// password.
 fn secrets(config: &Config, providers: &IndexMap<String, Provider>) -> clawgate_core::Redactor {
     let mut values: Vec<String> = Vec::new();
     let mut add = |v: Option<&clawgate_config::SecretValue>| {
@@ -116,6 +117,11 @@ fn secrets(config: &Config, providers: &IndexMap<String, Provider>) -> clawgate_
         add(p.api_key.as_ref());
         for h in p.headers.values() {
             add(Some(h));
+        }
+        // A local server's environment may carry its keys (LOC-1: values
+        // never logged, also not in the child's own output).
+        for v in p.local_service.iter().flat_map(|ls| ls.env.values()) {
+            add(Some(v));
         }
     }
     for prof in config.auth.profiles.values() {

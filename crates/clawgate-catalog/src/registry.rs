@@ -78,6 +78,10 @@ pub struct Provider {
     pub timeout_seconds: Option<u64>,
     pub allow_private_network: Option<bool>,
     pub local_service: Option<LocalService>,
+    /// `maxConcurrent` as written (see [`Provider::concurrency_limit`]).
+    pub max_concurrent: Option<u32>,
+    /// `spillAfterMs` as written.
+    pub spill_after_ms: Option<u64>,
     pub params: JsonMap,
     pub endpoint: EndpointClass,
     /// A hosted cloud API from the catalog (not a local-server template).
@@ -91,6 +95,25 @@ pub struct Provider {
     /// may be used even with a declared list (OpenClaw's vLLM rule).
     pub wildcard: bool,
     pub models: Vec<Model>,
+}
+
+impl Provider {
+    /// Requests a local server gets at once when `maxConcurrent` is not
+    /// written: what one GPU serves in parallel (llama.cpp's and LM
+    /// Studio's default slot count).
+    pub const LOCAL_MAX_CONCURRENT: u32 = 4;
+
+    /// The effective `maxConcurrent` (LOC-6): `None` = no limit. Hosted
+    /// APIs are unlimited unless told; a local server gets
+    /// [`Provider::LOCAL_MAX_CONCURRENT`]; `0` written means no limit.
+    pub fn concurrency_limit(&self) -> Option<u32> {
+        match self.max_concurrent {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None if !self.hosted && self.endpoint.is_local() => Some(Self::LOCAL_MAX_CONCURRENT),
+            None => None,
+        }
+    }
 }
 
 /// An effective model entry.
@@ -237,6 +260,8 @@ fn from_builtin(id: &str, b: &BuiltinProvider, env: EnvLookup<'_>) -> Provider {
         timeout_seconds: None,
         allow_private_network: None,
         local_service: None,
+        max_concurrent: None,
+        spill_after_ms: None,
         params: JsonMap::new(),
         endpoint: endpoint::classify(&b.base_url).unwrap_or(EndpointClass::Public),
         hosted: b.hosted,
@@ -314,6 +339,8 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
         timeout_seconds: None,
         allow_private_network: None,
         local_service: None,
+        max_concurrent: None,
+        spill_after_ms: None,
         params: JsonMap::new(),
         endpoint: EndpointClass::Public,
         hosted: false,
@@ -350,6 +377,12 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
     }
     if pc.local_service.is_some() {
         p.local_service = pc.local_service.clone();
+    }
+    if pc.max_concurrent.is_some() {
+        p.max_concurrent = pc.max_concurrent;
+    }
+    if pc.spill_after_ms.is_some() {
+        p.spill_after_ms = pc.spill_after_ms;
     }
     p.params.extend(pc.params.clone());
     p.endpoint = endpoint::classify(&p.base_url).unwrap_or(EndpointClass::Public);

@@ -660,6 +660,19 @@ impl<'a> Decoder<'a> {
                     }
                 }
                 "localService" => p.local_service = self.local_service(v, &kp),
+                "maxConcurrent" => {
+                    if let Some(n) = self.non_negative_int(v, &kp) {
+                        match u32::try_from(n) {
+                            Ok(n) if n <= 100_000 => p.max_concurrent = Some(n),
+                            _ => self.error(
+                                v.span,
+                                &kp,
+                                format!("expected at most 100000 (0 = no limit), got {n}"),
+                            ),
+                        }
+                    }
+                }
+                "spillAfterMs" => p.spill_after_ms = self.non_negative_int(v, &kp),
                 "models" => p.models = self.model_rows(v, &kp, &pe.key),
                 "maxTokens" => p.max_tokens = self.positive_int(v, &kp),
                 "contextWindow" => p.context_window = self.positive_int(v, &kp),
@@ -724,6 +737,8 @@ impl<'a> Decoder<'a> {
             health_url: None,
             ready_timeout_ms: LocalService::DEFAULT_READY_TIMEOUT_MS,
             idle_stop_ms: 0,
+            group: None,
+            warm_up: false,
         };
         let mut has_command = false;
         for e in entries {
@@ -769,6 +784,8 @@ impl<'a> Decoder<'a> {
                         ls.idle_stop_ms = t;
                     }
                 }
+                "group" => ls.group = self.nonempty_string(v, &p),
+                "warmUp" => ls.warm_up = self.bool(v, &p).unwrap_or(false),
                 _ => {}
             }
         }

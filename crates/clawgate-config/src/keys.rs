@@ -149,6 +149,8 @@ pub const PROVIDER: &[&str] = &[
     "timeoutSeconds",
     "request",
     "localService",
+    "maxConcurrent",
+    "spillAfterMs",
     "models",
     "maxTokens",
     "contextWindow",
@@ -175,6 +177,8 @@ pub const LOCAL_SERVICE: &[&str] = &[
     "healthUrl",
     "readyTimeoutMs",
     "idleStopMs",
+    "group",
+    "warmUp",
 ];
 
 pub const MODEL: &[&str] = &[

@@ -150,6 +150,13 @@ pub struct ProviderConfig {
     pub timeout_seconds: Option<u64>,
     pub allow_private_network: Option<bool>,
     pub local_service: Option<LocalService>,
+    /// `maxConcurrent` (LOC-6, a clawgate key): requests in flight at once;
+    /// 0 = no limit. Unset: no limit for hosted APIs, a small default for
+    /// local servers.
+    pub max_concurrent: Option<u32>,
+    /// `spillAfterMs` (LOC-6/7): a request that waited this long for a
+    /// queue slot or a swap moves to the next candidate of its chain.
+    pub spill_after_ms: Option<u64>,
     /// `None` when `models` was not written at all.
     pub models: Option<Vec<ModelConfig>>,
     pub max_tokens: Option<u64>,
@@ -249,6 +256,12 @@ pub struct LocalService {
     pub ready_timeout_ms: u64,
     /// 0 keeps the server running until clawgate exits.
     pub idle_stop_ms: u64,
+    /// `group` (LOC-7, a clawgate key): services of one group never run at
+    /// the same time (one GPU, one model at a time).
+    pub group: Option<String>,
+    /// `warmUp` (LOC-2, a clawgate key): start the service when the gateway
+    /// starts instead of on the first request.
+    pub warm_up: bool,
 }
 
 impl LocalService {

@@ -12,6 +12,7 @@
 mod classify;
 pub mod clock;
 pub mod cooldown;
+pub mod gate;
 pub mod probe;
 pub mod runner;
 pub mod target;

@@ -19,6 +19,7 @@ use clawgate_wire::{ChatRequest, Client, Event, EventStream, WireError};
 
 use crate::clock::Clock;
 use crate::cooldown::{Admission, CooldownBook, CooldownKey};
+use crate::gate::{Entry, Gate, Permit, Refusal};
 use crate::target::{endpoint, extra_body};
 use crate::{classify, ErrorClass};
 
@@ -202,6 +203,9 @@ pub struct RoutedStream {
     redactor: Arc<clawgate_core::Redactor>,
     /// Whether the end (or a failure) was logged.
     ended: bool,
+    /// The gate's permit (a local server's lease, a queue slot), held
+    /// until the answer ends.
+    permit: Permit,
 }
 
 impl Drop for RoutedStream {
@@ -331,6 +335,7 @@ impl Routed {
                 upstream_wait: Duration::ZERO,
                 redactor: Arc::new(clawgate_core::Redactor::default()),
                 ended: false,
+                permit: Permit::default(),
             },
             started: std::time::Instant::now(),
             selected: served.reference.clone(),
@@ -348,8 +353,20 @@ impl Routed {
         self.stream.observers.push(observer);
     }
 
+    /// Time the answering request waited for a queue slot (LOC-6).
+    pub fn queued(&self) -> Duration {
+        self.stream.permit.queued
+    }
+
+    /// Time the answering request waited for its local server to start
+    /// or its swap group to switch (LOC-1, LOC-7).
+    pub fn starting(&self) -> Duration {
+        self.stream.permit.starting
+    }
+
     /// The gateway's own time so far: elapsed since routing began minus
-    /// the time spent waiting on upstreams (PERF-5).
+    /// the time spent waiting on upstreams, queues and server starts
+    /// (PERF-5).
     pub fn overhead(&self) -> Duration {
         self.started
             .elapsed()
@@ -421,6 +438,7 @@ pub struct Turn<'a> {
 pub struct Runner {
     client: Client,
     clock: Arc<dyn Clock>,
+    gate: Option<Arc<dyn Gate>>,
     book: Mutex<CooldownBook>,
     sticky: Sticky,
     pub overload: OverloadPolicy,
@@ -474,11 +492,23 @@ impl Runner {
         Self {
             client,
             clock,
+            gate: None,
             book: Mutex::new(CooldownBook::default()),
             sticky: Sticky::default(),
             overload: OverloadPolicy::default(),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Asks `gate` before every upstream call (local servers, queues).
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The HTTP client upstream calls go through.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Cooldown state with wall-clock expiries, to keep between runs.
@@ -514,6 +544,7 @@ impl Runner {
         &self,
         key: &CooldownKey,
         local: bool,
+        managed: bool,
         base: &str,
         force: bool,
     ) -> Option<String> {
@@ -524,11 +555,13 @@ impl Runner {
             Admission::ProbeInFlight(class) => (None, class),
         };
         // A local server that accepts connections again may have been
-        // started since: one request probes it (half-open) at once.
+        // started since, and one clawgate starts itself (`localService`)
+        // will be started by the gate: one request probes it (half-open)
+        // at once.
         if class == ErrorClass::Unreachable
             && local
             && left.is_some()
-            && crate::probe::reachable(base, LOCAL_PROBE).await
+            && (managed || crate::probe::reachable(base, LOCAL_PROBE).await)
         {
             let now = self.clock.now();
             if let Ok(Admission::Probe) = self.book.lock().map(|mut b| b.reopen(key, now)) {
@@ -723,10 +756,52 @@ impl Runner {
             let last = i + 1 == turn.chain.candidates.len();
             let base = provider.base_url_for(model);
             let local = provider.endpoint.is_local();
-            if let Some(why) = self.keep_out(&model_key, local, base, last).await {
+            let managed = provider.local_service.is_some();
+            if let Some(why) = self.keep_out(&model_key, local, managed, base, last).await {
                 skip(why, attempts);
                 continue;
             }
+            // The gate (local server started, queue slot, swap group):
+            // once per candidate; the permit travels with the answer.
+            let mut permit = match &self.gate {
+                Some(g) if g.guards(provider) => {
+                    let t = std::time::Instant::now();
+                    let entered = g
+                        .enter(Entry {
+                            registry: turn.registry,
+                            provider,
+                            reference: &reference,
+                            may_spill: !last,
+                            on_notice: turn.on_notice,
+                        })
+                        .await;
+                    *upstream_wait += t.elapsed();
+                    match entered {
+                        Ok(p) => Some(p),
+                        Err(Refusal::Spill(why)) => {
+                            skip(why, attempts);
+                            continue;
+                        }
+                        Err(Refusal::Failed { class, detail }) => {
+                            let detail = turn.registry.redactor.redact(&detail).into_owned();
+                            tracing::warn!(candidate = %reference, class = class.as_str(), detail = %detail, "fallback: candidate unavailable");
+                            self.metrics.failure(class);
+                            attempts.push(Attempt {
+                                reference: reference.clone(),
+                                profile: None,
+                                class: Some(class),
+                                status: None,
+                                detail,
+                                skipped: None,
+                                round,
+                                retry_after: None,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let mut creds = credentials(turn.registry, provider);
             let stored = turn
                 .pinned
@@ -759,7 +834,7 @@ impl Runner {
                     retry_after: None,
                 };
                 let force = last && !tried_cred && ci + 1 == n_creds;
-                if let Some(why) = self.keep_out(&cred_key, local, base, force).await {
+                if let Some(why) = self.keep_out(&cred_key, local, managed, base, force).await {
                     attempt.skipped = Some(why);
                     attempts.push(attempt);
                     continue;
@@ -787,14 +862,9 @@ impl Runner {
                 self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
                 let t = std::time::Instant::now();
                 let attempt_started = self.clock.now();
-                let result = match self.client.send(&ep, &req).await {
-                    Ok(mut stream) => match stream.next().await {
-                        Some(Ok(first)) => Ok((stream, Some(first))),
-                        None => Ok((stream, None)),
-                        Some(Err(e)) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
+                let result = self
+                    .send_waiting_for_load(&ep, &req, &reference, turn.on_notice)
+                    .await;
                 *upstream_wait += t.elapsed();
                 match result {
                     Ok((inner, first)) => {
@@ -819,6 +889,7 @@ impl Runner {
                                 upstream_wait: Duration::ZERO,
                                 redactor: turn.registry.redactor.clone(),
                                 ended: false,
+                                permit: permit.take().unwrap_or_default(),
                             },
                             Served {
                                 reference: reference.clone(),
@@ -878,6 +949,60 @@ impl Runner {
         Ok(None)
     }
 }
+
+impl Runner {
+    /// Sends one attempt and waits for its first event. A server that
+    /// answers "loading" (llama.cpp's 503 while the model loads) is asked
+    /// again with backoff until the provider timeout, with a progress
+    /// notice, instead of failing over or looking like a hang (LOC-2).
+    async fn send_waiting_for_load(
+        &self,
+        ep: &clawgate_wire::Endpoint,
+        req: &ChatRequest,
+        reference: &str,
+        on_notice: Option<&(dyn Fn(&str) + Sync)>,
+    ) -> Result<(EventStream, Option<Event>), WireError> {
+        let began = self.clock.now();
+        let mut delay = LOAD_BACKOFF_START;
+        let mut last_notice = Duration::ZERO;
+        loop {
+            let result = match self.client.send(ep, req).await {
+                Ok(mut stream) => match stream.next().await {
+                    Some(Ok(first)) => Ok((stream, Some(first))),
+                    None => Ok((stream, None)),
+                    Some(Err(e)) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.is_loading() => {
+                    let waited = self.clock.now().saturating_sub(began);
+                    if waited + delay >= ep.timeout {
+                        return Err(e);
+                    }
+                    if waited >= last_notice + LOAD_NOTICE_EVERY || last_notice.is_zero() {
+                        last_notice = waited.max(Duration::from_millis(1));
+                        let text =
+                            format!("waiting for {reference} to load, {} s", waited.as_secs());
+                        tracing::info!(candidate = %reference, waited_ms = waited.as_millis() as u64, "{text}");
+                        if let Some(n) = on_notice {
+                            n(&text);
+                        }
+                    }
+                    self.clock.sleep(delay).await;
+                    delay = (delay * 2).min(LOAD_BACKOFF_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Backoff between "still loading" answers (LOC-2).
+const LOAD_BACKOFF_START: Duration = Duration::from_millis(250);
+const LOAD_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a load that is still going is reported.
+const LOAD_NOTICE_EVERY: Duration = Duration::from_secs(5);
 
 /// The error with every secret of the snapshot masked in the texts an
 /// upstream sent (it may quote the key back: "Incorrect API key provided:

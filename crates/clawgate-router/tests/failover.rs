@@ -392,10 +392,11 @@ async fn fo_3_cooldown_skips_then_expires_on_injected_clock() {
 
 #[tokio::test]
 async fn fo_4_overload_retries_whole_chain_with_backoff_and_one_notice() {
+    // Overloaded, not loading: a loading server is waited for (LOC-2).
     let s = FakeServer::start(|_| {
         Reply::json(
             503,
-            r#"{"error":{"message":"Loading model","type":"unavailable_error"}}"#,
+            r#"{"error":{"message":"Service temporarily overloaded","type":"unavailable_error"}}"#,
         )
     })
     .await;

@@ -343,3 +343,44 @@ async fn watch_client(sock: &mut TcpStream, fut: impl std::future::Future<Output
         }
     }
 }
+
+/// The `clawgate-fake-server` binary (a stand-in local model server run as
+/// a real child process), built beside the running test: `cargo test
+/// --workspace` builds it with this crate's own tests. `None` when it is
+/// not there (then `cargo build -p clawgate-testkit` builds it).
+pub fn fake_server_bin() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test> → target/<profile>/clawgate-fake-server
+    let dir = exe.parent()?;
+    let dir = if dir.ends_with("deps") {
+        dir.parent()?
+    } else {
+        dir
+    };
+    let bin = dir.join(format!(
+        "clawgate-fake-server{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    bin.is_file().then_some(bin)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for a server that must
+/// know its address before it starts, like a `localService`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Whether process `pid` runs (Linux `/proc`; a zombie has exited).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

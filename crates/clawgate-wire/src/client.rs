@@ -65,6 +65,11 @@ impl Client {
         Ok(url)
     }
 
+    /// The pooled HTTP client (same connection pool, no redirects).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Sends one model call and returns its event stream once the response
     /// head has arrived with a success status.
     pub async fn send(&self, ep: &Endpoint, req: &ChatRequest) -> Result<EventStream, WireError> {
@@ -152,7 +157,7 @@ impl Client {
     }
 }
 
-fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
+pub(crate) fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
     let io = io_kind(e);
     let kind = if e.is_timeout() {
         WireErrorKind::Timeout(phase)

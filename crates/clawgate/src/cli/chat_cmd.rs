@@ -335,12 +335,16 @@ pub fn run(ctx: &Ctx, args: ChatArgs) -> CliResult {
         clawgate_store::SqliteStore::open(&path)
             .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?,
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // One worker thread that runs between turns too: a local server's
+    // output is drained and its idle timer fires while the prompt waits.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| CliError::new(exit::FAILURE, e))?;
     let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
-    let runner = Runner::new(client, Arc::new(TokioClock::default()));
+    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+    let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
     runner.import_cooldowns(&super::state::load_cooldowns(), super::state::now_unix_ms());
     let key = args
         .session
@@ -409,6 +413,7 @@ pub fn run(ctx: &Ctx, args: ChatArgs) -> CliResult {
         }
         let _ = editor.save_history(h);
     }
+    rt.block_on(local.shutdown());
     eprintln!(
         "session {} kept: clawgate chat --session {}",
         chat.key, chat.key

@@ -52,7 +52,10 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         .map_err(|e| CliError::new(exit::FAILURE, e))?;
     rt.block_on(async move {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
-        let runner = Runner::new(client, Arc::new(TokioClock::default()));
+        // Local servers (localService) and per-backend queues: the gate
+        // before every upstream call.
+        let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+        let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
         // Named sessions live in one SQLite file under the state directory
         // (created on first use; no server to start).
         let store = match super::state::sessions_file() {
@@ -66,7 +69,8 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
                 None
             }
         };
-        let state = AppState::with_store(reg, runner, auth, store);
+        local.warm_up(Arc::new(reg.clone()));
+        let state = AppState::with_local(reg, runner, auth, store, Some(local.clone()));
         if let Some(file) = config_file {
             clawgate_api::watch_config(state.clone(), file, Duration::from_secs(1), |p| {
                 clawgate_catalog::load(Some(p), &Ctx::env)
@@ -79,15 +83,13 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
                     .map_err(|e| e.to_string())
             });
         }
-        clawgate_api::serve(
-            addr,
-            state,
-            Duration::from_secs(args.drain_seconds),
-            |local| {
-                eprintln!("clawgate gateway listening on http://{local}");
-            },
-        )
-        .await
-        .map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))
+        let served =
+            clawgate_api::serve(addr, state, Duration::from_secs(args.drain_seconds), |at| {
+                eprintln!("clawgate gateway listening on http://{at}");
+            })
+            .await;
+        // No orphans: every server clawgate started stops with it.
+        local.shutdown().await;
+        served.map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))
     })
 }

@@ -127,9 +127,11 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     let live = args.stream && !args.json;
     let show = args.show_reasoning;
     let notice = |n: &str| eprintln!("{n}");
+    let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+    // A local server this run starts (localService) stops when it ends.
+    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
     let outcome = rt.block_on(async {
-        let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
-        let runner = Runner::new(client, Arc::new(TokioClock::default()));
+        let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
         runner.import_cooldowns(&super::state::load_cooldowns(), super::state::now_unix_ms());
         let save = |r: &Runner| {
             super::state::save_cooldowns(&r.export_cooldowns(super::state::now_unix_ms()))
@@ -225,7 +227,9 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
             c,
             failure,
         )))
-    })?;
+    });
+    rt.block_on(local.shutdown());
+    let outcome = outcome?;
     let latency_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Ok((served, notice, attempts, c, failure)) => {

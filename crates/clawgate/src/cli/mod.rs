@@ -5,6 +5,7 @@ mod chat_cmd;
 mod config_cmd;
 mod gateway_cmd;
 mod infer_cmd;
+mod local_cmd;
 mod models_cmd;
 mod output;
 mod sessions_cmd;

@@ -35,6 +35,25 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Local servers the running gateway started (localService), with
+    /// their requests in flight and idle timers, and the backend queues.
+    Running {
+        /// The gateway (default: http://127.0.0.1:<gateway.port>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a local server the running gateway started, once its requests
+    /// end.
+    Unload {
+        /// A provider/model ref, an alias or a provider id.
+        model: String,
+        /// The gateway (default: http://127.0.0.1:<gateway.port>).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Set the default model (agents.defaults.model.primary).
     Set {
         /// A provider/model ref, an alias or a unique model id.
@@ -105,6 +124,12 @@ pub fn run(ctx: &Ctx, cmd: ModelsCommand) -> CliResult {
             json,
         } => list(ctx, all, provider.as_deref(), local, json),
         ModelsCommand::Status { json } => status(ctx, json),
+        ModelsCommand::Running { url, json } => {
+            super::local_cmd::running(ctx, url.as_deref(), json)
+        }
+        ModelsCommand::Unload { model, url } => {
+            super::local_cmd::unload(ctx, &model, url.as_deref())
+        }
         ModelsCommand::Set { model } => set(ctx, &model),
         ModelsCommand::Aliases { command } => aliases(ctx, command),
         ModelsCommand::Fallbacks { command } => fallbacks(ctx, command),

@@ -1,0 +1,172 @@
+//! LOC-2 and LOC-6 at the HTTP surface: a stream whose upstream falls
+//! silent carries keep-alives in each protocol's form, and the queue
+//! and start waits are reported apart from the gateway's overhead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawgate_api::{AppState, ServeOptions};
+use clawgate_catalog::load_text;
+use clawgate_testkit::{FakeServer, Reply};
+use serde_json::json;
+
+mod common;
+use common::*;
+
+/// First chunk, 350 ms of silence, the rest.
+fn pausing(api_messages: bool) -> Reply {
+    if api_messages {
+        Reply::new(200)
+            .header("content-type", "text/event-stream")
+            .bytes("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"one\"}}\n\n")
+            .sleep(Duration::from_millis(350))
+            .bytes("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" two\"}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+    } else {
+        Reply::new(200)
+            .header("content-type", "text/event-stream")
+            .bytes("data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n")
+            .sleep(Duration::from_millis(350))
+            .bytes("data: {\"choices\":[{\"delta\":{\"content\":\" two\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+    }
+}
+
+async fn gateway_keepalive(config: &str) -> Gw {
+    let reg = load_text(Path::new("t.json5"), config, &|_| None)
+        .unwrap()
+        .registry;
+    let state = AppState::new(reg, runner(), no_auth()).with_keepalive(Duration::from_millis(100));
+    serve_state(state, ServeOptions::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_carries_keepalives_in_each_protocols_form() {
+    for (api, path, expected) in [
+        (
+            "openai-completions",
+            "/v1/chat/completions",
+            ": keep-alive\n\n",
+        ),
+        (
+            "anthropic-messages",
+            "/v1/messages",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        ),
+    ] {
+        let anthropic = api == "anthropic-messages";
+        let up = FakeServer::start(move |_| pausing(anthropic)).await;
+        let config = format!(
+            r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", api: "{api}", models: [{{ id: "m" }}] }} }} }} }}"#,
+            up.base_url()
+        );
+        let gw = gateway_keepalive(&config).await;
+        let body = if anthropic {
+            json!({"model": "b/m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "x"}]})
+        } else {
+            json!({"model": "b/m", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+        };
+        let text = http()
+            .post(gw.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let one = text.find("one").expect("first chunk");
+        let two = text.find(" two").expect("second chunk");
+        let ka = text
+            .find(expected)
+            .unwrap_or_else(|| panic!("{api}: no keep-alive in {text}"));
+        assert!(
+            one < ka && ka < two,
+            "{api}: keep-alive not in the silence: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_wait_is_reported_apart_from_the_overhead() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let hold = release.clone();
+    let up = FakeServer::start(move |_| {
+        Reply::new(200)
+            .header("content-type", "text/event-stream")
+            .bytes("data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n")
+            .wait(hold.clone())
+            .bytes("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+    })
+    .await;
+    let config = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", maxConcurrent: 1, models: [{{ id: "m" }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let reg = load_text(Path::new("t.json5"), &config, &|_| None)
+        .unwrap()
+        .registry;
+    let client = clawgate_wire::Client::new().unwrap();
+    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+    let runner = clawgate_router::Runner::new(
+        client,
+        Arc::new(clawgate_router::clock::TokioClock::default()),
+    )
+    .with_gate(local.clone());
+    let gw = serve_state(
+        AppState::with_local(reg, runner, no_auth(), None, Some(local)),
+        ServeOptions::default(),
+    )
+    .await;
+    let body =
+        json!({"model": "b/m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let first = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("x-clawgate-queue-us").is_none());
+    let second = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        let body = body.clone();
+        async move { http().post(url).json(&body).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics(&gw).await;
+    assert!(
+        m.contains("clawgate_queue_waiting{provider=\"b\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("clawgate_queue_in_flight{provider=\"b\"} 1"),
+        "{m}"
+    );
+    let pump = tokio::spawn(async move {
+        loop {
+            release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(first.text().await.unwrap().contains("[DONE]"));
+    let second = second.await.unwrap();
+    let queued: u64 = second.headers()["x-clawgate-queue-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let overhead: u64 = second.headers()["x-clawgate-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(queued >= 250_000, "queued {queued} µs");
+    assert!(
+        overhead < queued,
+        "the queue wait counted as overhead: {overhead} µs"
+    );
+    assert!(second.text().await.unwrap().contains("[DONE]"));
+    pump.abort();
+}

@@ -1,0 +1,180 @@
+//! `clawgate models running | unload` (LOC-7): asks the running gateway,
+//! which owns the local servers, over its own API (`/v1/clawgate/local`).
+
+use std::time::Duration;
+
+use clawgate_wire::Client;
+use serde_json::{json, Value};
+
+use super::output::{emit, json as print_json, table};
+use super::{exit, CliError, CliResult, Ctx};
+
+/// The gateway's address and credential from the config (or `--url`).
+fn gateway(
+    ctx: &Ctx,
+    url: Option<&str>,
+) -> Result<(String, Option<clawgate_core::Secret>), CliError> {
+    let snap = ctx.snapshot()?;
+    let gw = &snap.registry.config.gateway;
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        // Whatever it binds, the gateway answers on loopback.
+        None => format!("http://127.0.0.1:{}", gw.port),
+    };
+    let cred = gw
+        .token
+        .as_ref()
+        .or(gw.password.as_ref())
+        .and_then(|s| s.resolved.clone());
+    Ok((base, cred))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(exit::FAILURE, e))
+}
+
+fn answer(
+    base: &str,
+    r: Result<(u16, Vec<u8>), clawgate_wire::WireError>,
+) -> Result<(u16, Value), CliError> {
+    let (status, body) = r.map_err(|e| {
+        CliError::msg(
+            exit::FAILURE,
+            format!("no gateway answered at {base}: {} (is `clawgate gateway` running? --url names another)", e.message),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if status == 401 || status == 403 {
+        return Err(CliError::msg(
+            exit::FAILURE,
+            format!("the gateway at {base} refused the credential (gateway.auth.token)"),
+        ));
+    }
+    Ok((status, v))
+}
+
+pub fn running(ctx: &Ctx, url: Option<&str>, as_json: bool) -> CliResult {
+    let (base, cred) = gateway(ctx, url)?;
+    let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+    let rt = runtime()?;
+    let r = rt.block_on(client.get_raw(
+        &format!("{base}/v1/clawgate/local"),
+        cred.as_ref(),
+        Duration::from_secs(5),
+    ));
+    let (status, v) = answer(&base, r)?;
+    if status != 200 {
+        return Err(CliError::msg(
+            exit::FAILURE,
+            format!("the gateway answered HTTP {status}: {v}"),
+        ));
+    }
+    if as_json {
+        return print_json(&v);
+    }
+    let empty = Vec::new();
+    let services = v
+        .get("services")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let queues = v.get("queues").and_then(Value::as_array).unwrap_or(&empty);
+    let s = |x: &Value, k: &str| match x.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let mut out = String::new();
+    if services.is_empty() {
+        out.push_str("no local server (localService) has been used since the gateway started\n");
+    } else {
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|x| {
+                let idle = x
+                    .get("idle_stop_in_ms")
+                    .and_then(Value::as_u64)
+                    .map(|ms| format!("stops in {}s", ms.div_ceil(1000)))
+                    .unwrap_or_else(|| "-".into());
+                vec![
+                    s(x, "provider"),
+                    s(x, "group"),
+                    s(x, "state"),
+                    s(x, "pid"),
+                    s(x, "leases"),
+                    idle,
+                    s(x, "starts"),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "PROVIDER",
+                "GROUP",
+                "STATE",
+                "PID",
+                "IN FLIGHT",
+                "IDLE STOP",
+                "STARTS",
+            ],
+            &rows,
+        ));
+    }
+    if !queues.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = queues
+            .iter()
+            .map(|q| {
+                vec![
+                    s(q, "provider"),
+                    s(q, "limit"),
+                    s(q, "in_flight"),
+                    s(q, "waiting"),
+                    s(q, "spilled_total"),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["QUEUE", "MAX CONCURRENT", "IN FLIGHT", "WAITING", "SPILLED"],
+            &rows,
+        ));
+    }
+    emit(&out)
+}
+
+pub fn unload(ctx: &Ctx, model: &str, url: Option<&str>) -> CliResult {
+    let (base, cred) = gateway(ctx, url)?;
+    let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+    let rt = runtime()?;
+    let body = json!({ "model": model });
+    // Waits for the server's requests in flight to end.
+    let r = rt.block_on(client.post_raw(
+        &format!("{base}/v1/clawgate/local/unload"),
+        cred.as_ref(),
+        &body,
+        Duration::from_secs(600),
+    ));
+    let (status, v) = answer(&base, r)?;
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match status {
+        200 => emit(&format!(
+            "stopped the local server of {}\n",
+            s_or(&v, "provider", model)
+        )),
+        404 => Err(CliError::msg(exit::NOT_FOUND, message)),
+        _ => Err(CliError::msg(
+            exit::FAILURE,
+            format!("the gateway answered HTTP {status}: {message}"),
+        )),
+    }
+}
+
+fn s_or(v: &Value, k: &str, d: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or(d).to_string()
+}

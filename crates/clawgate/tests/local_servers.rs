@@ -1,0 +1,160 @@
+//! LOC-1 and LOC-7 through the real gateway process: a `localService`
+//! (the stand-in server binary) is started by the first request, shown by
+//! `models running` and `/metrics`, stopped by `models unload`, started
+//! again, and no child is left once the gateway gets SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clawgate_testkit::{free_port, process_alive as alive};
+use serde_json::{json, Value};
+
+fn spawned(log: &Path) -> Vec<u32> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+fn clawgate(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("CLAWGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server() {
+    let bin = clawgate_testkit::fake_server_bin()
+        .expect("clawgate-fake-server is not built: cargo build -p clawgate-testkit --bins");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    let (port, gw_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{
+  gateway: {{ port: {gw_port}, auth: {{ mode: "token", token: "test-token-123456" }} }},
+  models: {{ mode: "replace", providers: {{
+    llama: {{ baseUrl: "http://127.0.0.1:{port}/v1",
+      localService: {{ command: {cmd:?}, args: ["--port", "{port}", "--name", "llama", "--load-ms", "200", "--spawn-log", {log:?}] }},
+      models: [{{ id: "m" }}] }},
+  }} }},
+}}"#,
+            cmd = bin.display().to_string(),
+            log = log.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut gw: Child = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(["gateway"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("CLAWGATE_LOG", "off")
+        .env_remove("CLAWGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(gw.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{gw_port}");
+    assert!(line.contains(&url), "{line}");
+    let http = reqwest::Client::new();
+    let ask = || async {
+        http.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth("test-token-123456")
+            .json(&json!({"model": "llama/m", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert!(spawned(&log).is_empty(), "started before any request");
+    let r = ask().await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-clawgate-start-us"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "from llama");
+    let pids = spawned(&log);
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+
+    // `models running` asks the gateway.
+    let out = clawgate(dir.path(), &["models", "running", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"][0]["provider"], "llama");
+    assert_eq!(v["services"][0]["state"], "running");
+    assert_eq!(v["services"][0]["pid"], pids[0]);
+    assert_eq!(
+        v["queues"][0]["limit"], 4,
+        "a local provider's default maxConcurrent"
+    );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .bearer_auth("test-token-123456")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("clawgate_local_server_running{provider=\"llama\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("clawgate_local_server_starts_total{provider=\"llama\"} 1"));
+    assert!(metrics.contains("clawgate_queue_limit{provider=\"llama\"} 4"));
+
+    // `models unload` stops it; the next request starts it again.
+    let out = clawgate(dir.path(), &["models", "unload", "llama/m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!alive(pids[0]), "unload left the server running");
+    let out = clawgate(dir.path(), &["models", "unload", "llama"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no local server started by clawgate runs for llama"));
+    assert_eq!(ask().await.status(), 200);
+    let pids = spawned(&log);
+    assert_eq!(pids.len(), 2);
+    assert!(alive(pids[1]));
+
+    // SIGTERM: the gateway exits and takes its child with it.
+    let ok = Command::new("kill")
+        .args(["-TERM", &gw.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = gw.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    assert!(!alive(pids[1]), "the local server outlived the gateway");
+}
