@@ -170,3 +170,93 @@ async fn queue_wait_is_reported_apart_from_the_overhead() {
     assert!(second.text().await.unwrap().contains("[DONE]"));
     pump.abort();
 }
+
+/// A llama.cpp-shaped server whose slots hold `n_ctx` tokens.
+fn llama_like(n_ctx: u64) -> impl Fn(&clawgate_testkit::Recorded) -> Reply + Send + Sync + 'static {
+    move |r| {
+        if r.method == "GET" && r.path == "/v1/models" {
+            return Reply::json(
+                200,
+                &format!(
+                    r#"{{"object":"list","data":[{{"id":"m","object":"model","owned_by":"llamacpp","meta":{{"n_ctx":{n_ctx},"n_ctx_train":131072}}}}]}}"#
+                ),
+            );
+        }
+        Reply::json(
+            200,
+            r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}]}"#,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_context_the_server_really_serves_is_what_preflight_uses() {
+    let up = FakeServer::start(llama_like(16_384)).await;
+    let config = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", models: [{{ id: "m", contextWindow: 65536 }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let reg = Arc::new(
+        load_text(Path::new("t.json5"), &config, &|_| None)
+            .unwrap()
+            .registry,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn clawgate_store::Store> =
+        Arc::new(clawgate_store::SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let client = clawgate_wire::Client::new().unwrap();
+    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+    let runner = clawgate_router::Runner::new(
+        client,
+        Arc::new(clawgate_router::clock::TokioClock::default()),
+    )
+    .with_gate(local.clone());
+    local.learn_all(&reg);
+    let state = AppState::with_local((*reg).clone(), runner, no_auth(), Some(store), Some(local));
+    for _ in 0..200 {
+        if state.runner.served_context("b", "m").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state.runner.served_context("b", "m"), Some(16_384));
+    let gw = serve_state(state, ServeOptions::default()).await;
+    // ~10 000 tokens: comfortable in 65 536, past the warning line of 16 384.
+    let long = "word ".repeat(8_000);
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "b/m", "user": "s1", "messages": [{"role": "user", "content": long}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let notice = r.headers()["x-clawgate-context"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(notice.contains("16384-token window (server)"), "{notice}");
+    // ~15 000 tokens fit 65 536 but not the real window: refused before
+    // anything is sent, in the client's protocol, naming the real size.
+    let before = up.requests().len();
+    let longer = "word ".repeat(12_000);
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "b/m", "user": "s2", "messages": [{"role": "user", "content": longer}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        up.requests().len(),
+        before,
+        "sent upstream although it cannot fit"
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("context_length_exceeded") && body.contains("16384"),
+        "{body}"
+    );
+}

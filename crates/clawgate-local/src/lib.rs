@@ -11,6 +11,7 @@
 //! `group` is a group of one) through one FIFO lock; a request for the
 //! running, not draining member takes the fast path and never touches it.
 
+pub mod facts;
 mod process;
 pub mod queue;
 
@@ -49,6 +50,8 @@ pub struct Supervisor {
     client: Client,
     inner: Mutex<Inner>,
     closing: AtomicBool,
+    /// What each local server really serves (LOC-3).
+    facts: Arc<facts::Facts>,
 }
 
 #[derive(Default)]
@@ -252,6 +255,7 @@ impl Supervisor {
             client,
             inner: Mutex::new(Inner::default()),
             closing: AtomicBool::new(false),
+            facts: Arc::default(),
         }
     }
 
@@ -434,6 +438,9 @@ impl Supervisor {
         let started = self.start(svc, entry, arrived).await;
         match started {
             Ok(()) => {
+                // What it really serves, before the next turn is measured
+                // against it (bounded by facts::ASK_TIMEOUT).
+                self.facts.learn(&self.client, entry.provider).await;
                 if let Ok(mut f) = svc.last_failure.lock() {
                     *f = None;
                 }
@@ -597,6 +604,12 @@ impl Supervisor {
         }
     }
 
+    /// Asks every local server (without a `localService`) what it serves,
+    /// in the background (the gateway at start).
+    pub fn learn_all(&self, registry: &Arc<Registry>) {
+        self.facts.learn_all(&self.client, registry);
+    }
+
     /// Every service known so far, for `models running`.
     pub fn running(&self) -> Vec<ServiceView> {
         let services: Vec<Arc<Service>> = self
@@ -676,6 +689,10 @@ impl Supervisor {
 impl Gate for Supervisor {
     fn guards(&self, provider: &Provider) -> bool {
         provider.local_service.is_some() || provider.concurrency_limit().is_some()
+    }
+
+    fn served_context(&self, provider: &str, model: &str) -> Option<u64> {
+        self.facts.served_context(&self.client, provider, model)
     }
 
     fn enter<'a>(&'a self, entry: Entry<'a>) -> GateFuture<'a> {

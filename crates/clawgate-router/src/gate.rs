@@ -65,4 +65,11 @@ pub trait Gate: Send + Sync {
 
     /// Waits until a request may go to `entry.provider`.
     fn enter<'a>(&'a self, entry: Entry<'a>) -> GateFuture<'a>;
+
+    /// The context one request to `provider`'s `model` really gets, when
+    /// its server said (LOC-3); never waits.
+    fn served_context(&self, provider: &str, model: &str) -> Option<u64> {
+        let _ = (provider, model);
+        None
+    }
 }

@@ -506,6 +506,12 @@ impl Runner {
         self
     }
 
+    /// The context one request to `provider`'s `model` really gets, when
+    /// its server said (see [`Gate::served_context`]).
+    pub fn served_context(&self, provider: &str, model: &str) -> Option<u64> {
+        self.gate.as_ref()?.served_context(provider, model)
+    }
+
     /// The HTTP client upstream calls go through.
     pub fn client(&self) -> &Client {
         &self.client

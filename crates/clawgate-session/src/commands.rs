@@ -197,7 +197,7 @@ pub async fn run(
             let reference = r.to_string();
             turn.select(Some(&reference), ModelSource::User, now_ms)
                 .await?;
-            let window = Window::of(registry, agent, &resolved);
+            let window = Window::of(registry, runner, agent, &resolved);
             Ok(format!(
                 "Model set to {reference} for this session ({}-token window, {}). It is strict: no fallback. /model default goes back.",
                 window.tokens, window.source
@@ -223,7 +223,7 @@ pub async fn run(
             let saved = runner.export_cooldowns(now_ms.max(0) as u64);
             for c in &chain.candidates {
                 let r = c.resolved.reference().to_string();
-                let w = Window::of(registry, agent, &c.resolved);
+                let w = Window::of(registry, runner, agent, &c.resolved);
                 let allowed = registry
                     .provider(&c.resolved.model.provider)
                     .map(|p| registry.allows(agent, p));
@@ -270,7 +270,7 @@ pub async fn run(
                 turn.session.compactions,
             );
             if let Some(c) = chain.candidates.first() {
-                let w = Window::of(registry, agent, &c.resolved);
+                let w = Window::of(registry, runner, agent, &c.resolved);
                 let e = turn.context_estimate();
                 s.push_str(&format!(
                     "Context: {e} of {}'s {}-token window ({}); warn under {} left, block under {}\n",

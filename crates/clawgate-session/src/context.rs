@@ -2,7 +2,7 @@
 //! warn and block lines, and the turn's prompt estimate — calibrated on
 //! the server's own count of the previous prompt when there is one.
 
-use clawgate_catalog::{Registry, Resolved};
+use clawgate_catalog::{ContextSource, Registry, Resolved};
 use clawgate_store::{Entry, EntryKind};
 use clawgate_wire::{estimate_text, Message, Part};
 
@@ -18,11 +18,23 @@ pub struct Window {
 
 impl Window {
     /// The effective window of `model` for `agent`: the model's
-    /// `contextTokens`, else its `contextWindow` (or the catalog's), capped
-    /// by the agent's own legacy `contextTokens` when that is smaller.
-    pub fn of(registry: &Registry, agent: Option<&str>, model: &Resolved) -> Self {
+    /// `contextTokens`, else its `contextWindow` (or the catalog's); what
+    /// the server really serves (LOC-3) when it is smaller or nothing was
+    /// configured; capped by the agent's own legacy `contextTokens` when
+    /// that is smaller.
+    pub fn of(
+        registry: &Registry,
+        runner: &clawgate_router::Runner,
+        agent: Option<&str>,
+        model: &Resolved,
+    ) -> Self {
         let (mut tokens, src) = model.model.effective_context();
         let mut source = src.as_str();
+        let served = runner.served_context(&model.model.provider, &model.model.id);
+        if let Some(real) = served.filter(|r| *r < tokens || src == ContextSource::Assumed) {
+            tokens = real;
+            source = "server";
+        }
         let agents = &registry.config.agents;
         let cap = agent
             .and_then(|a| agents.entries.get(a))

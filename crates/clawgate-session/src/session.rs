@@ -445,7 +445,7 @@ impl SessionTurn {
         let mut request = self.build();
         let mut estimate = self.estimate(&request);
         if let Some(first) = chain.candidates.first() {
-            let window = Window::of(registry, agent, &first.resolved);
+            let window = Window::of(registry, runner, agent, &first.resolved);
             let mut verdict = window.verdict(&estimate);
             let mut failed = None;
             if window.wants_compaction(&estimate)
@@ -522,7 +522,7 @@ impl SessionTurn {
                 let window = chain
                     .candidates
                     .first()
-                    .map(|c| Window::of(registry, agent, &c.resolved));
+                    .map(|c| Window::of(registry, runner, agent, &c.resolved));
                 let Some(window) = window else {
                     return Err(e);
                 };
@@ -584,7 +584,7 @@ impl SessionTurn {
         let Some(first) = chain.candidates.first() else {
             return Ok(None);
         };
-        let window = Window::of(registry, agent, &first.resolved);
+        let window = Window::of(registry, runner, agent, &first.resolved);
         self.compact(
             runner,
             registry,
@@ -644,7 +644,7 @@ impl SessionTurn {
         let sum_window = sum_chain
             .candidates
             .first()
-            .map(|c| Window::of(registry, agent, &c.resolved))
+            .map(|c| Window::of(registry, runner, agent, &c.resolved))
             .unwrap_or_else(|| window.clone());
         // Each call reads at most half the summarizer's window; the answer
         // gets an eighth of it (256..4096 tokens).

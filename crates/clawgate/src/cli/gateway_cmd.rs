@@ -69,7 +69,11 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
                 None
             }
         };
-        local.warm_up(Arc::new(reg.clone()));
+        let shared = Arc::new(reg.clone());
+        local.warm_up(shared.clone());
+        // What each local server really serves (context sizes), asked in
+        // the background.
+        local.learn_all(&shared);
         let state = AppState::with_local(reg, runner, auth, store, Some(local.clone()));
         if let Some(file) = config_file {
             clawgate_api::watch_config(state.clone(), file, Duration::from_secs(1), |p| {

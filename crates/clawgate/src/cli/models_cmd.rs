@@ -31,6 +31,17 @@ pub enum ModelsCommand {
     /// Default model, each agent's chain and data policy, provider auth and
     /// active cooldowns.
     Status {
+        /// Also send each model one tiny real request and report its
+        /// bucket (ok, auth, rate_limit, billing, timeout, format,
+        /// unknown, no_model) and latency.
+        #[arg(long)]
+        probe: bool,
+        /// Only this provider.
+        #[arg(long, value_name = "ID")]
+        probe_provider: Option<String>,
+        /// Per request, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 8000)]
+        probe_timeout: u64,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -123,7 +134,23 @@ pub fn run(ctx: &Ctx, cmd: ModelsCommand) -> CliResult {
             local,
             json,
         } => list(ctx, all, provider.as_deref(), local, json),
-        ModelsCommand::Status { json } => status(ctx, json),
+        ModelsCommand::Status {
+            probe,
+            probe_provider,
+            probe_timeout,
+            json,
+        } => {
+            let opts = clawgate_session::check::CheckOptions {
+                probe,
+                provider: probe_provider,
+                timeout: std::time::Duration::from_millis(if probe {
+                    probe_timeout.max(1)
+                } else {
+                    probe_timeout.clamp(1, 2000)
+                }),
+            };
+            status(ctx, &opts, json)
+        }
         ModelsCommand::Running { url, json } => {
             super::local_cmd::running(ctx, url.as_deref(), json)
         }
@@ -600,7 +627,7 @@ fn alias_cell(reg: &Registry, r: &str) -> String {
         .unwrap_or_default()
 }
 
-fn status(ctx: &Ctx, as_json: bool) -> CliResult {
+fn status(ctx: &Ctx, opts: &clawgate_session::check::CheckOptions, as_json: bool) -> CliResult {
     let snap = ctx.snapshot()?;
     let report = clawgate_session::status::report(
         &snap.registry,
@@ -608,8 +635,11 @@ fn status(ctx: &Ctx, as_json: bool) -> CliResult {
         &super::state::load_cooldowns(),
         super::state::now_unix_ms(),
     );
+    let servers = check_servers(&snap.registry, opts)?;
     if as_json {
-        let v = serde_json::to_value(&report).map_err(|e| CliError::new(exit::FAILURE, e))?;
+        let mut v = serde_json::to_value(&report).map_err(|e| CliError::new(exit::FAILURE, e))?;
+        v["servers"] =
+            serde_json::to_value(&servers).map_err(|e| CliError::new(exit::FAILURE, e))?;
         return json(&v);
     }
     let mut out = format!("config: {}\n", report.config);
@@ -692,5 +722,92 @@ fn status(ctx: &Ctx, as_json: bool) -> CliResult {
         ],
         &rows,
     ));
+    out.push('\n');
+    out.push_str(&servers_table(&servers));
     emit(&out)
+}
+
+/// LOC-3: asks the servers (and probes), with a progress line on a
+/// terminal.
+fn check_servers(
+    reg: &Registry,
+    opts: &clawgate_session::check::CheckOptions,
+) -> Result<Vec<clawgate_session::check::ProviderCheck>, CliError> {
+    use std::io::IsTerminal;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(exit::FAILURE, e))?;
+    let client = clawgate_wire::Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = |done: usize, total: usize| {
+        if tty {
+            eprint!("\rprobing {done}/{total}…");
+            if done == total {
+                eprint!("\r\x1b[K");
+            }
+        }
+    };
+    Ok(rt.block_on(clawgate_session::check::check(
+        reg, &client, opts, &progress,
+    )))
+}
+
+fn servers_table(servers: &[clawgate_session::check::ProviderCheck]) -> String {
+    let yn = |b: Option<bool>| match b {
+        Some(true) => "yes".to_string(),
+        Some(false) => "no".to_string(),
+        None => "-".to_string(),
+    };
+    let mut rows = Vec::new();
+    for p in servers {
+        let reach = match (&p.reachable, &p.error) {
+            (Some(true), _) => format!("yes ({})", p.server.unwrap_or("?")),
+            (Some(false), Some(e)) => format!("no: {e}"),
+            (Some(false), None) => "no".into(),
+            (None, _) => "-".into(),
+        };
+        for m in &p.models {
+            let ctx = match m.served_context {
+                Some(s) if s != m.configured_context => format!(
+                    "{} ({}) / served {} → uses {}",
+                    m.configured_context, m.configured_source, s, m.used_context
+                ),
+                Some(s) => format!("{s} (served = configured)"),
+                None => format!("{} ({})", m.configured_context, m.configured_source),
+            };
+            let probe = m
+                .probe
+                .as_ref()
+                .map(|pr| {
+                    if pr.detail.is_empty() {
+                        format!("{} {} ms", pr.bucket, pr.latency_ms)
+                    } else {
+                        format!("{} {} ms: {}", pr.bucket, pr.latency_ms, pr.detail)
+                    }
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push(vec![
+                p.id.clone(),
+                reach.clone(),
+                m.reference.clone(),
+                yn(m.listed),
+                yn(m.loaded),
+                ctx,
+                probe,
+            ]);
+        }
+    }
+    table(
+        &[
+            "PROVIDER",
+            "REACHABLE",
+            "MODEL",
+            "LISTED",
+            "LOADED",
+            "CONTEXT",
+            "PROBE",
+        ],
+        &rows,
+    )
 }
