@@ -17,7 +17,7 @@ pub(crate) async fn health() -> Json<Value> {
 }
 
 /// Ready when the config is loaded and at least one candidate of the
-/// default agent accepts a TCP connection (a probe of 500 ms each). With
+/// default agent can answer (see [`up`]; 500 ms per probe). With
 /// auth on, a caller without the credential learns only ok/status (no
 /// model names or addresses).
 pub(crate) async fn ready(
@@ -48,7 +48,7 @@ pub(crate) async fn ready(
             continue;
         };
         let reference = m.reference().to_string();
-        if clawgate_router::probe::reachable(p.base_url_for(m), Duration::from_millis(500)).await {
+        if up(&state, p, m).await {
             return answer(
                 StatusCode::OK,
                 json!({"ok": true, "status": "ready", "default": chain.candidates.first().map(|x| x.resolved.reference().to_string()), "reachable": reference}),
@@ -61,3 +61,24 @@ pub(crate) async fn ready(
         json!({"ok": false, "status": "unreachable", "checked": checked}),
     )
 }
+
+/// Whether a candidate can answer now: a `localService` is started on
+/// demand, so it counts; another local server must pass the same health
+/// probe the supervisor uses (`GET {baseUrl}/models`; "loading" is not
+/// ready yet); a hosted API must accept a TCP connection (no key is
+/// spent on a readiness check).
+async fn up(state: &AppState, p: &clawgate_catalog::Provider, m: &clawgate_catalog::Model) -> bool {
+    let base = p.base_url_for(m);
+    if p.local_service.is_some() {
+        return true;
+    }
+    if p.hosted {
+        return clawgate_router::probe::reachable(base, PROBE).await;
+    }
+    let key = p.api_key.as_ref().and_then(|k| k.resolved.as_ref());
+    let url = format!("{}/models", base.trim_end_matches('/'));
+    state.runner.client().health(&url, key, PROBE).await == clawgate_wire::introspect::Health::Ready
+}
+
+/// One readiness probe's bound.
+const PROBE: Duration = Duration::from_millis(500);

@@ -260,3 +260,39 @@ async fn the_context_the_server_really_serves_is_what_preflight_uses() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_uses_the_health_probe_a_loading_server_is_not_ready() {
+    let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = loaded.clone();
+    let up = FakeServer::start(move |_| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::json(200, r#"{"object":"list","data":[{"id":"m"}]}"#)
+        } else {
+            Reply::json(
+                503,
+                r#"{"error":{"message":"Loading model","type":"unavailable_error","code":503}}"#,
+            )
+        }
+    })
+    .await;
+    let config = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let gw = gateway(&config, no_auth()).await;
+    let r = http().get(gw.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "a loading server is not ready");
+    loaded.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = http().get(gw.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().last().unwrap().path, "/v1/models");
+    // A localService is started on demand: ready although nothing runs.
+    let config = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ s: {{ baseUrl: "http://127.0.0.1:{}/v1", localService: {{ command: "/bin/false" }}, models: [{{ id: "m" }}] }} }} }} }}"#,
+        clawgate_testkit::free_port()
+    );
+    let gw = gateway(&config, no_auth()).await;
+    let r = http().get(gw.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -11,6 +11,7 @@
 //! `group` is a group of one) through one FIFO lock; a request for the
 //! running, not draining member takes the fast path and never touches it.
 
+pub mod discover;
 pub mod facts;
 mod process;
 pub mod queue;

@@ -32,7 +32,7 @@ pub struct GatewayArgs {
 
 pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
     let snap = ctx.snapshot()?;
-    let reg = snap.registry;
+    let reg = with_discovered(ctx, snap.registry);
     let (addr, auth) = clawgate_api::startup(&reg.config.gateway, args.bind.as_deref(), args.port)
         .map_err(|e| {
             let code = match e {
@@ -96,4 +96,73 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         local.shutdown().await;
         served.map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))
     })
+}
+
+/// LOC-5: with no provider configured, the local servers on the usual
+/// ports (or `$CLAWGATE_DISCOVERY_PORTS`, comma-separated) are used as if
+/// configured — the same provider entries `models discover --write` adds.
+fn with_discovered(ctx: &Ctx, reg: clawgate_catalog::Registry) -> clawgate_catalog::Registry {
+    if reg.providers.values().any(|p| p.configured) {
+        return reg;
+    }
+    let ports: Vec<u16> = match std::env::var("CLAWGATE_DISCOVERY_PORTS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+        Err(_) => clawgate_local::discover::PORTS
+            .iter()
+            .map(|(p, _)| *p)
+            .collect(),
+    };
+    let found = match (
+        Client::new(),
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    ) {
+        (Ok(client), Ok(rt)) => rt.block_on(clawgate_local::discover::discover(
+            &client,
+            &ports,
+            Duration::from_millis(700),
+        )),
+        _ => Vec::new(),
+    };
+    if found.is_empty() {
+        return reg;
+    }
+    let file = ctx.file_for_writing().to_path_buf();
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|_| "{}".to_string());
+    let built = clawgate_config::edit::Document::parse(&file, &text)
+        .and_then(|mut doc| {
+            use clawgate_config::path::Segment;
+            for f in &found {
+                let path = [
+                    Segment::Key("models".into()),
+                    Segment::Key("providers".into()),
+                    Segment::Key(f.id.clone()),
+                ];
+                doc.set(&path, &f.provider_value())?;
+            }
+            Ok(doc.text())
+        })
+        .and_then(|t| clawgate_catalog::load_text(&file, &t, &Ctx::env));
+    match built {
+        Ok(snap) => {
+            for f in &found {
+                let models: Vec<&str> = f.info.models.iter().map(|m| m.id.as_str()).collect();
+                eprintln!(
+                    "no provider configured: using {} found at {} ({}); `clawgate models discover --write` keeps it",
+                    f.id,
+                    f.base_url,
+                    models.join(", ")
+                );
+            }
+            snap.registry
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "discovered local servers could not be used");
+            reg
+        }
+    }
 }

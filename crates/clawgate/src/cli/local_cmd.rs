@@ -178,3 +178,96 @@ pub fn unload(ctx: &Ctx, model: &str, url: Option<&str>) -> CliResult {
 fn s_or(v: &Value, k: &str, d: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or(d).to_string()
 }
+
+/// `clawgate models discover`: asks the usual local ports (or `ports`)
+/// what they serve and prints a provider block per server; `write` adds
+/// the new ones to the config (comments kept, `.bak`).
+pub fn discover(
+    ctx: &Ctx,
+    ports: &[u16],
+    timeout_ms: u64,
+    write: bool,
+    as_json: bool,
+) -> CliResult {
+    let ports: Vec<u16> = if ports.is_empty() {
+        clawgate_local::discover::PORTS
+            .iter()
+            .map(|(p, _)| *p)
+            .collect()
+    } else {
+        ports.to_vec()
+    };
+    let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
+    let rt = runtime()?;
+    let found = rt.block_on(clawgate_local::discover::discover(
+        &client,
+        &ports,
+        Duration::from_millis(timeout_ms.max(1)),
+    ));
+    if as_json {
+        let v: Vec<Value> = found
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.id,
+                    "port": f.port,
+                    "server": f.info.kind.as_str(),
+                    "baseUrl": f.base_url,
+                    "models": f.info.models.iter().map(|m| json!({
+                        "id": m.id, "loaded": m.loaded, "context": m.context, "maxContext": m.max_context,
+                    })).collect::<Vec<_>>(),
+                    "provider": f.provider_value(),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v))?;
+    } else if found.is_empty() {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        emit(&format!(
+            "no model server answered on 127.0.0.1 ports {} (start LM Studio's server, Ollama, vLLM, llama-server or LiteLLM, or name other ports with --port)\n",
+            list.join(", ")
+        ))?;
+    } else {
+        let mut out = String::from(
+            "# paste under models.providers in your config, or run again with --write\n",
+        );
+        for f in &found {
+            out.push_str(&f.json5_block());
+        }
+        emit(&out)?;
+    }
+    if write && !found.is_empty() {
+        let snap = ctx.snapshot()?;
+        let fresh: Vec<&clawgate_local::discover::Found> = found
+            .iter()
+            .filter(|f| {
+                let taken = snap.registry.config.models.providers.contains_key(&f.id);
+                if taken {
+                    eprintln!(
+                        "models.providers.{} is already configured; left as it is",
+                        f.id
+                    );
+                }
+                !taken
+            })
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let file = super::config_cmd::edit_config(ctx, |doc| {
+            use clawgate_config::path::Segment;
+            for f in &fresh {
+                let path = [
+                    Segment::Key("models".into()),
+                    Segment::Key("providers".into()),
+                    Segment::Key(f.id.clone()),
+                ];
+                doc.set(&path, &f.provider_value())?;
+            }
+            Ok(())
+        })?;
+        let ids: Vec<&str> = fresh.iter().map(|f| f.id.as_str()).collect();
+        eprintln!("added {} to {}", ids.join(", "), file.display());
+    }
+    Ok(())
+}

@@ -65,6 +65,23 @@ pub enum ModelsCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Find local model servers on the usual loopback ports (LM Studio
+    /// 1234, Ollama 11434, vLLM/SGLang/MLX 8000, llama.cpp 8080, LiteLLM
+    /// 4000) and print a provider block for each.
+    Discover {
+        /// Ask these ports instead (repeat the flag).
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<u16>,
+        /// Per server, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1500)]
+        timeout: u64,
+        /// Add the servers found to the config (comments kept, .bak).
+        #[arg(long)]
+        write: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set the default model (agents.defaults.model.primary).
     Set {
         /// A provider/model ref, an alias or a unique model id.
@@ -157,6 +174,12 @@ pub fn run(ctx: &Ctx, cmd: ModelsCommand) -> CliResult {
         ModelsCommand::Unload { model, url } => {
             super::local_cmd::unload(ctx, &model, url.as_deref())
         }
+        ModelsCommand::Discover {
+            ports,
+            timeout,
+            write,
+            json,
+        } => super::local_cmd::discover(ctx, &ports, timeout, write, json),
         ModelsCommand::Set { model } => set(ctx, &model),
         ModelsCommand::Aliases { command } => aliases(ctx, command),
         ModelsCommand::Fallbacks { command } => fallbacks(ctx, command),
