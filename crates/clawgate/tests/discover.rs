@@ -183,6 +183,7 @@ async fn a_gateway_without_providers_serves_what_it_discovers() {
         .map(|v| v.to_str().unwrap().to_string());
     let body: Value = r.json().await.unwrap();
     let _ = gw.kill();
+    let _ = gw.wait();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "from lmstudio");
     assert!(served.unwrap().starts_with("lmstudio/qwen3-8b"));
