@@ -17,8 +17,10 @@ use serde::Serialize;
 /// What was asked of the servers.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
-    /// Send one tiny request per model.
+    /// Send one tiny request per model of a local server.
     pub probe: bool,
+    /// Also probe hosted APIs (a paid request each).
+    pub probe_hosted: bool,
     /// Only this provider (probed or asked).
     pub provider: Option<String>,
     /// Per request.
@@ -117,11 +119,12 @@ pub async fn check(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Vec<ProviderCheck> {
     let scope = in_scope(reg, opts.provider.as_deref());
-    let total = if opts.probe {
-        scope.iter().map(|(_, m)| m.len()).sum()
-    } else {
-        0
-    };
+    let probes_for = |p: &Provider| opts.probe && (opts.probe_hosted || !p.hosted);
+    let total = scope
+        .iter()
+        .filter(|(p, _)| probes_for(p))
+        .map(|(_, m)| m.len())
+        .sum();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let per_provider = scope.iter().map(|(p, models)| {
         let done = &done;
@@ -136,8 +139,9 @@ pub async fn check(
                         .await,
                 )
             };
+            let probing = probes_for(p);
             let probes = models.iter().map(|m| async move {
-                if !opts.probe {
+                if !probing {
                     return None;
                 }
                 let mut r = probe(client, p, m, opts.timeout).await;

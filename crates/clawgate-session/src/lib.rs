@@ -13,6 +13,7 @@ pub mod check;
 pub mod commands;
 pub mod compact;
 pub mod context;
+pub mod doctor;
 pub mod session;
 pub mod status;
 pub mod transcript;

@@ -205,3 +205,122 @@ async fn status_asks_each_kind_of_server_and_probes_every_model() {
         "{text}"
     );
 }
+
+fn doctor(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .arg("doctor")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("CLAWGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_finds_each_problem_with_a_fix_and_passes_a_clean_setup() {
+    let llama = FakeServer::start(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/v1/models") => Reply::recorded(&wire("llamacpp/models.http")).unwrap(),
+        ("GET", "/props") => Reply::recorded(&wire("llamacpp/props.http")).unwrap(),
+        _ => Reply::recorded(&wire("llamacpp/chat-nonstream.http")).unwrap(),
+    })
+    .await;
+    let down = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "llama/tiny", fallbacks: ["gone/m"] }} }} }},
+  models: {{ mode: "replace", providers: {{
+    llama: {{ baseUrl: "{}", models: [{{ id: "tiny", contextWindow: 32768 }}] }},
+    gone: {{ baseUrl: "http://127.0.0.1:{down}/v1", models: [{{ id: "m" }}] }},
+    managed: {{ baseUrl: "http://127.0.0.1:{down}/v1", localService: {{ command: "/nonexistent/llama-server" }}, models: [{{ id: "x" }}] }},
+  }} }},
+}}"#,
+            llama.base_url()
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = doctor(dir.path(), &["--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let findings = v["findings"].as_array().unwrap();
+    let find = |area: &str, subject: &str| {
+        findings
+            .iter()
+            .find(|f| f["area"] == area && f["subject"].as_str().unwrap().contains(subject))
+            .unwrap_or_else(|| panic!("no {area} finding about {subject}: {out}"))
+            .clone()
+    };
+    let f = find("localService", "managed");
+    assert_eq!(f["severity"], "error");
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/llama-server"));
+    let f = find("context", "llama/tiny");
+    assert_eq!(f["severity"], "warn");
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap()
+            .contains("clawgate config set models.providers.llama.models[0].contextWindow 1024"),
+        "{f}"
+    );
+    let f = find("server", "gone");
+    assert_eq!(
+        f["severity"], "warn",
+        "a fallback that is down is a warning: {f}"
+    );
+    assert!(f["fix"].as_str().unwrap().contains("localService"), "{f}");
+    // Every finding has a fix line.
+    assert!(findings
+        .iter()
+        .all(|f| !f["fix"].as_str().unwrap().is_empty()));
+    // Errors first.
+    assert_eq!(findings[0]["severity"], "error");
+
+    // The same as text.
+    let (code, out, err) = doctor(dir.path(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(
+            "fix: `clawgate config set models.providers.llama.models[0].contextWindow 1024`"
+        ),
+        "{out}"
+    );
+    assert!(err.contains("doctor found 1 problem(s)"), "{err}");
+
+    // A clean setup: exit 0.
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ models: {{ mode: "replace", providers: {{ llama: {{ baseUrl: "{}", models: [{{ id: "tiny", contextWindow: 1024 }}] }} }} }} }}"#,
+            llama.base_url()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = doctor(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("no problems found"), "{out}");
+
+    // A broken config is one error naming file, line and key.
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        "{ models: { providers: { llama: { baseUrl: \"http://127.0.0.1:1/v1\", models: [{ id: \"t\", contextWindow: \"big\" }] } } } }",
+    )
+    .unwrap();
+    let (code, out, _) = doctor(dir.path(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("contextWindow") && out.contains("clawgate.json5:1:"),
+        "{out}"
+    );
+}

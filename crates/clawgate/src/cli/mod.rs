@@ -3,6 +3,7 @@
 
 mod chat_cmd;
 mod config_cmd;
+mod doctor_cmd;
 mod gateway_cmd;
 mod infer_cmd;
 mod local_cmd;
@@ -103,6 +104,9 @@ enum Command {
     },
     /// Run the HTTP gateway (OpenAI-compatible API) until interrupted.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Check the config, every provider and local server, and say how to
+    /// fix what is wrong (exit 1 when something is broken).
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 /// What every command needs: where the config is and how to read env vars.
@@ -189,6 +193,7 @@ pub fn run() -> ExitCode {
             Command::Sessions { command } => sessions_cmd::run(command),
             Command::Usage(args) => usage_cmd::run(args),
             Command::Gateway(args) => gateway_cmd::run(&ctx, args),
+            Command::Doctor(args) => doctor_cmd::run(&ctx, args),
         }
     })();
     match result {

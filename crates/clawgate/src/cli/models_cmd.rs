@@ -159,6 +159,7 @@ pub fn run(ctx: &Ctx, cmd: ModelsCommand) -> CliResult {
         } => {
             let opts = clawgate_session::check::CheckOptions {
                 probe,
+                probe_hosted: probe,
                 provider: probe_provider,
                 timeout: std::time::Duration::from_millis(if probe {
                     probe_timeout.max(1)
