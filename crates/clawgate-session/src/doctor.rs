@@ -114,15 +114,14 @@ pub fn findings(
             ),
         ));
     }
-    match primary(report) {
-        None => out.push(finding(
+    if primary(report).is_none() {
+        out.push(finding(
             Severity::Error,
             "model",
             "agents.defaults.model",
             "no default model: no provider is configured and none was discovered",
             "run `clawgate models discover --write`, or add a provider under models.providers",
-        )),
-        Some(_) => {}
+        ));
     }
     for a in &report.agents {
         if let Some(e) = &a.error {
