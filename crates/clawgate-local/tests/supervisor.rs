@@ -433,3 +433,67 @@ async fn a_loading_server_is_waited_for_with_a_progress_notice() {
         "{notices:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_that_waits_too_long_spills_to_the_next_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    let (pa, pb) = (free_port(), free_port());
+    let slow = ["--chunks", "20", "--chunk-ms", "50"];
+    let spare = FakeServer::start(|_| {
+        Reply::sse([
+            "data: {\"choices\":[{\"delta\":{\"content\":\"spare\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        ])
+    })
+    .await;
+    let providers = format!(
+        "{}\n{}\nspare: {{ baseUrl: \"{}\", models: [{{ id: \"m\" }}] }},",
+        service("alpha", pa, &log, &slow, "group: \"gpu\",", ""),
+        service("beta", pb, &log, &slow, "group: \"gpu\",", "spillAfterMs: 150,"),
+        spare.base_url()
+    );
+    let reg = registry(&providers, "beta/m", &["spare/m"]);
+    let (sup, runner) = setup();
+    let mut a = route(&runner, &reg, Some("alpha/m"), None).await.unwrap();
+    assert!(a.stream.next().await.unwrap().is_ok());
+    // beta's chain is beta → spare: the swap would wait ~1 s for alpha.
+    let r = route(&runner, &reg, None, None).await.unwrap();
+    assert_eq!(r.served.reference, "spare/m");
+    let why = r.attempts[0].skipped.clone().unwrap();
+    assert!(why.contains("alpha to finish (swap group)") && why.contains("spillAfterMs"), "{why}");
+    assert_eq!(text_of(r).await, "spare");
+    // alpha was not disturbed and beta never started.
+    while let Some(ev) = a.stream.next().await {
+        ev.unwrap();
+    }
+    assert_eq!(spawned(&log).len(), 1);
+    // The group is not left draining: alpha still takes requests at once.
+    drop(a);
+    let r = route(&runner, &reg, Some("alpha/m"), None).await.unwrap();
+    assert!(r.starting() < Duration::from_millis(100), "{:?}", r.starting());
+    drop(text_of(r).await);
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_starts_a_service_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    let port = free_port();
+    let reg = Arc::new(registry(
+        &service("alpha", port, &log, &["--load-ms", "200"], "warmUp: true,", ""),
+        "alpha/m",
+        &[],
+    ));
+    let (sup, runner) = setup();
+    sup.warm_up(reg.clone());
+    eventually("warm-up started the server", || {
+        sup.running().first().is_some_and(|v| v.state == "running")
+    })
+    .await;
+    let r = route(&runner, &reg, None, None).await.unwrap();
+    assert!(text_of(r).await.starts_with("from alpha"));
+    assert_eq!(spawned(&log).len(), 1);
+    sup.shutdown().await;
+}
