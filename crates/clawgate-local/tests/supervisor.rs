@@ -450,7 +450,14 @@ async fn a_swap_that_waits_too_long_spills_to_the_next_candidate() {
     let providers = format!(
         "{}\n{}\nspare: {{ baseUrl: \"{}\", models: [{{ id: \"m\" }}] }},",
         service("alpha", pa, &log, &slow, "group: \"gpu\",", ""),
-        service("beta", pb, &log, &slow, "group: \"gpu\",", "spillAfterMs: 150,"),
+        service(
+            "beta",
+            pb,
+            &log,
+            &slow,
+            "group: \"gpu\",",
+            "spillAfterMs: 150,"
+        ),
         spare.base_url()
     );
     let reg = registry(&providers, "beta/m", &["spare/m"]);
@@ -461,7 +468,10 @@ async fn a_swap_that_waits_too_long_spills_to_the_next_candidate() {
     let r = route(&runner, &reg, None, None).await.unwrap();
     assert_eq!(r.served.reference, "spare/m");
     let why = r.attempts[0].skipped.clone().unwrap();
-    assert!(why.contains("alpha to finish (swap group)") && why.contains("spillAfterMs"), "{why}");
+    assert!(
+        why.contains("alpha to finish (swap group)") && why.contains("spillAfterMs"),
+        "{why}"
+    );
     assert_eq!(text_of(r).await, "spare");
     // alpha was not disturbed and beta never started.
     while let Some(ev) = a.stream.next().await {
@@ -471,7 +481,11 @@ async fn a_swap_that_waits_too_long_spills_to_the_next_candidate() {
     // The group is not left draining: alpha still takes requests at once.
     drop(a);
     let r = route(&runner, &reg, Some("alpha/m"), None).await.unwrap();
-    assert!(r.starting() < Duration::from_millis(100), "{:?}", r.starting());
+    assert!(
+        r.starting() < Duration::from_millis(100),
+        "{:?}",
+        r.starting()
+    );
     drop(text_of(r).await);
     sup.shutdown().await;
 }
@@ -482,7 +496,14 @@ async fn warm_up_starts_a_service_before_any_request() {
     let log = dir.path().join("spawns.log");
     let port = free_port();
     let reg = Arc::new(registry(
-        &service("alpha", port, &log, &["--load-ms", "200"], "warmUp: true,", ""),
+        &service(
+            "alpha",
+            port,
+            &log,
+            &["--load-ms", "200"],
+            "warmUp: true,",
+            "",
+        ),
         "alpha/m",
         &[],
     ));
