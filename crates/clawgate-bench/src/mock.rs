@@ -149,6 +149,13 @@ pub async fn start_mock(m: Mock) -> Result<SocketAddr> {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(mock_chat))
         .route("/v1/responses", axum::routing::post(mock_responses))
+        // What the gateway's /ready and introspection ask, like a real server.
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async {
+                axum::Json(json!({"object": "list", "data": [{"id": "m", "object": "model"}]}))
+            }),
+        )
         .with_state(m);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
