@@ -430,24 +430,28 @@ async fn run(
     let key = parsed
         .session
         .map_or(crate::SessionKey::None, crate::SessionKey::Keep);
-    let answer = crate::route(&state, &headers, &parsed.model, parsed.request, key).await?;
     let id = completion_id();
     let created = now_secs();
     let model = parsed.model.clone();
     if !stream {
+        let answer = crate::route(&state, &headers, &parsed.model, parsed.request, key).await?;
         return collect(answer, id, created, model).await;
     }
-    let mut resp_headers = HeaderMap::new();
-    served_headers(&mut resp_headers, &answer);
     let include_usage = parsed.include_usage;
-    let (stream, on_end) = answer.into_stream();
-    Ok(crate::sse::response(
-        resp_headers,
-        state.keepalive(),
-        stream,
-        on_end,
+    let keepalive = state.keepalive();
+    let routing: crate::sse::Routing = Box::pin(async move {
+        let answer = crate::route(&state, &headers, &parsed.model, parsed.request, key).await?;
+        let mut h = HeaderMap::new();
+        served_headers(&mut h, &answer);
+        let (stream, on_end) = answer.into_stream();
+        Ok((h, stream, on_end))
+    });
+    crate::sse::routed(
+        keepalive,
+        routing,
         ChatEncoder::new(id, created, model, include_usage),
-    ))
+    )
+    .await
 }
 
 async fn collect(
@@ -544,6 +548,12 @@ impl ChatEncoder {
 }
 
 impl crate::sse::Encode for ChatEncoder {
+    fn refuse(&mut self, e: &ApiError, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: ");
+        crate::sse::json(out, &e.body());
+        out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         self.text(out, b"role\":\"assistant\",\"content", "");
     }

@@ -324,12 +324,20 @@ pub async fn handle(
         // and sends the whole history itself. A session the gateway keeps
         // is named with `x-clawgate-session-key`.
         let key = session.map_or(crate::SessionKey::None, crate::SessionKey::Sticky);
-        let answer = crate::route(&state, &headers, &model, request, key).await?;
-        if stream {
-            Ok(stream_response(answer, model, state.keepalive()))
-        } else {
-            collect(answer, model).await
+        if !stream {
+            let answer = crate::route(&state, &headers, &model, request, key).await?;
+            return collect(answer, model).await;
         }
+        let keepalive = state.keepalive();
+        let enc = MessagesEncoder::new(model.clone());
+        let routing: crate::sse::Routing = Box::pin(async move {
+            let answer = crate::route(&state, &headers, &model, request, key).await?;
+            let mut h = HeaderMap::new();
+            crate::chat::served_headers(&mut h, &answer);
+            let (stream, on_end) = answer.into_stream();
+            Ok((h, stream, on_end))
+        });
+        crate::sse::routed(keepalive, routing, enc).await
     }
     .await;
     match result {
@@ -412,27 +420,16 @@ fn frame(out: &mut Vec<u8>, event: &str, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-fn stream_response(
-    answer: crate::Answer,
-    model: String,
-    keepalive: std::time::Duration,
-) -> Response {
-    let mut headers = HeaderMap::new();
-    crate::chat::served_headers(&mut headers, &answer);
-    let (stream, on_end) = answer.into_stream();
-    crate::sse::response(
-        headers,
-        keepalive,
-        stream,
-        on_end,
+impl MessagesEncoder {
+    fn new(model: String) -> Self {
         MessagesEncoder {
             model,
             index: -1,
             open: Open::None,
             usage: None,
             stop: None,
-        },
-    )
+        }
+    }
 }
 
 /// Which content block is open.
@@ -498,6 +495,12 @@ impl MessagesEncoder {
 }
 
 impl crate::sse::Encode for MessagesEncoder {
+    /// Anthropic's `error` event, as its API sends one mid-stream.
+    fn refuse(&mut self, e: &ApiError, out: &mut Vec<u8>) {
+        let body = AnthropicError(ApiError::new(e.status, e.kind, e.message.clone())).body();
+        frame(out, "error", &body);
+    }
+
     /// Anthropic's own keep-alive event.
     fn keepalive(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");

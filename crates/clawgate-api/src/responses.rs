@@ -406,12 +406,11 @@ pub async fn handle(
         let stream = request.stream;
         let id = new_id("resp");
         let key = session_key(&state, &keeping, user, &id).await?;
-        let mut answer = crate::route(&state, &headers, &model, request, key).await?;
         // One creation time for the answer sent and the answer kept.
         let created = now();
-        if keeping.store != Some(false) {
+        let keep = (keeping.store != Some(false)).then(|| {
             let (id, model) = (id.clone(), model.clone());
-            answer.keep_response(Box::new(move |c: &Collected, incomplete: bool| {
+            move |c: &Collected, incomplete: bool| {
                 let status = if incomplete { "failed" } else { "completed" };
                 let body = response_obj(
                     &id,
@@ -423,20 +422,29 @@ pub async fn handle(
                     status,
                 );
                 (id.clone(), body.to_string())
-            }));
+            }
+        });
+        if stream {
+            let keepalive = state.keepalive();
+            let enc = ResponsesEncoder::new(id, model.clone(), created);
+            let routing: crate::sse::Routing = Box::pin(async move {
+                let mut answer = crate::route(&state, &headers, &model, request, key).await?;
+                if let Some(k) = keep {
+                    answer.keep_response(Box::new(k));
+                }
+                let mut h = HeaderMap::new();
+                crate::chat::served_headers(&mut h, &answer);
+                let (stream, on_end) = answer.into_stream();
+                Ok((h, stream, on_end))
+            });
+            return crate::sse::routed(keepalive, routing, enc).await;
+        }
+        let mut answer = crate::route(&state, &headers, &model, request, key).await?;
+        if let Some(k) = keep {
+            answer.keep_response(Box::new(k));
         }
         let mut h = HeaderMap::new();
         crate::chat::served_headers(&mut h, &answer);
-        if stream {
-            let (stream, on_end) = answer.into_stream();
-            return Ok(crate::sse::response(
-                h,
-                state.keepalive(),
-                stream,
-                on_end,
-                ResponsesEncoder::new(id, model, created),
-            ));
-        }
         let c = answer.collect().await?;
         let body = response_obj(
             &id,
@@ -591,6 +599,16 @@ impl ResponsesEncoder {
 }
 
 impl crate::sse::Encode for ResponsesEncoder {
+    /// The Responses `error` event (what the API streams when a response
+    /// cannot be made).
+    fn refuse(&mut self, e: &ApiError, out: &mut Vec<u8>) {
+        self.send(
+            out,
+            "error",
+            json!({"code": e.code.as_deref().unwrap_or(e.kind), "message": e.message, "param": e.param}),
+        );
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         let shell = self.shell(vec![], "in_progress");
         self.send(out, "response.created", json!({"response": shell}));

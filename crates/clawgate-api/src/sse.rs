@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use clawgate_router::{RoutedStream, StreamFailure};
 use clawgate_wire::{Collected, Event};
 
+use crate::errors::ApiError;
+
 /// Above this many bytes a frame is handed out even if more is ready.
 const FRAME_LIMIT: usize = 16 * 1024;
 
@@ -44,7 +46,44 @@ pub(crate) trait Encode: Send + 'static {
     fn keepalive(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(b": keep-alive\n\n");
     }
+    /// Routing failed after the 200 was committed (see [`routed`]): the
+    /// failure as the protocol's error event, ending the stream.
+    fn refuse(&mut self, e: &ApiError, out: &mut Vec<u8>);
 }
+
+/// The keep-alive clock of one stream: one timer, armed once and re-armed
+/// only when it fires, so waiting for the next event costs no timer
+/// registration (a keep-alive may then follow data by less than the
+/// interval; clients ignore it either way).
+pub(crate) struct Ticker {
+    every: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Ticker {
+    pub(crate) fn new(every: std::time::Duration) -> Self {
+        Self { every, sleep: None }
+    }
+
+    /// Completes when a keep-alive is due (cancel-safe).
+    async fn due(&mut self) {
+        let every = self.every;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+        sleep.as_mut().await;
+        sleep.as_mut().reset(tokio::time::Instant::now() + every);
+    }
+}
+
+/// What routing a streamed request yields: the answer's response headers,
+/// its stream and the session commit hook.
+pub(crate) type Routing = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(HeaderMap, RoutedStream, Option<OnEnd>), ApiError>>
+            + Send,
+    >,
+>;
 
 /// Awaited before the last frame of a session-mode stream, with the
 /// whole answer and whether it failed after output: the turn is stored
@@ -61,7 +100,7 @@ pub(crate) type OnEnd = Box<
 
 struct Pump<E> {
     stream: RoutedStream,
-    keepalive: std::time::Duration,
+    ticker: Ticker,
     enc: E,
     started: bool,
     done: bool,
@@ -101,9 +140,10 @@ impl<E: Encode> Pump<E> {
             let next = match self.stream.next_ready() {
                 Poll::Ready(n) => n,
                 Poll::Pending if out.is_empty() => {
-                    match tokio::time::timeout(self.keepalive, self.stream.next()).await {
-                        Ok(n) => n,
-                        Err(_) => {
+                    tokio::select! {
+                        biased;
+                        n = self.stream.next() => n,
+                        () = self.ticker.due() => {
                             self.enc.keepalive(&mut out);
                             return Some(out);
                         }
@@ -156,32 +196,139 @@ impl<E: Encode> Pump<E> {
     }
 }
 
-/// A `200 text/event-stream` response fed by `enc` from `stream`.
-pub(crate) fn response<E: Encode>(
-    mut headers: HeaderMap,
-    keepalive: std::time::Duration,
-    stream: RoutedStream,
-    on_end: Option<OnEnd>,
-    enc: E,
-) -> Response {
+impl<E: Encode> Pump<E> {
+    fn new(stream: RoutedStream, ticker: Ticker, on_end: Option<OnEnd>, enc: E) -> Self {
+        Pump {
+            stream,
+            ticker,
+            enc,
+            started: false,
+            done: false,
+            record: on_end.map(|f| (Collected::default(), f)),
+        }
+    }
+}
+
+fn sse_headers(headers: &mut HeaderMap) {
     headers.insert(
         "content-type",
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    let pump = Pump {
-        stream,
-        keepalive,
-        enc,
-        started: false,
-        done: false,
-        record: on_end.map(|f| (Collected::default(), f)),
-    };
+}
+
+/// A `200 text/event-stream` response fed by `enc` from `stream`.
+fn response<E: Encode>(
+    mut headers: HeaderMap,
+    ticker: Ticker,
+    stream: RoutedStream,
+    on_end: Option<OnEnd>,
+    enc: E,
+) -> Response {
+    sse_headers(&mut headers);
+    let pump = Pump::new(stream, ticker, on_end, enc);
     let body = futures_util::stream::unfold(pump, |mut p| async move {
         let frame = p.frame().await.filter(|f| !f.is_empty())?;
         Some((Ok::<_, std::io::Error>(bytes::Bytes::from(frame)), p))
     });
     (StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response()
+}
+
+/// A streamed answer (LOC-2). Routing that ends within one keep-alive
+/// interval is answered as usual (a failure keeps its status code). Routing
+/// that takes longer — a local server starting, a model loading, a long
+/// prompt processed before the first token — commits the 200 at once so
+/// the client does not give up: the body carries keep-alives until routing
+/// ends, then the answer, or the failure as the protocol's error event.
+pub(crate) async fn routed<E: Encode>(
+    keepalive: std::time::Duration,
+    mut routing: Routing,
+    enc: E,
+) -> Result<Response, ApiError> {
+    let mut ticker = Ticker::new(keepalive);
+    tokio::select! {
+        biased;
+        r = &mut routing => {
+            let (headers, stream, on_end) = r?;
+            return Ok(response(headers, ticker, stream, on_end, enc));
+        }
+        () = ticker.due() => {}
+    }
+    tracing::info!("routing is slow: the stream is committed now and kept alive");
+    let mut headers = HeaderMap::new();
+    sse_headers(&mut headers);
+    let state = Early::Waiting {
+        routing,
+        enc,
+        ticker,
+        first: true,
+    };
+    let body = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            let (frame, next) = match st {
+                Early::Done => return None,
+                Early::Pumping(mut p) => {
+                    let f = p.frame().await.filter(|f| !f.is_empty())?;
+                    (f, Early::Pumping(p))
+                }
+                Early::Waiting {
+                    routing,
+                    mut enc,
+                    ticker,
+                    first: true,
+                } => {
+                    let mut out = Vec::new();
+                    enc.keepalive(&mut out);
+                    let next = Early::Waiting {
+                        routing,
+                        enc,
+                        ticker,
+                        first: false,
+                    };
+                    (out, next)
+                }
+                Early::Waiting {
+                    mut routing,
+                    mut enc,
+                    mut ticker,
+                    first: false,
+                } => {
+                    let mut out = Vec::new();
+                    tokio::select! {
+                        biased;
+                        r = &mut routing => match r {
+                            Ok((_, stream, on_end)) => {
+                                st = Early::Pumping(Box::new(Pump::new(stream, ticker, on_end, enc)));
+                                continue;
+                            }
+                            Err(e) => {
+                                enc.refuse(&e, &mut out);
+                                (out, Early::Done)
+                            }
+                        },
+                        () = ticker.due() => {
+                            enc.keepalive(&mut out);
+                            (out, Early::Waiting { routing, enc, ticker, first: false })
+                        }
+                    }
+                }
+            };
+            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(frame)), next));
+        }
+    });
+    Ok((StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// The body of an early-committed stream (see [`routed`]).
+enum Early<E> {
+    Waiting {
+        routing: Routing,
+        enc: E,
+        ticker: Ticker,
+        first: bool,
+    },
+    Pumping(Box<Pump<E>>),
+    Done,
 }
 
 /// Appends `s` as a JSON string literal.

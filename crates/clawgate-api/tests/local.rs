@@ -296,3 +296,98 @@ async fn ready_uses_the_health_probe_a_loading_server_is_not_ready() {
     let r = http().get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// 503 "Loading model" until `ready_after` has passed, then `answer`.
+fn loading_then(
+    ready_after: Duration,
+    answer: fn() -> Reply,
+) -> impl Fn(&clawgate_testkit::Recorded) -> Reply + Send + Sync + 'static {
+    let began = std::time::Instant::now();
+    move |_| {
+        if began.elapsed() < ready_after {
+            return Reply::json(
+                503,
+                r#"{"error":{"message":"Loading model","type":"unavailable_error","code":503}}"#,
+            );
+        }
+        answer()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_routing_commits_the_stream_early_and_keeps_it_alive() {
+    // The model loads for 700 ms; keep-alives every 100 ms.
+    let up = FakeServer::start(loading_then(Duration::from_millis(700), || pausing(false))).await;
+    let config = format!(
+        r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+        up.base_url()
+    );
+    let gw = gateway_keepalive(&config).await;
+    let t = std::time::Instant::now();
+    let mut r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "b/m", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "the head waited for the model: {:?}",
+        t.elapsed()
+    );
+    let first = String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()).into_owned();
+    assert_eq!(first, ": keep-alive\n\n");
+    let mut rest = String::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(
+        rest.contains("\"content\":\"one\"") && rest.trim_end().ends_with("data: [DONE]"),
+        "{rest}"
+    );
+
+    // A model that never loads (timeoutSeconds: 1): the failure arrives as
+    // the protocol's error event in the committed stream.
+    let never = FakeServer::start(loading_then(Duration::from_secs(3600), || pausing(false))).await;
+    for (api, path, body, expect) in [
+        (
+            "openai-completions",
+            "/v1/chat/completions",
+            json!({"model": "b/m", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+            "data: {\"error\":",
+        ),
+        (
+            "anthropic-messages",
+            "/v1/messages",
+            json!({"model": "b/m", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+            "event: error\ndata: {\"error\":{\"message\":",
+        ),
+        (
+            "openai-responses",
+            "/v1/responses",
+            json!({"model": "b/m", "stream": true, "input": "x"}),
+            "event: error\ndata: {\"code\":",
+        ),
+    ] {
+        let config = format!(
+            r#"{{ models: {{ mode: "replace", providers: {{ b: {{ baseUrl: "{}", api: "{api}", timeoutSeconds: 1, models: [{{ id: "m" }}] }} }} }} }}"#,
+            never.base_url()
+        );
+        let gw = gateway_keepalive(&config).await;
+        let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{api}");
+        let text = r.text().await.unwrap();
+        let ka = if api == "anthropic-messages" {
+            "event: ping"
+        } else {
+            ": keep-alive"
+        };
+        assert!(text.starts_with(ka), "{api}: {text}");
+        assert!(text.contains(expect), "{api}: {text}");
+        assert!(
+            text.contains("Loading model"),
+            "{api}: the failure names the cause: {text}"
+        );
+    }
+}

@@ -984,7 +984,17 @@ impl Runner {
                 Err(e) if e.is_loading() => {
                     let waited = self.clock.now().saturating_sub(began);
                     if waited + delay >= ep.timeout {
-                        return Err(e);
+                        // Still loading when the provider timeout ends: a
+                        // timeout of this candidate (fail over), not an
+                        // overload of the whole chain.
+                        return Err(WireError::new(
+                            clawgate_wire::WireErrorKind::Timeout(clawgate_wire::Phase::Headers),
+                            format!(
+                                "still loading after {} s (HTTP 503: {})",
+                                waited.as_secs(),
+                                e.message
+                            ),
+                        ));
                     }
                     if waited >= last_notice + LOAD_NOTICE_EVERY || last_notice.is_zero() {
                         last_notice = waited.max(Duration::from_millis(1));

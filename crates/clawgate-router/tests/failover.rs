@@ -169,7 +169,9 @@ const MATRIX: &[(Fault, Option<ErrorClass>, bool)] = &[
     (Fault::RateLimit, Some(ErrorClass::RateLimit), true),
     (Fault::S500, Some(ErrorClass::ServerError), true),
     (Fault::S502, Some(ErrorClass::ServerError), true),
-    (Fault::Loading503, Some(ErrorClass::Overloaded), true),
+    // LOC-2: waited for within the provider timeout, then a timeout of
+    // this candidate (fail over), not an overloaded chain.
+    (Fault::Loading503, Some(ErrorClass::Timeout), true),
     (Fault::S529, Some(ErrorClass::Overloaded), true),
     (Fault::S401, Some(ErrorClass::Auth), true),
     (Fault::S402, Some(ErrorClass::Billing), true),
