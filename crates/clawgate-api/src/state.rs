@@ -131,6 +131,9 @@ pub fn watch_config(
                     {
                         tracing::warn!(path = %path.display(), "config reload: {what} changed; it takes effect only after a restart of the gateway");
                     }
+                    if let Some(local) = &state.local {
+                        local.retire_missing(&reg);
+                    }
                     state.swap_registry(reg);
                     tracing::info!(path = %path.display(), "config reloaded");
                 }

@@ -178,3 +178,38 @@ impl Facts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawgate_wire::introspect::{ServedModel, ServerKind};
+
+    #[test]
+    fn only_a_configured_window_larger_than_the_served_one_is_a_mismatch() {
+        let text = r#"{ models: { mode: "replace", providers: { llama: { baseUrl: "http://127.0.0.1:8080/v1",
+            models: [{ id: "big", contextWindow: 32768 }, { id: "small", contextWindow: 2048 }, { id: "unset" }] } } } }"#;
+        let reg = clawgate_catalog::load_text(std::path::Path::new("t.json5"), text, &|_| None)
+            .map(|s| s.registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = reg
+            .provider("llama")
+            .unwrap_or_else(|| panic!("no provider"));
+        let served = |id: &str| ServedModel {
+            id: id.into(),
+            loaded: Some(true),
+            context: Some(4096),
+            max_context: None,
+        };
+        let info = ServerInfo {
+            kind: ServerKind::LlamaCpp,
+            models: vec![served("big"), served("small"), served("unset")],
+            slots: None,
+        };
+        let m = mismatches(p, &info);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(
+            m[0].message(),
+            "llama/big: config:contextWindow is 32768 but the server serves 4096 tokens per request; using 4096"
+        );
+    }
+}

@@ -43,6 +43,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const FAILURE_MEMORY: Duration = Duration::from_secs(10);
 /// How often a start or swap that is still going is reported.
 const NOTICE_EVERY: Duration = Duration::from_secs(5);
+/// How long a server someone else runs is trusted without a new probe.
+const EXTERNAL_RECHECK: Duration = Duration::from_secs(10);
 /// Lines of child output quoted in a start failure (the log has more).
 const FAILURE_TAIL: usize = 3;
 
@@ -85,8 +87,10 @@ enum Run {
     Stopped,
     /// Started by clawgate.
     Owned(Child),
-    /// Answering before clawgate started anything: used, never stopped.
-    External,
+    /// Answering before clawgate started anything: used, never stopped;
+    /// probed again when the last probe is older than [`EXTERNAL_RECHECK`]
+    /// (it may have been stopped by whoever runs it).
+    External(Instant),
 }
 
 struct Service {
@@ -171,13 +175,33 @@ impl Service {
     fn alive(&self) -> bool {
         match self.run.lock().as_deref() {
             Ok(Run::Owned(c)) => c.exited().is_none(),
-            Ok(Run::External) => true,
+            Ok(Run::External(at)) => at.elapsed() < EXTERNAL_RECHECK,
             _ => false,
         }
     }
 
     fn owned_alive(&self) -> bool {
         matches!(self.run.lock().as_deref(), Ok(Run::Owned(c)) if c.exited().is_none())
+    }
+
+    /// Takes no new requests, waits for those in flight, then stops.
+    async fn drain_and_stop(&self) {
+        let _turn = self.group.switch.lock().await;
+        if let Ok(mut st) = self.group.state.lock() {
+            if st.active.as_deref() == Some(self.key.as_str()) {
+                st.active = None;
+            }
+        }
+        loop {
+            let notified = self.group.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.leases.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        self.stop().await;
     }
 
     /// Stops the server if clawgate started it; someone else's is left
@@ -209,7 +233,7 @@ impl Service {
     fn view(&self) -> ServiceView {
         let (state, pid) = match self.run.lock().as_deref() {
             Ok(Run::Owned(c)) if c.exited().is_none() => ("running", Some(c.pid)),
-            Ok(Run::External) => ("external", None),
+            Ok(Run::External(_)) => ("external", None),
             _ => ("stopped", None),
         };
         let leases = self.leases.load(Ordering::Acquire);
@@ -247,6 +271,7 @@ fn service_key(p: &Provider, ls: &LocalService) -> String {
     }
     p.base_url.hash(&mut h);
     ls.health_url.hash(&mut h);
+    ls.group.hash(&mut h);
     format!("{}#{:016x}", p.id, h.finish())
 }
 
@@ -266,9 +291,11 @@ impl Supervisor {
         if let Some(s) = inner.services.get(&key) {
             return Some(s.clone());
         }
+        // Without a group, a provider's services form one: a reload that
+        // changes its command swaps the old server for the new one.
         let group_key = match &ls.group {
             Some(g) => format!("group:{g}"),
-            None => format!("service:{key}"),
+            None => format!("provider:{}", p.id),
         };
         let group = inner
             .groups
@@ -489,7 +516,7 @@ impl Supervisor {
         if health == Health::Ready {
             if !svc.owned_alive() {
                 if let Ok(mut r) = svc.run.lock() {
-                    *r = Run::External;
+                    *r = Run::External(Instant::now());
                 }
                 tracing::info!(provider = %svc.provider, url = %svc.health_url, "local server already running (not started by clawgate): using it, never stopping it");
             }
@@ -528,7 +555,7 @@ impl Supervisor {
                 if !svc.owned_alive() {
                     // Someone else's server finished loading.
                     if let Ok(mut r) = svc.run.lock() {
-                        *r = Run::External;
+                        *r = Run::External(Instant::now());
                     }
                 }
                 tracing::info!(provider = %svc.provider, ms = began.elapsed().as_millis() as u64, "local server ready");
@@ -650,28 +677,47 @@ impl Supervisor {
             .unwrap_or_default();
         let mut any = false;
         for svc in services {
-            if !svc.owned_alive() {
-                continue;
+            if svc.owned_alive() {
+                any = true;
+                svc.drain_and_stop().await;
             }
-            any = true;
-            let _turn = svc.group.switch.lock().await;
-            if let Ok(mut st) = svc.group.state.lock() {
-                if st.active.as_deref() == Some(svc.key.as_str()) {
-                    st.active = None;
-                }
-            }
-            loop {
-                let notified = svc.group.idle.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if svc.leases.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-            svc.stop().await;
         }
         any
+    }
+
+    /// After a config reload: a server whose provider is gone, or whose
+    /// process settings changed to another group, is stopped once its
+    /// requests end (a changed command within the same provider swaps on
+    /// the next request: a provider's services share a group).
+    pub fn retire_missing(&self, registry: &Registry) {
+        let keep: std::collections::HashSet<String> = registry
+            .providers
+            .values()
+            .filter_map(|p| p.local_service.as_ref().map(|ls| service_key(p, ls)))
+            .collect();
+        let gone: Vec<Arc<Service>> = match self.inner.lock() {
+            Ok(mut inner) => {
+                let keys: Vec<String> = inner
+                    .services
+                    .keys()
+                    .filter(|k| !keep.contains(*k))
+                    .cloned()
+                    .collect();
+                keys.iter()
+                    .filter_map(|k| inner.services.remove(k))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for svc in gone {
+            if svc.owned_alive() {
+                tracing::info!(provider = %svc.provider, "config reload: this local server is no longer configured; stopping it once its requests end");
+                rt.spawn(async move { svc.drain_and_stop().await });
+            }
+        }
     }
 
     /// Stops every server clawgate started (gateway exit, SIGTERM).

@@ -518,3 +518,42 @@ async fn warm_up_starts_a_service_before_any_request() {
     assert_eq!(spawned(&log).len(), 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_a_changed_server_and_stops_a_removed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    let port = free_port();
+    let v1 = registry(&service("alpha", port, &log, &[], "", ""), "alpha/m", &[]);
+    let (sup, runner) = setup();
+    let r = route(&runner, &v1, None, None).await.unwrap();
+    assert_eq!(text_of(r).await, "from alpha 1 2");
+    let first = spawned(&log)[0].0;
+    // The same provider with other arguments (here: another name).
+    let v2 = registry(
+        &service("alpha", port, &log, &[], "", "").replace(
+            "\"alpha\", \"--spawn-log\"",
+            "\"alpha-v2\", \"--spawn-log\"",
+        ),
+        "alpha/m",
+        &[],
+    );
+    sup.retire_missing(&v2);
+    let r = route(&runner, &v2, None, None).await.unwrap();
+    assert_eq!(text_of(r).await, "from alpha-v2 1 2");
+    assert!(
+        !alive(first),
+        "the old server still runs beside the new one"
+    );
+    let second = spawned(&log)[1].0;
+    assert!(alive(second));
+    // The provider removed: its server stops.
+    let v3 = registry(
+        r#"other: { baseUrl: "http://127.0.0.1:9/v1", models: [{ id: "m" }] },"#,
+        "other/m",
+        &[],
+    );
+    sup.retire_missing(&v3);
+    eventually("the removed provider's server stopped", || !alive(second)).await;
+    assert!(sup.running().is_empty());
+}
