@@ -135,6 +135,10 @@ pub fn watch_config(
                         local.retire_missing(&reg);
                     }
                     state.swap_registry(reg);
+                    // A new or moved local server: ask what it serves.
+                    if let Some(local) = &state.local {
+                        local.learn_all(&state.registry());
+                    }
                     tracing::info!(path = %path.display(), "config reloaded");
                 }
                 Err(e) => {

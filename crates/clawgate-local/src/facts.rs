@@ -145,7 +145,15 @@ impl Facts {
                 let fresh = self
                     .warned
                     .lock()
-                    .map(|mut w| w.insert((p.id.clone(), m.reference.clone(), m.served)))
+                    .map(|mut w| {
+                        // Bounded: a server whose size keeps changing is
+                        // warned about again after a while, not remembered
+                        // forever.
+                        if w.len() >= 4096 {
+                            w.clear();
+                        }
+                        w.insert((p.id.clone(), m.reference.clone(), m.served))
+                    })
                     .unwrap_or(false);
                 if fresh {
                     tracing::warn!("context window: {}", m.message());
