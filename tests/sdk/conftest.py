@@ -33,6 +33,10 @@ class FakeChat(BaseHTTPRequestHandler):
             return self._responses(body)
         msgs = body.get("messages", [])
         last = msgs[-1].get("content") if msgs else ""
+        if isinstance(last, list):
+            last = " ".join(b.get("text", "") for b in last if isinstance(b, dict))
+        if isinstance(last, str) and "model-loads" in last and self._still_loading(last):
+            return self._loading()
         if body.get("stream") and isinstance(last, str) and "slowly" in last:
             return self._slowly()
         wants_tool = bool(body.get("tools")) and not any(m.get("role") == "tool" for m in msgs)
@@ -103,6 +107,23 @@ class FakeChat(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    loads = {}
+
+    def _still_loading(self, key):
+        """llama.cpp while its model loads: 503 "Loading model" — three times
+        for a prompt with "model-loads", forever with "model-loads-forever"."""
+        n = FakeChat.loads.get(key, 0)
+        FakeChat.loads[key] = n + 1
+        return "forever" in key or n < 3
+
+    def _loading(self):
+        out = b'{"error":{"message":"Loading model","type":"unavailable_error","code":503}}'
+        self.send_response(503)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
     def _chunk(self, data: bytes):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -162,5 +183,31 @@ def seed_gateway(upstream, tmp_path_factory):
     line = proc.stderr.readline()
     assert "listening on http://" in line, line
     yield line.strip().rsplit(" ", 1)[-1] + "/v1"
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def slow_gateway(upstream, tmp_path_factory):
+    """A gateway whose model may still be loading: keep-alives every second,
+    a provider timeout of 3 s."""
+    home = tmp_path_factory.mktemp("slow-home")
+    config = home / "clawgate.json5"
+    config.write_text(
+        "{\n"
+        f"  models: {{ mode: \"replace\", providers: {{ local: {{ baseUrl: \"{upstream}\", timeoutSeconds: 3,\n"
+        "    models: [{ id: \"tiny\", contextWindow: 32768, maxTokens: 256 }] } } },\n"
+        f"  gateway: {{ auth: {{ mode: \"token\", token: \"{TOKEN}\" }} }},\n"
+        "}\n"
+    )
+    binary = os.environ.get("CLAWGATE_BIN", str(ROOT / "target" / "debug" / "clawgate"))
+    env = dict(os.environ, HOME=str(home), CLAWGATE_LOG="off", CLAWGATE_STATE_DIR=str(home / "state"))
+    proc = subprocess.Popen(
+        [binary, "--config", str(config), "gateway", "--port", "0", "--keepalive-seconds", "1"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
+    )
+    line = proc.stderr.readline()
+    assert "listening on http://" in line, line
+    yield line.strip().rsplit(" ", 1)[-1]
     proc.terminate()
     proc.wait(timeout=15)

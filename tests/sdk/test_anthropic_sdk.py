@@ -85,3 +85,23 @@ def test_messages_stream_tool_use(client):
     uses = [b for b in final.content if b.type == "tool_use"]
     assert final.stop_reason == "tool_use"
     assert uses and uses[0].name == "get_weather" and uses[0].input == {"city": "Paris"}
+
+
+def test_stream_committed_while_the_model_loads(slow_gateway):
+    """LOC-2: `event: ping` while the model loads, then the answer."""
+    c = anthropic.Anthropic(base_url=slow_gateway, api_key=TOKEN, max_retries=0)
+    with c.messages.stream(model="default", max_tokens=64,
+                           messages=[{"role": "user", "content": "model-loads anthropic"}]) as s:
+        text = "".join(s.text_stream)
+    assert text == "Hello from fake"
+    assert FakeChat.loads["model-loads anthropic"] == 4
+
+
+def test_stream_that_never_loads_raises_in_the_sdk(slow_gateway):
+    c = anthropic.Anthropic(base_url=slow_gateway, api_key=TOKEN, max_retries=0)
+    with pytest.raises(anthropic.APIError) as e:
+        with c.messages.stream(model="default", max_tokens=64,
+                               messages=[{"role": "user", "content": "model-loads-forever anthropic"}]) as s:
+            for _ in s:
+                pass
+    assert "Loading model" in str(e.value)

@@ -187,3 +187,28 @@ def test_seed_hybrid_answers_through_local_fallback(seed_gateway):
     sent = FakeChat.requests[-1]
     assert sent["path"].endswith("/responses")
     assert sent["body"]["model"] == "minimax-m2.1-gs32"
+
+
+def test_stream_committed_while_the_model_loads(slow_gateway):
+    """LOC-2: the model answers "Loading model" for ~2 s; the gateway commits
+    the stream after 1 s with keep-alives, then streams the answer."""
+    c = openai.OpenAI(base_url=slow_gateway + "/v1", api_key=TOKEN, max_retries=0)
+    stream = c.chat.completions.create(
+        model="default", stream=True,
+        messages=[{"role": "user", "content": "model-loads openai"}])
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert text == "Hello from fake"
+    assert FakeChat.loads["model-loads openai"] == 4
+
+
+def test_stream_that_never_loads_raises_in_the_sdk(slow_gateway):
+    """The model never loads (timeout 3 s): the committed stream ends with
+    the OpenAI error event, which the SDK raises."""
+    c = openai.OpenAI(base_url=slow_gateway + "/v1", api_key=TOKEN, max_retries=0)
+    stream = c.chat.completions.create(
+        model="default", stream=True,
+        messages=[{"role": "user", "content": "model-loads-forever openai"}])
+    with pytest.raises(openai.APIError) as e:
+        for _ in stream:
+            pass
+    assert "Loading model" in str(e.value)

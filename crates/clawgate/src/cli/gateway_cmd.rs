@@ -28,6 +28,10 @@ pub struct GatewayArgs {
     /// also runs the model server or the clients.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// How often a stream whose model server is silent (starting,
+    /// loading, reading a long prompt) gets a keep-alive, in seconds.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keepalive_seconds: u64,
 }
 
 pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
@@ -74,7 +78,8 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         // What each local server really serves (context sizes), asked in
         // the background.
         local.learn_all(&shared);
-        let state = AppState::with_local(reg, runner, auth, store, Some(local.clone()));
+        let state = AppState::with_local(reg, runner, auth, store, Some(local.clone()))
+            .with_keepalive(Duration::from_secs(args.keepalive_seconds));
         if let Some(file) = config_file {
             clawgate_api::watch_config(state.clone(), file, Duration::from_secs(1), |p| {
                 clawgate_catalog::load(Some(p), &Ctx::env)
