@@ -78,7 +78,8 @@ pub struct Provider {
     pub timeout_seconds: Option<u64>,
     pub allow_private_network: Option<bool>,
     pub local_service: Option<LocalService>,
-    /// `maxConcurrent` as written (see [`Provider::concurrency_limit`]).
+    /// `maxConcurrent` as written (`0` = no limit); the default when it is
+    /// not written depends on the server (see `clawgate-local`).
     pub max_concurrent: Option<u32>,
     /// `spillAfterMs` as written.
     pub spill_after_ms: Option<u64>,
@@ -95,25 +96,6 @@ pub struct Provider {
     /// may be used even with a declared list (OpenClaw's vLLM rule).
     pub wildcard: bool,
     pub models: Vec<Model>,
-}
-
-impl Provider {
-    /// Requests a local server gets at once when `maxConcurrent` is not
-    /// written: what one GPU serves in parallel (llama.cpp's and LM
-    /// Studio's default slot count).
-    pub const LOCAL_MAX_CONCURRENT: u32 = 4;
-
-    /// The effective `maxConcurrent` (LOC-6): `None` = no limit. Hosted
-    /// APIs are unlimited unless told; a local server gets
-    /// [`Provider::LOCAL_MAX_CONCURRENT`]; `0` written means no limit.
-    pub fn concurrency_limit(&self) -> Option<u32> {
-        match self.max_concurrent {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None if !self.hosted && self.endpoint.is_local() => Some(Self::LOCAL_MAX_CONCURRENT),
-            None => None,
-        }
-    }
 }
 
 /// An effective model entry.

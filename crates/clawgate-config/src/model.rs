@@ -151,8 +151,8 @@ pub struct ProviderConfig {
     pub allow_private_network: Option<bool>,
     pub local_service: Option<LocalService>,
     /// `maxConcurrent` (LOC-6, a clawgate key): requests in flight at once;
-    /// 0 = no limit. Unset: no limit for hosted APIs, a small default for
-    /// local servers.
+    /// 0 = no limit. Unset: what the local server can run at once (see
+    /// `clawgate-local`), no limit for hosted APIs.
     pub max_concurrent: Option<u32>,
     /// `spillAfterMs` (LOC-6/7): a request that waited this long for a
     /// queue slot or a swap moves to the next candidate of its chain.

@@ -106,6 +106,16 @@ impl Facts {
         ctx
     }
 
+    /// Which software serves `provider` and its parallel slots, when known.
+    pub fn kind(
+        &self,
+        provider: &str,
+    ) -> Option<(clawgate_wire::introspect::ServerKind, Option<u64>)> {
+        let entries = self.entries.lock().ok()?;
+        let info = entries.get(provider)?.info.as_ref()?;
+        Some((info.kind, info.slots))
+    }
+
     fn store(
         &self,
         provider: &str,

@@ -733,9 +733,44 @@ impl Supervisor {
     }
 }
 
+/// Requests a server clawgate starts gets at once until it says how many
+/// it runs in parallel (llama.cpp's and LM Studio's default slot count).
+pub const LOCAL_MAX_CONCURRENT: u32 = 4;
+
+impl Supervisor {
+    /// The effective `maxConcurrent` (LOC-6): as written (`0` = no limit);
+    /// else what the server runs at once — llama.cpp its slots, LM Studio
+    /// and Ollama 4 (their default parallelism), a server clawgate starts
+    /// 4 until it says; vLLM, SGLang, LiteLLM, an unrecognised server and
+    /// hosted APIs batch or queue themselves: no limit.
+    pub fn concurrency_limit(&self, p: &Provider) -> Option<u32> {
+        use clawgate_wire::introspect::ServerKind;
+        match p.max_concurrent {
+            Some(0) => return None,
+            Some(n) => return Some(n),
+            None => {}
+        }
+        if p.hosted || !p.endpoint.is_local() {
+            return None;
+        }
+        match self.facts.kind(&p.id) {
+            Some((ServerKind::LlamaCpp, slots)) => Some(
+                slots
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(1)
+                    .max(1),
+            ),
+            Some((ServerKind::LmStudio | ServerKind::Ollama, _)) => Some(LOCAL_MAX_CONCURRENT),
+            Some((ServerKind::Vllm | ServerKind::OpenAi, _)) => None,
+            None if p.local_service.is_some() => Some(LOCAL_MAX_CONCURRENT),
+            None => None,
+        }
+    }
+}
+
 impl Gate for Supervisor {
     fn guards(&self, provider: &Provider) -> bool {
-        provider.local_service.is_some() || provider.concurrency_limit().is_some()
+        provider.local_service.is_some() || self.concurrency_limit(provider).is_some()
     }
 
     fn served_context(&self, provider: &str, model: &str) -> Option<u64> {
@@ -751,7 +786,7 @@ impl Gate for Supervisor {
                 None
             };
             let began = Instant::now();
-            let slot = match p.concurrency_limit().and_then(|n| self.queue(p, n)) {
+            let slot = match self.concurrency_limit(p).and_then(|n| self.queue(p, n)) {
                 Some(q) => match q.slot(spill).await {
                     Ok((permit, waited)) => Some((permit, waited)),
                     Err(queue::Wait::Spilled(w)) => {

@@ -529,9 +529,11 @@ async fn a_reload_swaps_a_changed_server_and_stops_a_removed_one() {
     let r = route(&runner, &v1, None, None).await.unwrap();
     assert_eq!(text_of(r).await, "from alpha 1 2");
     let first = spawned(&log)[0].0;
-    // The same provider with other arguments (here: another name).
+    // The same provider with other arguments: another name, and another
+    // port (a server restarted on the same port is not what this tests).
+    let port2 = free_port();
     let v2 = registry(
-        &service("alpha", port, &log, &[], "", "").replace(
+        &service("alpha", port2, &log, &[], "", "").replace(
             "\"alpha\", \"--spawn-log\"",
             "\"alpha-v2\", \"--spawn-log\"",
         ),
@@ -556,4 +558,78 @@ async fn a_reload_swaps_a_changed_server_and_stops_a_removed_one() {
     sup.retire_missing(&v3);
     eventually("the removed provider's server stopped", || !alive(second)).await;
     assert!(sup.running().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_queue_depth_is_what_each_server_runs_at_once() {
+    let models = |owner: &'static str, extra: &'static str| {
+        move |r: &clawgate_testkit::Recorded| {
+            if r.path == "/props" && owner == "llamacpp" {
+                return Reply::json(
+                    200,
+                    r#"{"default_generation_settings":{"n_ctx":4096},"total_slots":2}"#,
+                );
+            }
+            if r.path == "/v1/models" {
+                return Reply::json(
+                    200,
+                    &format!(
+                        r#"{{"object":"list","data":[{{"id":"m","object":"model","owned_by":"{owner}"{extra}}}]}}"#
+                    ),
+                );
+            }
+            Reply::json(404, "{}")
+        }
+    };
+    let llama = FakeServer::start(models("llamacpp", r#","meta":{"n_ctx":4096}"#)).await;
+    let lmstudio = FakeServer::start(models("organization_owner", "")).await;
+    let vllm = FakeServer::start(models("vllm", r#","max_model_len":32768"#)).await;
+    let litellm = FakeServer::start(models("openai", "")).await;
+    let providers = format!(
+        r#"llama: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+           lmstudio: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+           vllm: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+           litellm: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+           pinned: {{ baseUrl: "{}", maxConcurrent: 7, models: [{{ id: "m" }}] }},
+           unlimited: {{ baseUrl: "{}", maxConcurrent: 0, models: [{{ id: "m" }}] }},"#,
+        llama.base_url(),
+        lmstudio.base_url(),
+        vllm.base_url(),
+        litellm.base_url(),
+        llama.base_url(),
+        llama.base_url(),
+    );
+    let reg = Arc::new(registry(&providers, "llama/m", &[]));
+    let (sup, runner) = setup();
+    sup.learn_all(&reg);
+    eventually("every server asked", || {
+        ["llama", "lmstudio", "vllm", "litellm"]
+            .iter()
+            .all(|p| runner.served_context(p, "m").is_some() || *p == "lmstudio" || *p == "litellm")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let limit = |id: &str| sup.concurrency_limit(reg.provider(id).unwrap());
+    assert_eq!(limit("llama"), Some(2), "llama.cpp: its slots");
+    assert_eq!(
+        limit("lmstudio"),
+        Some(4),
+        "LM Studio: its default parallelism"
+    );
+    assert_eq!(limit("vllm"), None, "vLLM batches");
+    assert_eq!(
+        limit("litellm"),
+        None,
+        "an unrecognised server queues itself"
+    );
+    assert_eq!(limit("pinned"), Some(7));
+    assert_eq!(limit("unlimited"), None);
+    let hosted = load_text(Path::new("h.json5"), "{}", &|_| None)
+        .unwrap()
+        .registry;
+    assert_eq!(
+        sup.concurrency_limit(hosted.provider("anthropic").unwrap()),
+        None,
+        "hosted: no limit"
+    );
 }

@@ -99,10 +99,9 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
     assert_eq!(v["services"][0]["provider"], "llama");
     assert_eq!(v["services"][0]["state"], "running");
     assert_eq!(v["services"][0]["pid"], pids[0]);
-    assert_eq!(
-        v["queues"][0]["limit"], 4,
-        "a local provider's default maxConcurrent"
-    );
+    // maxConcurrent not written: what the server runs at once (the stand-in
+    // says it is llama.cpp with one slot in /props).
+    assert_eq!(v["queues"][0]["limit"], 1, "the server's own slot count");
     let metrics = http
         .get(format!("{url}/metrics"))
         .bearer_auth("test-token-123456")
@@ -117,7 +116,7 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
         "{metrics}"
     );
     assert!(metrics.contains("clawgate_local_server_starts_total{provider=\"llama\"} 1"));
-    assert!(metrics.contains("clawgate_queue_limit{provider=\"llama\"} 4"));
+    assert!(metrics.contains("clawgate_queue_limit{provider=\"llama\"} 1"));
 
     // `models unload` stops it; the next request starts it again.
     let out = clawgate(dir.path(), &["models", "unload", "llama/m"]);

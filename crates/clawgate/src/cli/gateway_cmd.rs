@@ -28,9 +28,8 @@ pub struct GatewayArgs {
     /// also runs the model server or the clients.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
-    /// How often a stream whose model server is silent (starting,
-    /// loading, reading a long prompt) gets a keep-alive, in seconds.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds between keep-alives on a silent stream.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     keepalive_seconds: u64,
 }
 
