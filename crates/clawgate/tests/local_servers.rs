@@ -99,9 +99,9 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
     assert_eq!(v["services"][0]["provider"], "llama");
     assert_eq!(v["services"][0]["state"], "running");
     assert_eq!(v["services"][0]["pid"], pids[0]);
-    // maxConcurrent not written: what the server runs at once (the stand-in
-    // says it is llama.cpp with one slot in /props).
-    assert_eq!(v["queues"][0]["limit"], 1, "the server's own slot count");
+    // maxConcurrent not written: 4 for a server clawgate starts, until it
+    // says what it runs at once (checked below, once it has said).
+    assert_eq!(v["queues"][0]["limit"], 4);
     let metrics = http
         .get(format!("{url}/metrics"))
         .bearer_auth("test-token-123456")
@@ -116,7 +116,7 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
         "{metrics}"
     );
     assert!(metrics.contains("clawgate_local_server_starts_total{provider=\"llama\"} 1"));
-    assert!(metrics.contains("clawgate_queue_limit{provider=\"llama\"} 1"));
+    assert!(metrics.contains("clawgate_queue_limit{provider=\"llama\"} 4"));
 
     // `models unload` stops it; the next request starts it again.
     let out = clawgate(dir.path(), &["models", "unload", "llama/m"]);
@@ -139,6 +139,10 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
     let pids = spawned(&log);
     assert_eq!(pids.len(), 2);
     assert!(alive(pids[1]));
+    // The server said (llama.cpp /props: one slot): the queue follows.
+    let out = clawgate(dir.path(), &["models", "running", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["queues"][0]["limit"], 1, "the server's own slot count");
 
     // SIGTERM: the gateway exits and takes its child with it.
     let ok = Command::new("kill")
