@@ -30,10 +30,9 @@ use clawgate_router::ErrorClass;
 use clawgate_wire::introspect::Health;
 use clawgate_wire::Client;
 
-pub use process::Tail;
 pub use queue::QueueStats;
 
-use process::Child;
+use process::{Child, Tail};
 use queue::Queue;
 
 /// How long one health probe may take.
@@ -255,6 +254,15 @@ impl Service {
     }
 }
 
+/// The provider's key for its health probe — only when the health URL is
+/// on the provider's own origin: a `healthUrl` elsewhere never gets it.
+fn probe_key(p: &Provider, health_url: &str) -> Option<clawgate_core::Secret> {
+    use clawgate_wire::introspect::origin;
+    let same = matches!((origin(health_url), origin(&p.base_url)), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
+    same.then(|| p.api_key.as_ref().and_then(|k| k.resolved.clone()))
+        .flatten()
+}
+
 /// The service identity: provider id and everything that makes it a
 /// different process (OpenClaw: "provider + command/args/env set").
 fn service_key(p: &Provider, ls: &LocalService) -> String {
@@ -314,7 +322,7 @@ impl Supervisor {
             provider: p.id.clone(),
             spec: ls.clone(),
             health_url: ls.health_url(&p.base_url),
-            key_for_probe: p.api_key.as_ref().and_then(|k| k.resolved.clone()),
+            key_for_probe: probe_key(p, &ls.health_url(&p.base_url)),
             group,
             leases: AtomicUsize::new(0),
             run: Mutex::new(Run::Stopped),
@@ -813,5 +821,23 @@ impl Gate for Supervisor {
                 starting,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_key;
+
+    #[test]
+    fn a_health_url_on_another_origin_never_gets_the_key() {
+        let text = r#"{ models: { mode: "replace", providers: { p: { baseUrl: "http://127.0.0.1:8080/v1", apiKey: "sk-local-0123456789",
+            localService: { command: "/bin/true" }, models: [{ id: "m" }] } } } }"#;
+        let reg = clawgate_catalog::load_text(std::path::Path::new("t.json5"), text, &|_| None)
+            .map(|s| s.registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = reg.provider("p").unwrap_or_else(|| panic!("no provider"));
+        assert!(probe_key(p, "http://127.0.0.1:8080/health").is_some());
+        assert!(probe_key(p, "http://127.0.0.1:9999/health").is_none());
+        assert!(probe_key(p, "http://evil.example/health").is_none());
     }
 }
