@@ -7,6 +7,7 @@ use clawgate_config::{
     Compat, Config, Cost, EnvLookup, JsonMap, LocalService, Modality, ModelConfig, ModelsMode,
     ProviderConfig, SecretValue,
 };
+use clawgate_core::net::OutboundPolicy;
 use clawgate_core::{ApiKind, ApiParse, ModelRef};
 use indexmap::IndexMap;
 
@@ -77,6 +78,10 @@ pub struct Provider {
     pub headers: IndexMap<String, SecretValue>,
     pub timeout_seconds: Option<u64>,
     pub allow_private_network: Option<bool>,
+    pub allow_special_use: Option<bool>,
+    /// The outbound guard's rules for this provider (SEC-2), built once
+    /// with the registry.
+    pub guard: std::sync::Arc<OutboundPolicy>,
     pub local_service: Option<LocalService>,
     /// `maxConcurrent` as written (`0` = no limit); the default when it is
     /// not written depends on the server (see `clawgate-local`).
@@ -241,6 +246,8 @@ fn from_builtin(id: &str, b: &BuiltinProvider, env: EnvLookup<'_>) -> Provider {
         headers: IndexMap::new(),
         timeout_seconds: None,
         allow_private_network: None,
+        allow_special_use: None,
+        guard: Default::default(),
         local_service: None,
         max_concurrent: None,
         spill_after_ms: None,
@@ -320,6 +327,8 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
         headers: IndexMap::new(),
         timeout_seconds: None,
         allow_private_network: None,
+        allow_special_use: None,
+        guard: Default::default(),
         local_service: None,
         max_concurrent: None,
         spill_after_ms: None,
@@ -356,6 +365,9 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
     }
     if pc.allow_private_network.is_some() {
         p.allow_private_network = pc.allow_private_network;
+    }
+    if pc.allow_special_use.is_some() {
+        p.allow_special_use = pc.allow_special_use;
     }
     if pc.local_service.is_some() {
         p.local_service = pc.local_service.clone();
@@ -424,5 +436,42 @@ pub fn build_providers(config: &Config, env: EnvLookup<'_>) -> IndexMap<String, 
             }
         }
     }
+    for p in out.values_mut() {
+        p.guard = std::sync::Arc::new(outbound_policy(p));
+    }
     out
+}
+
+/// The origin of a URL as the guard compares it (`scheme://host[:port]`).
+pub fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    u.host()?;
+    Some(u.origin().ascii_serialization())
+}
+
+/// A provider's outbound rules: the origins the user configured for it are
+/// trusted (loopback, LAN, tailnet included); a catalog provider nobody
+/// configured trusts none, so its public name resolving to a private
+/// address is refused.
+fn outbound_policy(p: &Provider) -> OutboundPolicy {
+    let mut trusted: Vec<String> = Vec::new();
+    if p.configured {
+        let health = p.local_service.as_ref().map(|s| s.health_url(&p.base_url));
+        let urls = std::iter::once(p.base_url.as_str())
+            .chain(p.models.iter().filter_map(|m| m.base_url.as_deref()))
+            .chain(health.as_deref());
+        for u in urls {
+            if let Some(o) = origin_of(u) {
+                if !trusted.contains(&o) {
+                    trusted.push(o);
+                }
+            }
+        }
+    }
+    OutboundPolicy {
+        provider: p.id.clone(),
+        trusted,
+        allow_private: p.allow_private_network,
+        allow_special: p.allow_special_use == Some(true),
+    }
 }

@@ -330,6 +330,19 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Under `local-only`, the key that set it (named in refusals); `None`
+    /// when hosted endpoints are allowed.
+    pub fn local_only_key(&self, agent: Option<&str>) -> Option<String> {
+        if self.data_policy(agent) != DataPolicy::LocalOnly {
+            return None;
+        }
+        let own = self.agent(agent).ok().flatten().and_then(|a| a.data_policy);
+        Some(match (own, agent) {
+            (Some(_), Some(id)) => format!("agents.entries.{id}.dataPolicy"),
+            _ => "agents.defaults.dataPolicy".to_string(),
+        })
+    }
+
     /// Whether an agent's data policy lets a turn go to this provider
     /// (SEC-6): `local-only` keeps it on loopback and private endpoints.
     /// The one rule the runner and the `models status` report share; the

@@ -97,6 +97,7 @@ fn providers(reg: &Registry, out: &mut Out<'_>) {
         let Some(p) = reg.providers.get(id) else {
             continue;
         };
+        guarded_urls(p, pc, out);
         if let Some(key) = &pc.api_key {
             if key.is_marker() && !p.endpoint.is_local() {
                 out.warn(
@@ -108,6 +109,48 @@ fn providers(reg: &Registry, out: &mut Out<'_>) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The outbound guard's verdict on every URL a provider is configured
+/// with, before any request (SEC-2): a metadata or link-local base URL, or
+/// a private one with `allowPrivateNetwork: false`, is refused here with
+/// the key that would allow it.
+fn guarded_urls(p: &crate::Provider, pc: &clawgate_config::ProviderConfig, out: &mut Out<'_>) {
+    let mut urls: Vec<(String, &str)> = vec![("baseUrl".to_string(), p.base_url.as_str())];
+    for (i, m) in pc.models.iter().flatten().enumerate() {
+        if let Some(u) = &m.base_url {
+            urls.push((format!("models[{i}].baseUrl"), u.as_str()));
+        }
+    }
+    if let Some(h) = pc
+        .local_service
+        .as_ref()
+        .and_then(|s| s.health_url.as_deref())
+    {
+        urls.push(("localService.healthUrl".to_string(), h));
+    }
+    for (key, url) in urls {
+        let Ok(parsed) = url::Url::parse(url) else {
+            continue;
+        };
+        let Some(class) = clawgate_config::endpoint::host_class(&parsed) else {
+            continue;
+        };
+        let reach = p.guard.reach(&parsed.origin().ascii_serialization(), false);
+        if !reach.admits(class) {
+            let mut loc = pc.loc.clone();
+            loc.path = format!("models.providers.{}.{key}", p.id);
+            let refusal = p.guard.refusal(class, "agents.defaults.dataPolicy");
+            out.error(
+                &loc,
+                format!(
+                    "{url} is {}, which the outbound guard refuses; {}",
+                    class.describe(),
+                    refusal.fix
+                ),
+            );
         }
     }
 }

@@ -334,3 +334,49 @@ fn broken_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn sec_2_a_blocked_base_url_is_refused_before_any_request() {
+    let cases = [
+        (
+            r#"{models: {providers: {m: {baseUrl: "http://169.254.169.254/v1", models: [{id: "x"}]}}}}"#,
+            "t.json5:1:23: error: models.providers.m.baseUrl: http://169.254.169.254/v1 is a cloud metadata address, which the outbound guard refuses; set models.providers.m.request.allowSpecialUseAddresses: true to allow it",
+        ),
+        (
+            r#"{models: {providers: {m: {baseUrl: "http://[fe80::1]:8000/v1", models: [{id: "x"}]}}}}"#,
+            "models.providers.m.baseUrl: http://[fe80::1]:8000/v1 is a link-local address",
+        ),
+        (
+            r#"{models: {providers: {m: {baseUrl: "http://metadata.google.internal/v1", models: [{id: "x"}]}}}}"#,
+            "is a cloud metadata address",
+        ),
+        (
+            r#"{models: {providers: {m: {baseUrl: "http://127.0.0.1:1234/v1", request: {allowPrivateNetwork: false}, models: [{id: "x"}]}}}}"#,
+            "models.providers.m.baseUrl: http://127.0.0.1:1234/v1 is a loopback address, which the outbound guard refuses; models.providers.m.request.allowPrivateNetwork is false; set it to true to allow it",
+        ),
+        (
+            r#"{models: {providers: {m: {baseUrl: "http://127.0.0.1:1234/v1", models: [{id: "x", baseUrl: "http://[::ffff:169.254.169.254]/v1"}]}}}}"#,
+            "models.providers.m.models[0].baseUrl: http://[::ffff:169.254.169.254]/v1 is a cloud metadata address",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = reg_text(text).err().unwrap_or_default();
+        assert!(err.contains(want), "{text}\n{err}");
+    }
+    // The opt-in, and the configured origins that need none.
+    for text in [
+        r#"{models: {providers: {m: {baseUrl: "http://169.254.169.254/v1", request: {allowSpecialUseAddresses: true}, models: [{id: "x"}]}}}}"#,
+        r#"{models: {providers: {m: {baseUrl: "http://192.168.1.20:1234/v1", models: [{id: "x"}]}}}}"#,
+        r#"{models: {providers: {m: {baseUrl: "http://gpu-box:8000/v1", models: [{id: "x"}]}}}}"#,
+    ] {
+        assert!(reg_text(text).is_ok(), "{text}: {:?}", reg_text(text).err());
+    }
+    let reg = reg_text(r#"{models: {providers: {m: {baseUrl: "http://127.0.0.1:1234/v1", localService: {command: "/bin/true", healthUrl: "http://127.0.0.1:1235/health"}, models: [{id: "x"}]}}}}"#).unwrap();
+    let p = reg.provider("m").unwrap();
+    assert_eq!(
+        p.guard.trusted,
+        ["http://127.0.0.1:1234", "http://127.0.0.1:1235"]
+    );
+    // A catalog provider nobody configured trusts no origin.
+    assert!(reg.provider("openrouter").unwrap().guard.trusted.is_empty());
+}

@@ -650,6 +650,9 @@ impl<'a> Decoder<'a> {
                                 "allowPrivateNetwork" => {
                                     p.allow_private_network = self.bool(&r.value, &rp)
                                 }
+                                "allowSpecialUseAddresses" => {
+                                    p.allow_special_use = self.bool(&r.value, &rp)
+                                }
                                 "headers" => {
                                     let extra = self.secret_map(&r.value, &rp);
                                     p.headers.extend(extra);

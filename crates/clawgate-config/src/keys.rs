@@ -166,7 +166,7 @@ pub const PROVIDER_FOREIGN: &[&str] = &[
     "name",
 ];
 
-pub const REQUEST: &[&str] = &["allowPrivateNetwork", "headers"];
+pub const REQUEST: &[&str] = &["allowPrivateNetwork", "allowSpecialUseAddresses", "headers"];
 pub const REQUEST_FOREIGN: &[&str] = &["auth", "proxy", "tls"];
 
 pub const LOCAL_SERVICE: &[&str] = &[

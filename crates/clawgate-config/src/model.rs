@@ -149,6 +149,10 @@ pub struct ProviderConfig {
     pub headers: IndexMap<String, SecretValue>,
     pub timeout_seconds: Option<u64>,
     pub allow_private_network: Option<bool>,
+    /// `request.allowSpecialUseAddresses` (a clawgate key): lets the
+    /// provider reach cloud metadata, link-local and local-use NAT64
+    /// addresses, which the outbound guard otherwise always refuses.
+    pub allow_special_use: Option<bool>,
     pub local_service: Option<LocalService>,
     /// `maxConcurrent` (LOC-6, a clawgate key): requests in flight at once;
     /// 0 = no limit. Unset: what the local server can run at once (see

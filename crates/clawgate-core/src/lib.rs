@@ -7,6 +7,7 @@
 
 mod api;
 mod model_ref;
+pub mod net;
 mod redact;
 mod secret;
 

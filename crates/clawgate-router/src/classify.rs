@@ -20,11 +20,15 @@ pub enum ErrorClass {
     ContextOverflow,
     Format,
     ModelNotFound,
+    /// The outbound guard or the data policy refused the address (SEC-2,
+    /// SEC-6): a setting, not a failure; the next candidate is tried and
+    /// nothing cools down.
+    Blocked,
     Unknown,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::Auth,
         ErrorClass::AuthPermanent,
         ErrorClass::RateLimit,
@@ -36,6 +40,7 @@ impl ErrorClass {
         ErrorClass::ContextOverflow,
         ErrorClass::Format,
         ErrorClass::ModelNotFound,
+        ErrorClass::Blocked,
         ErrorClass::Unknown,
     ];
 
@@ -52,6 +57,7 @@ impl ErrorClass {
             ErrorClass::ContextOverflow => "context_overflow",
             ErrorClass::Format => "format",
             ErrorClass::ModelNotFound => "model_not_found",
+            ErrorClass::Blocked => "blocked",
             ErrorClass::Unknown => "unknown",
         }
     }
@@ -202,6 +208,7 @@ pub fn classify(e: &WireError) -> ErrorClass {
         }
         WireErrorKind::Cancelled | WireErrorKind::Request => return ErrorClass::Unknown,
         WireErrorKind::Malformed => return ErrorClass::ServerError,
+        WireErrorKind::Blocked => return ErrorClass::Blocked,
         WireErrorKind::Status | WireErrorKind::StreamError => {}
     }
     // Texts first where they are more specific than the status.

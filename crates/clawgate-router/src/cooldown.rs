@@ -70,7 +70,7 @@ pub fn duration_for(
         // Transient capacity: the whole-chain retry with backoff handles it.
         ErrorClass::Overloaded => None,
         // Not the provider's fault.
-        ErrorClass::ContextOverflow | ErrorClass::Format => None,
+        ErrorClass::ContextOverflow | ErrorClass::Format | ErrorClass::Blocked => None,
         ErrorClass::Billing => {
             let factor = 1u32 << (n - 1).min(3);
             Some((BILLING_BASE * factor).min(BILLING_MAX))

@@ -847,7 +847,10 @@ impl Runner {
                 }
                 tried_cred = true;
                 let ep = match endpoint(provider, model, cred.key.as_ref()) {
-                    Ok(ep) => ep,
+                    Ok(mut ep) => {
+                        ep.local_only = turn.registry.local_only_key(turn.agent);
+                        ep
+                    }
                     Err(e) => {
                         attempt.class = Some(ErrorClass::Auth);
                         attempt.detail = e.to_string();

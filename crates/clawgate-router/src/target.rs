@@ -32,6 +32,7 @@ pub fn endpoint(
         api: p.unsupported_api.clone().unwrap_or_default(),
     })?;
     let mut ep = Endpoint::new(api, p.base_url_for(m));
+    ep.policy = Some(p.guard.clone());
     match key {
         Some(k) => match &k.resolved {
             Some(secret) => ep.api_key = Some(secret.clone()),

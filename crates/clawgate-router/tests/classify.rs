@@ -410,6 +410,14 @@ fn fo_2_error_classes() {
         ),
         ("unknown 418", status(418, "I'm a teapot"), C::Unknown),
         ("cancelled", kind(K::Cancelled, ""), C::Unknown),
+        (
+            "outbound guard refusal",
+            kind(
+                K::Blocked,
+                "outbound guard: refused to connect to a cloud metadata address",
+            ),
+            C::Blocked,
+        ),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
     let mut failures = Vec::new();
@@ -426,7 +434,7 @@ fn fo_2_error_classes() {
 fn fo_2_overflow_and_format_do_not_fail_over() {
     // Written out here, not taken from the code under test: a class added
     // there without a decision here fails the length check.
-    let table: [(C, &str, bool, bool); 12] = [
+    let table: [(C, &str, bool, bool); 13] = [
         (C::Auth, "auth", true, true),
         (C::AuthPermanent, "auth_permanent", true, true),
         (C::RateLimit, "rate_limit", true, true),
@@ -438,6 +446,7 @@ fn fo_2_overflow_and_format_do_not_fail_over() {
         (C::ContextOverflow, "context_overflow", false, false),
         (C::Format, "format", false, false),
         (C::ModelNotFound, "model_not_found", true, false),
+        (C::Blocked, "blocked", true, false),
         (C::Unknown, "unknown", true, false),
     ];
     assert_eq!(C::ALL.len(), table.len(), "a class without a row here");

@@ -75,6 +75,7 @@ pub fn bucket(class: ErrorClass) -> &'static str {
         ErrorClass::Timeout => "timeout",
         ErrorClass::Format => "format",
         ErrorClass::ModelNotFound => "no_model",
+        ErrorClass::Blocked => "blocked",
         ErrorClass::Overloaded
         | ErrorClass::Unreachable
         | ErrorClass::ServerError

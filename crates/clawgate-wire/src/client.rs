@@ -8,7 +8,11 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use bytes::Bytes;
+use clawgate_core::net::{AddrClass, OutboundPolicy, Reach};
 use clawgate_core::ApiKind;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::{timeout_at, Instant};
@@ -17,6 +21,7 @@ use crate::anthropic;
 use crate::decode::Decoder;
 use crate::endpoint::Endpoint;
 use crate::error::{Phase, WireError, WireErrorKind};
+use crate::guard::{self, Blocked, GuardedResolver, Hooks};
 use crate::sse::SseParser;
 use crate::tool_text::{Salvaged, ToolTextSalvager};
 use crate::types::{ChatRequest, Collected, Event, StopReason};
@@ -24,50 +29,118 @@ use crate::types::{ChatRequest, Collected, Event, StopReason};
 /// Largest non-streamed body or error body read into memory.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
+/// One pooled reqwest client per [`Reach`] (built when first needed).
+type Pools = [OnceLock<Result<reqwest::Client, String>>; 8];
+
+/// A parsed upstream URL and its origin.
+#[derive(Clone)]
+struct Target {
+    url: reqwest::Url,
+    origin: Arc<str>,
+}
+
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pools: Arc<Pools>,
+    hooks: Hooks,
+    proxy_hosts: Arc<[String]>,
     /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
     /// the per-request CPU, and a gateway calls the same few URLs.
-    urls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
+    urls: Arc<Mutex<HashMap<String, Target>>>,
 }
 
 impl Client {
     pub fn new() -> Result<Self, WireError> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            // A redirect to another origin is never followed (SEC-2).
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
-        Ok(Self {
-            http,
-            urls: Default::default(),
-        })
+        Self::with_hooks(Hooks::default())
     }
 
-    fn url(&self, ep: &Endpoint) -> Result<reqwest::Url, WireError> {
-        let text = ep.url();
-        if let Some(u) = self.urls.lock().ok().and_then(|m| m.get(&text).cloned()) {
-            return Ok(u);
+    /// A client whose DNS, dialling or proxy are replaced (guard tests).
+    pub fn with_hooks(hooks: Hooks) -> Result<Self, WireError> {
+        let c = Self {
+            pools: Arc::new(Default::default()),
+            hooks,
+            proxy_hosts: guard::env_proxy_hosts().into(),
+            urls: Default::default(),
+        };
+        // The common client is built now, so a broken TLS setup shows at
+        // start-up rather than on the first request.
+        c.pool(Reach::CONFIGURED)?;
+        Ok(c)
+    }
+
+    fn build(&self, reach: Reach) -> Result<reqwest::Client, String> {
+        let mut b = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            // A redirect is never followed (SEC-2).
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                reach,
+                hooks: self.hooks.clone(),
+                proxy_hosts: self.proxy_hosts.clone(),
+            }));
+        if let Some(p) = guard::proxy(&self.hooks) {
+            b = b.proxy(p);
+        }
+        b.build().map_err(|e| e.to_string())
+    }
+
+    fn pool(&self, reach: Reach) -> Result<&reqwest::Client, WireError> {
+        let slot = &self.pools[reach.index()];
+        slot.get_or_init(|| self.build(reach))
+            .as_ref()
+            .map_err(|e| WireError::new(WireErrorKind::Request, e.clone()))
+    }
+
+    fn target(&self, text: String) -> Result<Target, WireError> {
+        if let Some(t) = self.urls.lock().ok().and_then(|m| m.get(&text).cloned()) {
+            return Ok(t);
         }
         let url = reqwest::Url::parse(&text).map_err(|e| {
             WireError::new(WireErrorKind::Request, format!("invalid URL {text}: {e}"))
         })?;
+        let t = Target {
+            origin: url.origin().ascii_serialization().into(),
+            url,
+        };
         if let Ok(mut m) = self.urls.lock() {
             // Config reloads can change URLs; keep the cache small.
             if m.len() >= 256 {
                 m.clear();
             }
-            m.insert(text, url.clone());
+            m.insert(text, t.clone());
         }
-        Ok(url)
+        Ok(t)
     }
 
-    /// The pooled HTTP client (same connection pool, no redirects).
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// The client and URL for one request, after the guard's decision on
+    /// an IP-literal host (names are judged by the resolver at connect).
+    fn guarded(
+        &self,
+        text: String,
+        policy: Option<&OutboundPolicy>,
+        local_only: Option<&str>,
+    ) -> Result<(&reqwest::Client, reqwest::Url, Reach), WireError> {
+        let t = self.target(text)?;
+        let reach = match policy {
+            Some(p) => p.reach(&t.origin, local_only.is_some()),
+            None => Reach {
+                public: local_only.is_none(),
+                ..Reach::CONFIGURED
+            },
+        };
+        if let Err(Blocked(class)) = guard::check_literal(&t.url, reach) {
+            return Err(blocked(class, policy, local_only));
+        }
+        Ok((self.pool(reach)?, t.url, reach))
+    }
+
+    /// The common client and a checked URL (introspection, health probes,
+    /// the CLI asking its own gateway): configured origins only.
+    pub(crate) fn plain(&self, url: &str) -> Result<(&reqwest::Client, reqwest::Url), WireError> {
+        let (c, u, _) = self.guarded(url.to_string(), None, None)?;
+        Ok((c, u))
     }
 
     /// Sends one model call and returns its event stream once the response
@@ -90,9 +163,10 @@ impl Client {
         };
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
-        let mut rb = self
-            .http
-            .post(self.url(ep)?)
+        let (http, url, _) =
+            self.guarded(ep.url(), ep.policy.as_deref(), ep.local_only.as_deref())?;
+        let mut rb = http
+            .post(url)
             .header("content-type", "application/json")
             .body(bytes);
         if req.stream {
@@ -122,10 +196,27 @@ impl Client {
                     format!("no response head within {}s", ep.timeout.as_secs()),
                 ))
             }
-            Ok(Err(e)) => return Err(transport_error(&e, Phase::Headers)),
+            Ok(Err(e)) => {
+                if let Some(class) = blocked_in(&e) {
+                    return Err(blocked(
+                        class,
+                        ep.policy.as_deref(),
+                        ep.local_only.as_deref(),
+                    ));
+                }
+                return Err(transport_error(&e, Phase::Headers));
+            }
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            // Not followed, and not quoted: the target may be an address
+            // the guard exists to keep out (SEC-2).
+            return Err(WireError::new(
+                WireErrorKind::Blocked,
+                format!("the server answered {status} with a redirect; the outbound guard does not follow redirects"),
+            ));
+        }
         let retry_after = retry_after(resp.headers());
         let sse = resp
             .headers()
@@ -157,7 +248,40 @@ impl Client {
     }
 }
 
+/// The guard's refusal as a wire error, naming the key that would allow
+/// the address.
+fn blocked(
+    class: AddrClass,
+    policy: Option<&OutboundPolicy>,
+    local_only: Option<&str>,
+) -> WireError {
+    let msg = match policy {
+        Some(p) => p.refusal(class, local_only.unwrap_or("agents.defaults.dataPolicy")).to_string(),
+        None if class == AddrClass::Public => format!(
+            "outbound guard: refused to connect to a public address; dataPolicy is \"local-only\"; set {}: \"allow-hosted\" to allow it",
+            local_only.unwrap_or("agents.defaults.dataPolicy")
+        ),
+        None => format!("outbound guard: refused to connect to {}", class.describe()),
+    };
+    WireError::new(WireErrorKind::Blocked, msg)
+}
+
+/// The guard's refusal inside a reqwest error (the resolver's answer).
+pub(crate) fn blocked_in(e: &reqwest::Error) -> Option<AddrClass> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<Blocked>() {
+            return Some(b.0);
+        }
+        source = s.source();
+    }
+    None
+}
+
 pub(crate) fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
+    if let Some(class) = blocked_in(e) {
+        return blocked(class, None, None);
+    }
     let io = io_kind(e);
     let kind = if e.is_timeout() {
         WireErrorKind::Timeout(phase)

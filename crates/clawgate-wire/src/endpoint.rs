@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clawgate_core::net::OutboundPolicy;
 use clawgate_core::{ApiKind, Secret};
 
 /// `compat.maxTokensField`.
@@ -53,6 +54,12 @@ pub struct Endpoint {
     /// Longest silence allowed between two body chunks.
     pub idle_timeout: Duration,
     pub shaping: Shaping,
+    /// The provider's outbound rules (SEC-2); `None`: the endpoint's own
+    /// origin is trusted as a configured one.
+    pub policy: Option<std::sync::Arc<OutboundPolicy>>,
+    /// Set under `dataPolicy: "local-only"` (SEC-6): the key that set it;
+    /// public addresses are refused at connect.
+    pub local_only: Option<String>,
 }
 
 impl Endpoint {
@@ -68,6 +75,8 @@ impl Endpoint {
             timeout: Self::DEFAULT_TIMEOUT,
             idle_timeout: Self::DEFAULT_IDLE,
             shaping: Shaping::default(),
+            policy: None,
+            local_only: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub enum WireErrorKind {
     Cancelled,
     /// The request could not be built (bad URL, bad header).
     Request,
+    /// The outbound guard refused the address, or the server redirected
+    /// (SEC-2); the data policy refused a public address (SEC-6).
+    Blocked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +78,7 @@ impl WireError {
             (WireErrorKind::StreamError, _) => "error in stream".to_string(),
             (WireErrorKind::Cancelled, _) => "cancelled".to_string(),
             (WireErrorKind::Request, _) => "bad request setup".to_string(),
+            (WireErrorKind::Blocked, _) => "blocked".to_string(),
             (WireErrorKind::Status, None) => "error status".to_string(),
         };
         if let Some(t) = &self.error_type {

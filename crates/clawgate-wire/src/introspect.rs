@@ -121,7 +121,8 @@ impl Client {
         key: Option<&Secret>,
         within: Duration,
     ) -> Result<(u16, Vec<u8>), WireError> {
-        self.fetch(self.http().get(url), key, within).await
+        let (http, url) = self.plain(url)?;
+        self.fetch(http.get(url), key, within).await
     }
 
     /// POST a JSON body to `url`; any status.
@@ -132,8 +133,8 @@ impl Client {
         body: &Value,
         within: Duration,
     ) -> Result<(u16, Vec<u8>), WireError> {
-        let rb = self
-            .http()
+        let (http, url) = self.plain(url)?;
+        let rb = http
             .post(url)
             .header("content-type", "application/json")
             .body(body.to_string());

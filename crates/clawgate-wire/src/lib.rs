@@ -12,6 +12,7 @@ pub mod client;
 mod decode;
 pub mod endpoint;
 pub mod error;
+pub mod guard;
 pub mod introspect;
 pub mod openai_chat;
 pub mod openai_responses;

@@ -1,0 +1,164 @@
+//! The outbound guard (SEC-2, SEC-6) inside the one HTTP client every
+//! transport uses. The decision is made on the address actually connected
+//! to: host names go through [`GuardedResolver`], whose answer is the
+//! exact list of addresses the connector dials (no second lookup, so no
+//! DNS-rebinding window); IP-literal hosts, which the connector does not
+//! resolve, are judged before the request is sent. One reqwest client
+//! exists per [`Reach`], so a request's rules pick its client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use clawgate_core::net::{classify_ip, classify_name, AddrClass, Reach};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// A stand-in for DNS (tests).
+pub type Lookup = Arc<dyn Fn(&str) -> Option<Vec<IpAddr>> + Send + Sync>;
+
+/// Test seams, so guard tests never open a connection beyond loopback
+/// even when the guard is broken. Empty in the product.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Answers DNS instead of the system resolver (`None` from the
+    /// function: the name does not exist).
+    pub lookup: Option<Lookup>,
+    /// Rewrites every address the guard admitted before it is dialled
+    /// (a recorder on loopback stands in for the real target).
+    pub dial: Option<Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>>,
+    /// Sends every request through this HTTP proxy (a recorder on
+    /// loopback): what IP-literal targets would have reached.
+    pub proxy: Option<String>,
+}
+
+/// A connection the guard refused, as the resolver's error: the class of
+/// the address, so the client can name the key that would allow it.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("outbound guard: refused to connect to {}", .0.describe())]
+pub struct Blocked(pub AddrClass);
+
+/// The resolver of one reach: it drops every address the reach does not
+/// admit and fails when none is left.
+pub struct GuardedResolver {
+    pub reach: Reach,
+    pub hooks: Hooks,
+    /// Proxy host names from the environment: the user chose them, and
+    /// they are where the connection goes, not the target.
+    pub proxy_hosts: Arc<[String]>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let reach = self.reach;
+        let hooks = self.hooks.clone();
+        let is_proxy = self.proxy_hosts.contains(&host);
+        Box::pin(async move {
+            // A metadata name is refused before anyone asks DNS.
+            let named = classify_name(&host);
+            if matches!(named, AddrClass::Special(_)) && !reach.special && !is_proxy {
+                return Err(Box::new(Blocked(named)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let found: Vec<SocketAddr> = match &hooks.lookup {
+                Some(f) => f(&host)
+                    .ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
+                    })?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, 0))
+                    .collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let mut refused = None;
+            let admitted: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| {
+                    let class = classify_ip(a.ip());
+                    let ok = is_proxy || reach.admits(class);
+                    if !ok {
+                        tracing::warn!(host = %host, addr = %a.ip(), class = class.describe(), "outbound guard: address refused");
+                        refused.get_or_insert(class);
+                    }
+                    ok
+                })
+                .map(|a| match &hooks.dial {
+                    Some(d) => d(a),
+                    None => a,
+                })
+                .collect();
+            if admitted.is_empty() {
+                if let Some(class) = refused {
+                    return Err(
+                        Box::new(Blocked(class)) as Box<dyn std::error::Error + Send + Sync>
+                    );
+                }
+                return Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the name has no address",
+                ))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(admitted.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The proxy the environment names for a scheme (`HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY`, either case).
+fn env_proxy(scheme: &str) -> Option<String> {
+    let names: &[&str] = if scheme == "https" {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// The proxy hosts of the environment (trusted by the resolver).
+pub(crate) fn env_proxy_hosts() -> Vec<String> {
+    ["http", "https"]
+        .iter()
+        .filter_map(|s| env_proxy(s))
+        .filter_map(|p| reqwest::Url::parse(&p).ok())
+        .filter_map(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Environment proxies apply to public hosts only: a proxy never sees
+/// traffic to the user's own servers (and `NO_PROXY` is honoured).
+pub(crate) fn proxy(hooks: &Hooks) -> Option<reqwest::Proxy> {
+    if let Some(p) = &hooks.proxy {
+        return reqwest::Proxy::all(p.as_str()).ok();
+    }
+    if env_proxy("http").is_none() && env_proxy("https").is_none() {
+        return None;
+    }
+    let no_proxy = reqwest::NoProxy::from_env();
+    let p = reqwest::Proxy::custom(move |url| {
+        let host = url.host_str()?;
+        if classify_name(host) != AddrClass::Public {
+            return None;
+        }
+        let target = env_proxy(url.scheme())?;
+        reqwest::Url::parse(&target).ok()
+    });
+    Some(p.no_proxy(no_proxy))
+}
+
+/// Judges an IP-literal host (the connector dials it without asking the
+/// resolver).
+pub(crate) fn check_literal(url: &reqwest::Url, reach: Reach) -> Result<(), Blocked> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        _ => return Ok(()),
+    };
+    let class = classify_ip(ip);
+    if reach.admits(class) {
+        Ok(())
+    } else {
+        tracing::warn!(addr = %ip, class = class.describe(), "outbound guard: address refused");
+        Err(Blocked(class))
+    }
+}
