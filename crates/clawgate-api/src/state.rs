@@ -110,16 +110,22 @@ pub fn watch_config(
     every: Duration,
     load: impl Fn(&std::path::Path) -> Result<Registry, String> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let stamp = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
+    // The file and every file it `$include`s (as of the last good load).
+    let stamp = |p: &std::path::Path, includes: &[std::path::PathBuf]| {
+        std::iter::once(p)
+            .chain(includes.iter().map(|i| i.as_path()))
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len()))
+            })
+            .collect::<Vec<_>>()
     };
     tokio::spawn(async move {
-        let mut last = stamp(&path);
+        let mut last = stamp(&path, &state.registry().config.includes);
         loop {
             tokio::time::sleep(every).await;
-            let now = stamp(&path);
+            let now = stamp(&path, &state.registry().config.includes);
             if now == last {
                 continue;
             }
@@ -135,6 +141,7 @@ pub fn watch_config(
                         local.retire_missing(&reg);
                     }
                     state.swap_registry(reg);
+                    last = stamp(&path, &state.registry().config.includes);
                     // A new or moved local server: ask what it serves.
                     if let Some(local) = &state.local {
                         local.learn_all(&state.registry());

@@ -5,15 +5,17 @@
 //! error was found (never half-configured).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clawgate_core::{ApiKind, ApiParse};
+use clawgate_core::{ApiKind, ApiParse, Secret};
 use indexmap::IndexMap;
 
 use crate::diag::{Diagnostic, Loc, Located, Severity};
 use crate::keys::{self, nearest};
 use crate::model::*;
 use crate::path::{child, index};
-use crate::secret::SecretValue;
+use crate::secret::{SecretForm, SecretValue};
+use crate::secretref::{self, ExecProvider, RefSource, SecretProvider, SecretRef, Secrets};
 use crate::source::Source;
 use crate::tree::{Entry, Kind, Node, Span};
 
@@ -21,37 +23,59 @@ use crate::tree::{Entry, Kind, Node, Span};
 /// process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+static EMPTY_SOURCE: std::sync::LazyLock<Source> = std::sync::LazyLock::new(|| Source::new("", ""));
+
 pub(crate) struct Decoder<'a> {
-    src: &'a Source,
+    /// The config file, then each `$include`d file (`Span::file`).
+    srcs: &'a [Source],
     env: EnvLookup<'a>,
     /// `env.vars` from the file: used when the process lacks the variable.
     file_env: IndexMap<String, String>,
+    /// `secrets.*`: the providers SecretRefs resolve through.
+    pub secrets: Secrets,
     pub diags: Vec<Diagnostic>,
 }
 
 impl<'a> Decoder<'a> {
-    pub fn new(src: &'a Source, env: EnvLookup<'a>) -> Self {
+    pub fn new(srcs: &'a [Source], env: EnvLookup<'a>) -> Self {
         Self {
-            src,
+            srcs,
             env,
             file_env: IndexMap::new(),
+            secrets: Secrets::default(),
             diags: Vec::new(),
         }
     }
 
     fn loc(&self, span: Span, path: &str) -> Loc {
-        let (line, column) = self.src.line_col(span.start);
+        let src = self.src(span);
+        let (line, column) = src.line_col(span.start);
         Loc {
             line,
             column,
             path: path.to_string(),
+            file: (span.file != 0).then(|| src.path().to_path_buf()),
         }
+    }
+
+    fn src(&self, span: Span) -> &'a Source {
+        let srcs: &'a [Source] = self.srcs;
+        srcs.get(usize::from(span.file))
+            .or(srcs.first())
+            .unwrap_or(&EMPTY_SOURCE)
+    }
+
+    fn main_path(&self) -> std::path::PathBuf {
+        self.srcs
+            .first()
+            .map(|s| s.path().to_path_buf())
+            .unwrap_or_default()
     }
 
     fn push(&mut self, severity: Severity, span: Span, path: &str, message: String) {
         let loc = self.loc(span, path);
         self.diags
-            .push(Diagnostic::at(severity, self.src.path(), &loc, message));
+            .push(Diagnostic::at(severity, self.main_path(), &loc, message));
     }
 
     fn error(&mut self, span: Span, path: &str, message: impl Into<String>) {
@@ -85,7 +109,7 @@ impl<'a> Decoder<'a> {
         };
         for (i, e) in entries.iter().enumerate() {
             if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
-                let (line, _) = self.src.line_col(first.key_span.start);
+                let (line, _) = self.src(first.key_span).line_col(first.key_span.start);
                 self.error(
                     e.key_span,
                     &child(path, &e.key),
@@ -263,9 +287,7 @@ impl<'a> Decoder<'a> {
         };
         for e in entries {
             let p = child(path, &e.key);
-            if let Some(v) = self.string(&e.value, &p) {
-                let sv = self.secret(&v);
-                self.warn_missing(&sv, e.value.span, &p);
+            if let Some(sv) = self.secret_node(&e.value, &p) {
                 out.insert(e.key.clone(), sv);
             }
         }
@@ -300,21 +322,296 @@ impl<'a> Decoder<'a> {
         if let Some(e) = entries.iter().find(|e| e.key == "env") {
             self.env_section(&e.value);
         }
+        // Then the secret providers every SecretRef below resolves through.
+        if let Some(e) = entries.iter().find(|e| e.key == "secrets") {
+            self.secrets_section(&e.value);
+        }
         for e in entries {
             match e.key.as_str() {
                 "agents" => config.agents = self.agents(&e.value),
                 "models" => config.models = self.models(&e.value),
                 "gateway" => config.gateway = self.gateway(&e.value),
                 "auth" => config.auth = self.auth(&e.value),
-                "$include" => self.warn(
-                    e.key_span,
-                    "$include",
-                    "clawgate does not read included files; put the model settings in this file",
-                ),
                 _ => {}
             }
         }
+        config.secrets = self.secrets.clone();
         config
+    }
+
+    fn secrets_section(&mut self, node: &Node) {
+        let Some(entries) = self.object(node, "secrets") else {
+            return;
+        };
+        self.check_keys(entries, "secrets", keys::SECRETS, &[]);
+        for e in entries {
+            let p = child("secrets", &e.key);
+            match e.key.as_str() {
+                "providers" => {
+                    let Some(list) = self.object(&e.value, &p) else {
+                        continue;
+                    };
+                    for pe in list {
+                        let pp = child(&p, &pe.key);
+                        if !secretref::valid_provider(&pe.key) {
+                            self.error(
+                                pe.key_span,
+                                &pp,
+                                "a secret provider name must match ^[a-z][a-z0-9_-]{0,63}$",
+                            );
+                            continue;
+                        }
+                        if let Some(sp) = self.secret_provider(&pe.value, &pp) {
+                            self.secrets.providers.insert(pe.key.clone(), sp);
+                        }
+                    }
+                }
+                "defaults" => {
+                    let Some(list) = self.object(&e.value, &p) else {
+                        continue;
+                    };
+                    for d in list {
+                        let dp = child(&p, &d.key);
+                        let Some(source) = RefSource::parse(&d.key) else {
+                            self.error(
+                                d.key_span,
+                                &dp,
+                                "unknown source; expected env, file or exec",
+                            );
+                            continue;
+                        };
+                        if let Some(name) = self.nonempty_string(&d.value, &dp) {
+                            self.secrets.defaults.insert(source.as_str(), name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn secret_provider(&mut self, node: &Node, path: &str) -> Option<SecretProvider> {
+        let entries = self.object(node, path)?;
+        self.check_keys(entries, path, keys::SECRET_PROVIDER, &[]);
+        let field = |k: &str| entries.iter().find(|e| e.key == k);
+        let source = match field("source") {
+            Some(e) => self.nonempty_string(&e.value, &child(path, "source"))?,
+            None => {
+                self.error(
+                    node.span,
+                    path,
+                    "missing required key \"source\" (env, file or exec)",
+                );
+                return None;
+            }
+        };
+        let flag = |d: &mut Self, k: &str| -> bool {
+            field(k)
+                .and_then(|e| d.bool(&e.value, &child(path, k)))
+                .unwrap_or(false)
+        };
+        let strings = |d: &mut Self, k: &str| -> Vec<String> {
+            field(k)
+                .and_then(|e| d.string_list(&e.value, &child(path, k)))
+                .map(|l| l.into_iter().map(|s| s.value).collect())
+                .unwrap_or_default()
+        };
+        match source.as_str() {
+            "env" => Some(SecretProvider::Env {
+                allowlist: field("allowlist").map(|_| strings(self, "allowlist")),
+            }),
+            "file" => {
+                let Some(pe) = field("path") else {
+                    self.error(node.span, path, "a file provider needs \"path\"");
+                    return None;
+                };
+                let file = self.nonempty_string(&pe.value, &child(path, "path"))?;
+                let single_value = match field("mode") {
+                    None => false,
+                    Some(m) => match self.string(&m.value, &child(path, "mode")).as_deref() {
+                        Some("json") => false,
+                        Some("singleValue") => true,
+                        _ => {
+                            self.error(
+                                m.value.span,
+                                &child(path, "mode"),
+                                "expected \"json\" or \"singleValue\"",
+                            );
+                            return None;
+                        }
+                    },
+                };
+                // Relative to the file it is written in, like `$include`.
+                let written = PathBuf::from(&file);
+                let path = if written.is_absolute() || file.starts_with('~') {
+                    written
+                } else {
+                    self.src(pe.value.span)
+                        .path()
+                        .parent()
+                        .map(|d| d.join(&written))
+                        .unwrap_or(written)
+                };
+                Some(SecretProvider::File {
+                    path,
+                    single_value,
+                    allow_insecure_path: flag(self, "allowInsecurePath"),
+                })
+            }
+            "exec" => {
+                let Some(ce) = field("command") else {
+                    self.error(
+                        node.span,
+                        path,
+                        "an exec provider needs \"command\" (an absolute path)",
+                    );
+                    return None;
+                };
+                let command =
+                    PathBuf::from(self.nonempty_string(&ce.value, &child(path, "command"))?);
+                if !command.is_absolute() {
+                    self.error(
+                        ce.value.span,
+                        &child(path, "command"),
+                        "expected an absolute path (no shell is used)",
+                    );
+                    return None;
+                }
+                let ms = |d: &mut Self, k: &str| {
+                    field(k).and_then(|e| d.positive_int(&e.value, &child(path, k)))
+                };
+                let timeout = ms(self, "timeoutMs")
+                    .map(|t| Duration::from_millis(t.min(120_000)))
+                    .unwrap_or(ExecProvider::DEFAULT_TIMEOUT);
+                let max_output_bytes = ms(self, "maxOutputBytes")
+                    .map(|b| (b as usize).min(16 * 1024 * 1024))
+                    .unwrap_or(ExecProvider::DEFAULT_MAX_OUTPUT);
+                Some(SecretProvider::Exec(ExecProvider {
+                    command,
+                    args: strings(self, "args"),
+                    pass_env: strings(self, "passEnv"),
+                    json_only: field("jsonOnly")
+                        .and_then(|e| self.bool(&e.value, &child(path, "jsonOnly")))
+                        .unwrap_or(true),
+                    allow_symlink_command: flag(self, "allowSymlinkCommand"),
+                    trusted_dirs: strings(self, "trustedDirs")
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                    timeout,
+                    max_output_bytes,
+                }))
+            }
+            other => {
+                let e = field("source").map(|e| e.value.span).unwrap_or(node.span);
+                self.error(
+                    e,
+                    &child(path, "source"),
+                    format!("unknown source \"{other}\"; expected env, file or exec"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A secret-bearing value: a string (`${ENV}`, a name, a marker, a
+    /// literal) or a SecretRef object, resolved now. An unresolved ref is
+    /// an error at its key path.
+    fn secret_node(&mut self, node: &Node, path: &str) -> Option<SecretValue> {
+        if let Kind::String(s) = &node.kind {
+            let sv = self.secret(s);
+            self.warn_missing(&sv, node.span, path);
+            return Some(sv);
+        }
+        let Kind::Object(entries) = &node.kind else {
+            self.error(
+                node.span,
+                path,
+                format!(
+                    "expected a string or a SecretRef object, got {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        };
+        self.check_keys(entries, path, &["source", "provider", "id"], &[]);
+        let get = |k: &str| entries.iter().find(|e| e.key == k);
+        let source_text = match get("source") {
+            Some(e) => self.nonempty_string(&e.value, &child(path, "source"))?,
+            None => {
+                self.error(
+                    node.span,
+                    path,
+                    "a SecretRef needs \"source\" (env, file or exec)",
+                );
+                return None;
+            }
+        };
+        let Some(source) = RefSource::parse(&source_text) else {
+            self.error(
+                node.span,
+                &child(path, "source"),
+                format!("unknown source \"{source_text}\"; expected env, file or exec"),
+            );
+            return None;
+        };
+        let id = match get("id") {
+            Some(e) => self.nonempty_string(&e.value, &child(path, "id"))?,
+            None => {
+                self.error(node.span, path, "a SecretRef needs \"id\"");
+                return None;
+            }
+        };
+        if let Err(why) = secretref::valid_id(source, &id) {
+            self.error(node.span, &child(path, "id"), why);
+            return None;
+        }
+        let provider = match get("provider") {
+            Some(e) => self.nonempty_string(&e.value, &child(path, "provider"))?,
+            None => self
+                .secrets
+                .defaults
+                .get(source.as_str())
+                .cloned()
+                .unwrap_or_else(|| "default".to_string()),
+        };
+        if !secretref::valid_provider(&provider) {
+            self.error(
+                node.span,
+                &child(path, "provider"),
+                "a provider name must match ^[a-z][a-z0-9_-]{0,63}$",
+            );
+            return None;
+        }
+        let r = SecretRef {
+            source: source.as_str(),
+            provider,
+            id,
+        };
+        let env = |name: &str| {
+            (self.env)(name)
+                .filter(|v| !v.is_empty())
+                .or_else(|| self.file_env.get(name).cloned())
+        };
+        let res = secretref::Resolver::new(&self.secrets, &env).resolve(&r);
+        for w in res.warnings {
+            self.warn(node.span, path, w);
+        }
+        match res.value {
+            Ok(v) => Some(SecretValue {
+                form: SecretForm::Ref(r),
+                resolved: Some(Secret::new(v)),
+                missing: vec![],
+            }),
+            Err(why) => {
+                self.error(
+                    node.span,
+                    path,
+                    format!("SecretRef {r} did not resolve: {why}"),
+                );
+                None
+            }
+        }
     }
 
     fn env_section(&mut self, node: &Node) {
@@ -628,9 +925,7 @@ impl<'a> Decoder<'a> {
                     p.base_url = self.http_url(v, &kp);
                 }
                 "apiKey" => {
-                    if let Some(s) = self.string(v, &kp) {
-                        let sv = self.secret(&s);
-                        self.warn_missing(&sv, v.span, &kp);
+                    if let Some(sv) = self.secret_node(v, &kp) {
                         p.api_key = Some(sv);
                     }
                 }
@@ -814,7 +1109,7 @@ impl<'a> Decoder<'a> {
                 );
                 let loc = row.loc.clone();
                 self.diags
-                    .push(Diagnostic::at(Severity::Error, self.src.path(), &loc, msg));
+                    .push(Diagnostic::at(Severity::Error, self.main_path(), &loc, msg));
                 continue;
             }
             rows.push(row);
@@ -1080,9 +1375,13 @@ impl<'a> Decoder<'a> {
                                 }
                             }
                             "token" | "password" => {
-                                if let Some(s) = self.nonempty_string(&a.value, &ap) {
-                                    let sv = self.secret(&s);
-                                    self.warn_missing(&sv, a.value.span, &ap);
+                                let sv = match &a.value.kind {
+                                    Kind::String(_) => self
+                                        .nonempty_string(&a.value, &ap)
+                                        .and_then(|_| self.secret_node(&a.value, &ap)),
+                                    _ => self.secret_node(&a.value, &ap),
+                                };
+                                if let Some(sv) = sv {
                                     if a.key == "token" {
                                         g.token = Some(sv);
                                     } else {
@@ -1165,9 +1464,7 @@ impl<'a> Decoder<'a> {
                             match f.key.as_str() {
                                 "provider" => provider = self.nonempty_string(&f.value, &fp),
                                 "apiKey" => {
-                                    if let Some(s) = self.string(&f.value, &fp) {
-                                        let sv = self.secret(&s);
-                                        self.warn_missing(&sv, f.value.span, &fp);
+                                    if let Some(sv) = self.secret_node(&f.value, &fp) {
                                         api_key = Some(sv);
                                     }
                                 }

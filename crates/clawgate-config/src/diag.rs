@@ -11,6 +11,8 @@ pub struct Loc {
     pub line: u32,
     pub column: u32,
     pub path: String,
+    /// The `$include`d file the position is in; `None`: the config file.
+    pub file: Option<PathBuf>,
 }
 
 /// A value together with where it was written, for checks that run after
@@ -49,7 +51,7 @@ impl Diagnostic {
     pub fn at(severity: Severity, file: impl Into<PathBuf>, loc: &Loc, message: String) -> Self {
         Self {
             severity,
-            file: file.into(),
+            file: loc.file.clone().unwrap_or_else(|| file.into()),
             line: loc.line,
             column: loc.column,
             path: loc.path.clone(),

@@ -2,7 +2,24 @@
 //! has there that clawgate accepts but does not act on (one warning each,
 //! CFG-4). Anything in neither list is an error with a nearest-key hint.
 
-pub const ROOT: &[&str] = &["agents", "models", "gateway", "auth", "env"];
+pub const ROOT: &[&str] = &["agents", "models", "gateway", "auth", "env", "secrets"];
+pub const SECRETS: &[&str] = &["providers", "defaults", "resolution"];
+pub const SECRET_PROVIDER: &[&str] = &[
+    "source",
+    "allowlist",
+    "path",
+    "mode",
+    "allowInsecurePath",
+    "command",
+    "args",
+    "passEnv",
+    "jsonOnly",
+    "allowSymlinkCommand",
+    "trustedDirs",
+    "timeoutMs",
+    "noOutputTimeoutMs",
+    "maxOutputBytes",
+];
 /// OpenClaw top-level sections outside the model layer.
 pub const ROOT_FOREIGN: &[&str] = &[
     "$schema",
@@ -32,7 +49,6 @@ pub const ROOT_FOREIGN: &[&str] = &[
     "memory",
     "skills",
     "plugins",
-    "secrets",
     "acp",
     "mcp",
     "media",

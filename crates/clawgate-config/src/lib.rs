@@ -13,10 +13,12 @@ mod decode;
 pub mod diag;
 pub mod edit;
 pub mod endpoint;
+mod include;
 mod keys;
 pub mod model;
 pub mod path;
 pub mod secret;
+pub mod secretref;
 pub mod source;
 pub mod tree;
 
@@ -55,8 +57,14 @@ pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Loaded, ConfigError>
 pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Loaded, ConfigError> {
     let source = Source::new(path, text);
     let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
-    let mut decoder = decode::Decoder::new(&source, env);
-    let config = decoder.config(root.as_ref(), Some(path.to_path_buf()));
+    let mut includes = include::Expander::new(source);
+    let root = root.map(|r| includes.expand(r));
+    if !includes.diags.is_empty() {
+        return Err(ConfigError::Invalid(includes.diags));
+    }
+    let mut decoder = decode::Decoder::new(&includes.sources, env);
+    let mut config = decoder.config(root.as_ref(), Some(path.to_path_buf()));
+    config.includes = includes.included();
     let (errors, warnings): (Vec<_>, Vec<_>) = decoder
         .diags
         .into_iter()

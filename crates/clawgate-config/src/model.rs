@@ -25,6 +25,10 @@ pub struct Config {
     pub models: Models,
     pub gateway: Gateway,
     pub auth: AuthProfiles,
+    /// `secrets.*` (the SecretRef providers), kept for the audit.
+    pub secrets: crate::secretref::Secrets,
+    /// Files merged in with `$include`, in the order they were read.
+    pub includes: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -39,6 +39,8 @@ pub enum SecretForm {
     Template(Vec<String>),
     /// A non-secret local marker such as `lmstudio`.
     Marker(String),
+    /// An OpenClaw SecretRef object (`{source, provider, id}`).
+    Ref(crate::secretref::SecretRef),
 }
 
 /// A config value that may hold a secret.
@@ -105,6 +107,8 @@ impl SecretValue {
         match &self.form {
             SecretForm::Marker(m) => format!("marker({m})"),
             SecretForm::Env(name) => format!("marker(env:{name})"),
+            SecretForm::Ref(r) if r.source == "env" => format!("marker(secretref-env:{})", r.id),
+            SecretForm::Ref(_) => "marker(secretref-managed)".to_string(),
             SecretForm::Template(_) | SecretForm::Literal => "***".to_string(),
         }
     }

@@ -17,6 +17,9 @@ use crate::source::Source;
 pub struct Span {
     pub start: usize,
     pub end: usize,
+    /// Which file of the load: 0 the config itself, then each `$include`d
+    /// file in the order it was read.
+    pub file: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +87,7 @@ pub fn parse(source: &Source) -> Result<Option<Node>, Diagnostic> {
                     line,
                     column,
                     path: String::new(),
+                    file: None,
                 },
                 format!("invalid JSON5: {}", e.kind()),
             ))
@@ -111,6 +115,7 @@ fn span(r: jsonc_parser::common::Range) -> Span {
     Span {
         start: r.start,
         end: r.end,
+        file: 0,
     }
 }
 
