@@ -35,6 +35,10 @@ pub struct Finding {
     /// `config`, `model`, `auth`, `server`, `context`, `probe`,
     /// `localService`, `cooldown`.
     pub area: &'static str,
+    /// The security audit's rule id (`secret.plaintext`, …); empty for
+    /// the other checks.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub check: &'static str,
     /// What it is about (a key path, a provider, a model ref).
     pub subject: String,
     pub message: String,
@@ -51,6 +55,7 @@ fn finding(
     Finding {
         severity,
         area,
+        check: "",
         subject: subject.into(),
         message: message.into(),
         fix: fix.into(),
@@ -294,6 +299,7 @@ pub fn findings(
             }
         }
     }
+    out.extend(crate::audit::audit(reg));
     out.sort_by_key(|f| f.severity);
     out
 }

@@ -9,6 +9,7 @@
 //! the stored history, the context preflight ([`context`]) and compaction
 //! ([`compact`]).
 
+pub mod audit;
 pub mod check;
 pub mod commands;
 pub mod compact;

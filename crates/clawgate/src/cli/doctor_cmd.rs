@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> CliResult {
         Err(e) => vec![Finding {
             severity: Severity::Error,
             area: "config",
+            check: "",
             subject: ctx.location.describe(),
             message: e.to_string(),
             fix: "fix the key named above, then `clawgate config validate`".into(),
@@ -64,6 +65,18 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> CliResult {
             clawgate_session::doctor::findings(reg, &snap.warnings, &report, &servers)
         }
     };
+    let errors = print_findings(&findings, args.json)?;
+    if errors > 0 {
+        return Err(CliError::msg(
+            exit::FAILURE,
+            format!("doctor found {errors} problem(s) that make requests fail"),
+        ));
+    }
+    Ok(())
+}
+
+/// Prints findings (text or JSON); returns how many are errors.
+pub fn print_findings(findings: &[Finding], as_json: bool) -> Result<usize, CliError> {
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -72,17 +85,17 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> CliResult {
         .iter()
         .filter(|f| f.severity == Severity::Warn)
         .count();
-    if args.json {
+    if as_json {
         json(
             &json!({ "ok": errors == 0, "errors": errors, "warnings": warns, "findings": findings }),
         )?;
     } else {
         let mut out = String::new();
-        for f in &findings {
+        for f in findings {
             out.push_str(&format!(
                 "{:<5} [{}] {}: {}\n      fix: {}\n",
                 f.severity.as_str(),
-                f.area,
+                if f.check.is_empty() { f.area } else { f.check },
                 f.subject,
                 f.message,
                 f.fix
@@ -94,11 +107,5 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> CliResult {
         });
         emit(&out)?;
     }
-    if errors > 0 {
-        return Err(CliError::msg(
-            exit::FAILURE,
-            format!("doctor found {errors} problem(s) that make requests fail"),
-        ));
-    }
-    Ok(())
+    Ok(errors)
 }

@@ -9,6 +9,7 @@ mod infer_cmd;
 mod local_cmd;
 mod models_cmd;
 mod output;
+mod security_cmd;
 mod sessions_cmd;
 mod state;
 mod usage_cmd;
@@ -107,6 +108,11 @@ enum Command {
     /// Check the config, every provider and local server, and say how to
     /// fix what is wrong (exit 1 when something is broken).
     Doctor(doctor_cmd::DoctorArgs),
+    /// Security checks of the config (exit 1 on an error finding).
+    Security {
+        #[command(subcommand)]
+        command: security_cmd::SecurityCommand,
+    },
 }
 
 /// What every command needs: where the config is and how to read env vars.
@@ -194,6 +200,7 @@ pub fn run() -> ExitCode {
             Command::Usage(args) => usage_cmd::run(args),
             Command::Gateway(args) => gateway_cmd::run(&ctx, args),
             Command::Doctor(args) => doctor_cmd::run(&ctx, args),
+            Command::Security { command } => security_cmd::run(&ctx, command),
         }
     })();
     match result {
