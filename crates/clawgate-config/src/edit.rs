@@ -300,9 +300,29 @@ pub fn write_with_backup(path: &Path, text: &str) -> Result<Option<PathBuf>, Con
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(write_err)?;
+    // Created with the user's mode from the start (a 600 file holding
+    // keys never exists as 644, even for a moment); a new file is 600.
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600);
+        open.mode(mode);
+        // `mode` applies only when the file is created: a stale `.tmp`
+        // from a crash is replaced rather than reused.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    {
+        use std::io::Write;
+        let mut f = open.open(&tmp).map_err(write_err)?;
+        f.write_all(text.as_bytes()).map_err(write_err)?;
+        f.sync_all().map_err(write_err)?;
+    }
     if let Ok(meta) = std::fs::metadata(path) {
-        // Keep the user's permissions (a 600 file holding keys stays 600).
+        // Keep the user's permissions (umask may have narrowed them).
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
     std::fs::rename(&tmp, path).map_err(write_err)?;

@@ -533,6 +533,86 @@ async fn sec_6_local_only_skips_hosted_candidates() {
 }
 
 #[tokio::test]
+async fn sec_6_local_only_judges_the_address_a_name_resolves_to() {
+    // `looks-local.lan` claims to be on the LAN but resolves to a public
+    // address: under local-only it is refused at connect (never dialled)
+    // and the turn fails over to the loopback server.
+    let local = FakeServer::start(|_| ok_reply("openai-completions", "local")).await;
+    let dialled = Arc::new(Mutex::new(Vec::new()));
+    let d = dialled.clone();
+    let to: std::net::SocketAddr = local.addr;
+    let hooks = clawgate_wire::guard::Hooks {
+        lookup: Some(Arc::new(|name: &str| {
+            (name == "looks-local.lan").then(|| vec!["93.184.216.34".parse().unwrap()])
+        })),
+        dial: Some(Arc::new(move |a| {
+            d.lock().unwrap().push(a);
+            to
+        })),
+        proxy: None,
+    };
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "lan/m", fallbacks: ["home/m"] }}, dataPolicy: "local-only" }} }},
+  models: {{ mode: "replace", providers: {{
+    lan: {{ baseUrl: "http://looks-local.lan/v1", models: [{{ id: "m" }}] }},
+    home: {{ baseUrl: "{}", models: [{{ id: "m" }}] }},
+  }} }},
+}}"#,
+        local.base_url()
+    );
+    let reg = load_text(Path::new("t.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(
+        Client::with_hooks(hooks).unwrap(),
+        Arc::new(TokioClock::default()),
+    );
+    let (served, _, _, attempts) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "home/m");
+    assert_eq!(attempts[0].class, Some(ErrorClass::Blocked));
+    assert_eq!(
+        attempts[0].detail,
+        "blocked: outbound guard: refused to connect to a public address; dataPolicy is \"local-only\"; set agents.defaults.dataPolicy: \"allow-hosted\" to allow it"
+    );
+    assert!(dialled.lock().unwrap().is_empty(), "the public address was never dialled");
+    assert_eq!(local.requests().len(), 1);
+
+    // Without the policy the same name is a public endpoint, dialled.
+    let open = text.replace(r#", dataPolicy: "local-only""#, "");
+    let reg = load_text(Path::new("t.json5"), &open, &|_| None)
+        .unwrap()
+        .registry;
+    let (served, _, _, _) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(served, "lan/m");
+    assert_eq!(dialled.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sec_6_a_local_only_agent_whose_server_is_down_fails_clearly() {
+    let port = clawgate_testkit::free_port();
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "home/m", fallbacks: ["cloud/m"] }}, dataPolicy: "local-only" }} }},
+  models: {{ mode: "replace", providers: {{
+    home: {{ baseUrl: "http://127.0.0.1:{port}/v1", models: [{{ id: "m" }}] }},
+    cloud: {{ baseUrl: "https://example.invalid/v1", apiKey: "sk-x", models: [{{ id: "m" }}] }},
+  }} }},
+}}"#
+    );
+    let reg = load_text(Path::new("t.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(ManualClock::default()));
+    let err = run_turn(&runner, &reg, None).await.err().unwrap().to_string();
+    assert!(err.contains("1. home/m [home:default] — unreachable"), "{err}");
+    assert!(
+        err.contains("cloud/m — skipped: dataPolicy local-only: endpoint is not local"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn fo_6_exhaustion_lists_every_attempt_and_counts() {
     let a = FakeServer::start(|_| Reply::json(502, "bad gateway")).await;
     let b =
