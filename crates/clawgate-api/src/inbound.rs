@@ -352,6 +352,9 @@ pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
         }
         TurnError::Run(r) => ApiError::from_run(&r),
         TurnError::ContextFull(m) => ApiError::bad_request(m).code("context_length_exceeded"),
+        TurnError::ToolNotAllowed(m) => ApiError::bad_request(m)
+            .code("tool_not_allowed")
+            .param("tool_choice"),
         TurnError::Compaction(m) => {
             ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", m).code("compaction_failed")
         }

@@ -851,3 +851,119 @@ async fn a_gateway_without_models_names_the_target_it_cannot_serve() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn sec_4_an_agents_tool_allowlist_applies_to_client_tools_on_every_api() {
+    let up = FakeServer::start(|r| {
+        if wants_stream(r) {
+            chat_stream("ok")
+        } else {
+            Reply::json(
+                200,
+                &json!({"id": "c", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).to_string(),
+            )
+        }
+    })
+    .await;
+    let cfg = one_provider(
+        &up.base_url(),
+        "openai-completions",
+        r#"agents: { defaults: { model: { primary: "b/m" } },
+                    entries: { narrow: { tools: { allow: ["read_*", "Grep"], deny: ["read_secrets"], profile: "coding" } } } },"#,
+    );
+    let gw = gateway(&cfg, no_auth()).await;
+    let tool = |name: &str| json!({"type": "function", "function": {"name": name, "parameters": {"type": "object"}}});
+    let tools = json!([
+        tool("read_file"),
+        tool("read_secrets"),
+        tool("exec_command"),
+        tool("grep")
+    ]);
+    let sent_tools = |i: usize| -> Vec<String> {
+        let v: Value = serde_json::from_str(&up.requests()[i].body_str()).unwrap();
+        v["tools"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Chat Completions: only the allowed tools reach the model.
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "agent/narrow", "messages": [{"role": "user", "content": "x"}], "tools": tools}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_tools(0), ["read_file", "grep"]);
+    // Responses and Messages go through the same check.
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/narrow", "input": "x", "tools": [
+            {"type": "function", "name": "read_file", "parameters": {"type": "object"}},
+            {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_tools(1), ["read_file"]);
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .json(&json!({"model": "agent/narrow", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [
+            {"name": "Bash", "input_schema": {"type": "object"}},
+            {"name": "Grep", "input_schema": {"type": "object"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_tools(2), ["Grep"]);
+    // Forcing a tool the agent may not use: 400 in each protocol's shape.
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "agent/narrow", "messages": [{"role": "user", "content": "x"}], "tools": tools,
+                      "tool_choice": {"type": "function", "function": {"name": "read_secrets"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "tool_not_allowed");
+    assert_eq!(
+        v["error"]["message"],
+        "tool \"read_secrets\" is not allowed for agent narrow (agents.entries.narrow.tools.deny)"
+    );
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .json(&json!({"model": "agent/narrow", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+                      "tools": [{"name": "Bash", "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "Bash"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agents.entries.narrow.tools.allow"),
+        "{v}"
+    );
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "refused requests never reach the model"
+    );
+    // The default agent has no allowlist: everything passes.
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "x"}], "tools": tools}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent_tools(3).len(), 4);
+}

@@ -330,6 +330,24 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// The tool allowlist in force for an agent (SEC-4) and the key that
+    /// set it: the agent's own `tools`, else `agents.defaults.tools`.
+    pub fn tool_policy(
+        &self,
+        agent: Option<&str>,
+    ) -> Option<(&clawgate_config::ToolPolicy, String)> {
+        let entry = self.agent(agent).ok().flatten();
+        if let (Some(t), Some(id)) = (entry.and_then(|a| a.tools.as_ref()), agent) {
+            return Some((t, format!("agents.entries.{id}.tools")));
+        }
+        self.config
+            .agents
+            .defaults
+            .tools
+            .as_ref()
+            .map(|t| (t, "agents.defaults.tools".to_string()))
+    }
+
     /// Under `local-only`, the key that set it (named in refusals); `None`
     /// when hosted endpoints are allowed.
     pub fn local_only_key(&self, agent: Option<&str>) -> Option<String> {

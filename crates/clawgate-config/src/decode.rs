@@ -728,10 +728,36 @@ impl<'a> Decoder<'a> {
                 }
                 "contextTokens" => a.context_tokens = self.positive_int(v, &p),
                 "params" => a.params = self.json_map(v, &p),
+                "tools" => a.tools = self.tool_policy(v, &p),
                 _ => {}
             }
         }
         a
+    }
+
+    fn tool_policy(&mut self, node: &Node, path: &str) -> Option<ToolPolicy> {
+        let entries = self.object(node, path)?;
+        let mut t = ToolPolicy::default();
+        let names = |d: &mut Self, e: &Entry, p: &str| -> Vec<String> {
+            d.string_list(&e.value, p)
+                .map(|l| l.into_iter().map(|s| s.value).collect())
+                .unwrap_or_default()
+        };
+        for e in entries {
+            let p = child(path, &e.key);
+            match e.key.as_str() {
+                "allow" => t.allow = Some(names(self, e, &p)),
+                "alsoAllow" => t.also_allow = names(self, e, &p),
+                "deny" => t.deny = names(self, e, &p),
+                // OpenClaw's own tool settings (profile, exec, fs, …).
+                _ => self.warn(
+                    e.key_span,
+                    &p,
+                    "OpenClaw tool setting not used by clawgate; ignored (clawgate enforces tools.allow and tools.deny on the tools clients send)",
+                ),
+            }
+        }
+        Some(t)
     }
 
     fn model_selection(&mut self, node: &Node, path: &str) -> Option<ModelSelection> {

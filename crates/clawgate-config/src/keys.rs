@@ -76,6 +76,7 @@ pub const AGENT: &[&str] = &[
     "dataPolicy",
     "contextTokens",
     "params",
+    "tools",
 ];
 pub const AGENT_FOREIGN: &[&str] = &[
     "workspace",
@@ -114,7 +115,6 @@ pub const AGENT_FOREIGN: &[&str] = &[
     "utilityModel",
     "mediaModels",
     "experimental",
-    "tools",
     "skills",
     "identity",
     "groupChat",

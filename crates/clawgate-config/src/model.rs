@@ -52,8 +52,68 @@ pub struct AgentSettings {
     /// Legacy agent-level `contextTokens` (still honoured by OpenClaw).
     pub context_tokens: Option<u64>,
     pub params: JsonMap,
+    /// `tools.allow` / `tools.deny` (SEC-4): which client tools a turn of
+    /// this agent may pass to the model.
+    pub tools: Option<ToolPolicy>,
     /// Where this block starts, for messages about the agent as a whole.
     pub loc: Loc,
+}
+
+/// An agent's tool allowlist (SEC-4): names or `*` patterns
+/// (`mcp__github__*`), case-insensitive. Deny wins; with `allow` written,
+/// only matching tools (and `alsoAllow`) pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolPolicy {
+    pub allow: Option<Vec<String>>,
+    pub also_allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl ToolPolicy {
+    pub fn allows(&self, tool: &str) -> bool {
+        let any = |list: &[String]| list.iter().any(|p| glob(p, tool));
+        if any(&self.deny) {
+            return false;
+        }
+        match &self.allow {
+            None => true,
+            Some(a) => any(a) || any(&self.also_allow),
+        }
+    }
+
+    /// The key that keeps `tool` out, for messages.
+    pub fn reason(&self, tool: &str) -> &'static str {
+        if self.deny.iter().any(|p| glob(p, tool)) {
+            "tools.deny"
+        } else {
+            "tools.allow"
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else literally, ignoring
+/// ASCII case.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 /// `model`: a string (primary only) or `{primary, fallbacks}`.
@@ -349,4 +409,30 @@ pub struct AuthProfile {
     pub provider: String,
     pub api_key: Option<SecretValue>,
     pub loc: Loc,
+}
+
+#[cfg(test)]
+mod tool_policy_tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_precedence() {
+        assert!(glob("read_*", "read_file") && glob("READ_*", "read_file"));
+        assert!(glob("*", "") && glob("a*b*c", "aXXbYYc") && glob("mcp__*__get", "mcp__gh__get"));
+        assert!(!glob("read_*", "xread_file") && !glob("a*b", "ac") && !glob("abc", "ab"));
+        let p = ToolPolicy {
+            allow: Some(vec!["read_*".into()]),
+            also_allow: vec!["grep".into()],
+            deny: vec!["read_secrets".into()],
+        };
+        assert!(p.allows("read_file") && p.allows("Grep"));
+        assert!(!p.allows("read_secrets") && !p.allows("bash"));
+        assert_eq!(p.reason("read_secrets"), "tools.deny");
+        assert_eq!(p.reason("bash"), "tools.allow");
+        let open = ToolPolicy {
+            deny: vec!["bash".into()],
+            ..ToolPolicy::default()
+        };
+        assert!(open.allows("anything") && !open.allows("BASH"));
+    }
 }

@@ -575,7 +575,10 @@ async fn sec_6_local_only_judges_the_address_a_name_resolves_to() {
         attempts[0].detail,
         "blocked: outbound guard: refused to connect to a public address; dataPolicy is \"local-only\"; set agents.defaults.dataPolicy: \"allow-hosted\" to allow it"
     );
-    assert!(dialled.lock().unwrap().is_empty(), "the public address was never dialled");
+    assert!(
+        dialled.lock().unwrap().is_empty(),
+        "the public address was never dialled"
+    );
     assert_eq!(local.requests().len(), 1);
 
     // Without the policy the same name is a public endpoint, dialled.
@@ -604,8 +607,15 @@ async fn sec_6_a_local_only_agent_whose_server_is_down_fails_clearly() {
         .unwrap()
         .registry;
     let runner = Runner::new(Client::new().unwrap(), Arc::new(ManualClock::default()));
-    let err = run_turn(&runner, &reg, None).await.err().unwrap().to_string();
-    assert!(err.contains("1. home/m [home:default] — unreachable"), "{err}");
+    let err = run_turn(&runner, &reg, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("1. home/m [home:default] — unreachable"),
+        "{err}"
+    );
     assert!(
         err.contains("cloud/m — skipped: dataPolicy local-only: endpoint is not local"),
         "{err}"

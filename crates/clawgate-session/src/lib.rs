@@ -57,6 +57,9 @@ pub enum TurnError {
     /// A compaction the user asked for could not be made.
     #[error("{0}")]
     Compaction(String),
+    /// The request forces a tool the agent's `tools` policy keeps out.
+    #[error("{0}")]
+    ToolNotAllowed(String),
 }
 
 impl From<RunError> for TurnError {
@@ -151,6 +154,53 @@ pub fn chain_for(registry: &Registry, target: &Target) -> Result<Chain, TurnErro
     Ok(chain)
 }
 
+/// Applies the agent's tool allowlist (SEC-4) to the tools a client sent:
+/// tools it keeps out are removed before any model sees them; forcing one
+/// (`tool_choice`) is an error naming the key. Every surface and the
+/// session path come through here.
+pub fn restrict_tools(
+    registry: &Registry,
+    agent: Option<&str>,
+    mut request: ChatRequest,
+) -> Result<ChatRequest, TurnError> {
+    let Some((policy, key)) = registry.tool_policy(agent) else {
+        return Ok(request);
+    };
+    if request.tools.is_empty() {
+        return Ok(request);
+    }
+    let who = agent.unwrap_or("default");
+    if let Some(clawgate_wire::ToolChoice::Named(name)) = &request.tool_choice {
+        if !policy.allows(name) {
+            return Err(TurnError::ToolNotAllowed(format!(
+                "tool \"{name}\" is not allowed for agent {who} ({key}.{})",
+                &policy.reason(name)["tools.".len()..]
+            )));
+        }
+    }
+    let before = request.tools.len();
+    let mut removed = Vec::new();
+    request.tools.retain(|t| {
+        let ok = policy.allows(&t.name);
+        if !ok && removed.len() < 32 {
+            removed.push(t.name.clone());
+        }
+        ok
+    });
+    if request.tools.len() < before {
+        tracing::info!(agent = who, removed = %removed.join(", "), count = before - request.tools.len(), "tools outside the agent's allowlist removed");
+        if request.tools.is_empty() {
+            if request.tool_choice == Some(clawgate_wire::ToolChoice::Required) {
+                return Err(TurnError::ToolNotAllowed(format!(
+                    "tool_choice is \"required\" but none of the tools sent is allowed for agent {who} ({key})"
+                )));
+            }
+            request.tool_choice = None;
+        }
+    }
+    Ok(request)
+}
+
 /// Runs a turn on a resolved chain (FO-1..8).
 pub async fn run_chain(
     runner: &Runner,
@@ -159,10 +209,11 @@ pub async fn run_chain(
     agent: Option<&str>,
     input: TurnInput<'_>,
 ) -> Result<Routed, TurnError> {
+    let request = restrict_tools(registry, agent, input.request)?;
     let turn = Turn {
         registry,
         chain,
-        request: input.request,
+        request,
         session: input.session,
         pinned: input.pinned,
         agent,

@@ -136,10 +136,7 @@ fn files_under(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) {
     }
 }
 
-async fn exchange(
-    log: &mut String,
-    req: reqwest::RequestBuilder,
-) -> (u16, String) {
+async fn exchange(log: &mut String, req: reqwest::RequestBuilder) -> (u16, String) {
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     for (k, v) in r.headers() {
@@ -290,7 +287,13 @@ async fn sec_3_no_secret_reaches_any_channel() {
     )
     .await;
     assert_eq!(st, 401);
-    for path in ["/metrics", "/v1/models", "/ready", "/health", "/v1/clawgate/local"] {
+    for path in [
+        "/metrics",
+        "/v1/models",
+        "/ready",
+        "/health",
+        "/v1/clawgate/local",
+    ] {
         exchange(
             &mut seen,
             http.get(format!("{}{path}", gw.url)).bearer_auth(TOKEN),
@@ -298,8 +301,14 @@ async fn sec_3_no_secret_reaches_any_channel() {
         .await;
     }
     // The upstreams did get the secrets (so the grep below means something).
-    assert!(a.requests().iter().any(|r| r.header("authorization") == Some(&format!("Bearer {ENV_KEY}"))));
-    assert!(b.requests().iter().any(|r| r.header("x-tenant") == Some(EXEC_HEADER)));
+    assert!(a
+        .requests()
+        .iter()
+        .any(|r| r.header("authorization") == Some(&format!("Bearer {ENV_KEY}"))));
+    assert!(b
+        .requests()
+        .iter()
+        .any(|r| r.header("x-tenant") == Some(EXEC_HEADER)));
 
     Command::new("kill")
         .args(["-TERM", &gw.child.id().to_string()])
@@ -316,7 +325,10 @@ async fn sec_3_no_secret_reaches_any_channel() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let logs = gw.stderr.lock().unwrap().clone();
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "trace logging was on");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging was on"
+    );
     assert!(logs.contains("fallback"), "the fallback was logged");
 
     // The CLI on the same config.
@@ -350,9 +362,11 @@ async fn sec_3_no_secret_reaches_any_channel() {
 
     // Every file clawgate wrote (session store, state, config, .bak).
     let mut files = Vec::new();
-    files_under(d, &[secret_dir.clone()], &mut files);
+    files_under(d, std::slice::from_ref(&secret_dir), &mut files);
     assert!(
-        files.iter().any(|f| f.to_string_lossy().contains("sessions.sqlite3")),
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("sessions.sqlite3")),
         "{files:?}"
     );
     let mut leaks = Vec::new();
@@ -379,5 +393,8 @@ async fn sec_3_no_secret_reaches_any_channel() {
     if std::env::var_os("CLAWGATE_GREP_DUMP").is_some() {
         eprintln!("--- http ---\n{seen}\n--- cli ---\n{cli_out}\n--- logs ---\n{logs}");
     }
-    assert!(leaks.is_empty(), "{leaks:#?}\n--- http ---\n{seen}\n--- cli ---\n{cli_out}");
+    assert!(
+        leaks.is_empty(),
+        "{leaks:#?}\n--- http ---\n{seen}\n--- cli ---\n{cli_out}"
+    );
 }
