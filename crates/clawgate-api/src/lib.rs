@@ -13,6 +13,8 @@
 mod auth;
 mod chat;
 pub mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod health;
 mod inbound;

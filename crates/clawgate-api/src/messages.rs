@@ -147,7 +147,7 @@ fn blocks(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
     }
 }
 
-fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
+pub(crate) fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     parse_with(v, true)
 }
 

@@ -93,7 +93,7 @@ struct Keeping {
     store: Option<bool>,
 }
 
-fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
+pub(crate) fn parse(v: &Value) -> Result<(String, ChatRequest, Option<String>), ApiError> {
     let obj = inbound::object(v)?;
     let model = inbound::model(obj)?;
     let mut system: Vec<String> = obj

@@ -158,6 +158,16 @@ pub fn load_text(file: &Path, text: &str, env: EnvLookup<'_>) -> Result<Snapshot
     finish(clawgate_config::load_str(file, text, env)?, env)
 }
 
+/// [`load_text`] without touching anything outside the process (no
+/// `$include`, no file or exec SecretRef): for fuzzing and untrusted text.
+pub fn load_text_sandboxed(
+    file: &Path,
+    text: &str,
+    env: EnvLookup<'_>,
+) -> Result<Snapshot, ConfigError> {
+    finish(clawgate_config::load_str_sandboxed(file, text, env)?, env)
+}
+
 fn finish(loaded: clawgate_config::Loaded, env: EnvLookup<'_>) -> Result<Snapshot, ConfigError> {
     let (registry, diags) = Registry::build(loaded.config, env);
     let (errors, mut warnings): (Vec<_>, Vec<_>) = diags

@@ -33,6 +33,8 @@ pub(crate) struct Decoder<'a> {
     file_env: IndexMap<String, String>,
     /// `secrets.*`: the providers SecretRefs resolve through.
     pub secrets: Secrets,
+    /// False: file and exec SecretRefs are not resolved (sandboxed loads).
+    pub io: bool,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -43,6 +45,7 @@ impl<'a> Decoder<'a> {
             env,
             file_env: IndexMap::new(),
             secrets: Secrets::default(),
+            io: true,
             diags: Vec::new(),
         }
     }
@@ -593,6 +596,14 @@ impl<'a> Decoder<'a> {
                 .filter(|v| !v.is_empty())
                 .or_else(|| self.file_env.get(name).cloned())
         };
+        if !self.io && source != RefSource::Env {
+            self.error(
+                node.span,
+                path,
+                format!("SecretRef {r} is not resolved in a sandboxed load"),
+            );
+            return None;
+        }
         let res = secretref::Resolver::new(&self.secrets, &env).resolve(&r);
         for w in res.warnings {
             self.warn(node.span, path, w);

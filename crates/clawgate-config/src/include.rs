@@ -24,6 +24,8 @@ pub struct Expander {
     pub diags: Vec<Diagnostic>,
     /// The canonical paths being expanded, outermost first (loop check).
     chain: Vec<PathBuf>,
+    /// False: no file is read (sandboxed loads).
+    pub io: bool,
 }
 
 impl Expander {
@@ -33,6 +35,7 @@ impl Expander {
             sources: vec![main],
             diags: Vec::new(),
             chain: vec![canonical],
+            io: true,
         }
     }
 
@@ -139,6 +142,10 @@ impl Expander {
 
     /// Reads, parses and expands one included file.
     fn load(&mut self, written: &str, at: Span) -> Option<Node> {
+        if !self.io {
+            self.error(at, "$include is not read in a sandboxed load".into());
+            return None;
+        }
         if self.chain.len() > MAX_DEPTH {
             self.error(at, format!("$include nests deeper than {MAX_DEPTH} levels"));
             return None;

@@ -55,14 +55,31 @@ pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Loaded, ConfigError>
 
 /// Decodes config text; `path` is used in diagnostics.
 pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Loaded, ConfigError> {
+    load(path, text, env, true)
+}
+
+/// Decodes config text without touching anything outside the process:
+/// `$include` files are not read and file/exec SecretRefs are not
+/// resolved (both are errors). For fuzzing and untrusted text.
+pub fn load_str_sandboxed(
+    path: &Path,
+    text: &str,
+    env: EnvLookup<'_>,
+) -> Result<Loaded, ConfigError> {
+    load(path, text, env, false)
+}
+
+fn load(path: &Path, text: &str, env: EnvLookup<'_>, io: bool) -> Result<Loaded, ConfigError> {
     let source = Source::new(path, text);
     let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
     let mut includes = include::Expander::new(source);
+    includes.io = io;
     let root = root.map(|r| includes.expand(r));
     if !includes.diags.is_empty() {
         return Err(ConfigError::Invalid(includes.diags));
     }
     let mut decoder = decode::Decoder::new(&includes.sources, env);
+    decoder.io = io;
     let mut config = decoder.config(root.as_ref(), Some(path.to_path_buf()));
     config.includes = includes.included();
     let (errors, warnings): (Vec<_>, Vec<_>) = decoder

@@ -110,7 +110,11 @@ impl ToolTextSalvager {
             } else {
                 END_BRACKET
             };
-            let Some(end_at) = self.pending.find(end_marker) else {
+            // The end marker after the opener: a tool name may contain it.
+            let Some(end_at) = self.pending[opener.len()..]
+                .find(end_marker)
+                .map(|i| i + opener.len())
+            else {
                 if self.pending.len() > MAX_BLOCK || at_end {
                     let text = std::mem::take(&mut self.pending);
                     out.push(Salvaged::Rejected {
@@ -168,7 +172,13 @@ fn partial_suffix(s: &str, openers: &[String]) -> usize {
     let mut best = 0;
     for o in openers {
         for len in (1..o.len()).rev() {
-            if len <= s.len() && s.is_char_boundary(s.len() - len) && s.ends_with(&o[..len]) {
+            // Tool names come from the client: any UTF-8 (fuzzing found a
+            // name whose prefix cut a character in two).
+            if len <= s.len()
+                && o.is_char_boundary(len)
+                && s.is_char_boundary(s.len() - len)
+                && s.ends_with(&o[..len])
+            {
                 best = best.max(len);
                 break;
             }
@@ -228,6 +238,29 @@ mod tests {
             &["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"],
         );
         assert!(matches!(&got[0], Salvaged::Call { name, .. } if name == "get_weather"));
+    }
+
+    #[test]
+    fn any_tool_name_is_safe() {
+        // Found by fuzzing: a multi-byte character inside a tool name, and
+        // a name that contains the end marker.
+        let name = "<<Ļ<<x";
+        for i in 0..=4 {
+            let text = "x<lo [<<Ļ<<x]{}[END_TOOL_REQUEST] tail";
+            let (a, b) = text.split_at(text.char_indices().nth(i).map(|c| c.0).unwrap_or(0));
+            let got = run(&[name], &[a, b]);
+            assert!(
+                got.iter()
+                    .any(|g| matches!(g, Salvaged::Call { name: n, .. } if n == name)),
+                "{got:?}"
+            );
+        }
+        let tricky = "[END_TOOL_REQUEST]";
+        let got = run(&[tricky], &["[[END_TOOL_REQUEST]]{}[END_TOOL_REQUEST]"]);
+        assert!(
+            matches!(&got[0], Salvaged::Call { name, .. } if name == tricky),
+            "{got:?}"
+        );
     }
 
     #[test]
