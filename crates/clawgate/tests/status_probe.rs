@@ -213,6 +213,10 @@ fn doctor(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String)
         .current_dir(dir)
         .env("HOME", dir)
         .env_remove("CLAWGATE_CONFIG")
+        // A hosted key in the caller's environment is an audit finding.
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
         .output()
         .unwrap();
     (
@@ -302,7 +306,9 @@ async fn doctor_finds_each_problem_with_a_fix_and_passes_a_clean_setup() {
     std::fs::write(
         dir.path().join("clawgate.json5"),
         format!(
-            r#"{{ models: {{ mode: "replace", providers: {{ llama: {{ baseUrl: "{}", models: [{{ id: "tiny", contextWindow: 1024 }}] }} }} }} }}"#,
+            // Merge mode and no tools for the tiny model: the security
+            // audit (part of doctor) has nothing to say either.
+            r#"{{ models: {{ providers: {{ llama: {{ baseUrl: "{}", models: [{{ id: "tiny", contextWindow: 1024, compat: {{ supportsTools: false }} }}] }} }} }} }}"#,
             llama.base_url()
         ),
     )
