@@ -20,7 +20,7 @@ use clawgate_config::{Config, ConfigError, Diagnostic, EnvLookup, Severity};
 use clawgate_core::ModelRef;
 use indexmap::IndexMap;
 
-pub use registry::{ContextSource, Model, Origin, Provider};
+pub use registry::{BaseUrl, ContextSource, Model, Origin, Provider};
 pub use resolve::{
     Candidate, Chain, DefaultRule, PolicyError, ResolveError, Resolved, Role, SelectionSource, Via,
 };

@@ -82,6 +82,8 @@ pub struct Provider {
     /// The outbound guard's rules for this provider (SEC-2), built once
     /// with the registry.
     pub guard: std::sync::Arc<OutboundPolicy>,
+    /// `base_url` parsed once with the registry (`None`: not a URL).
+    pub base: Option<BaseUrl>,
     pub local_service: Option<LocalService>,
     /// `maxConcurrent` as written (`0` = no limit); the default when it is
     /// not written depends on the server (see `clawgate-local`).
@@ -101,6 +103,36 @@ pub struct Provider {
     /// may be used even with a declared list (OpenClaw's vLLM rule).
     pub wildcard: bool,
     pub models: Vec<Model>,
+}
+
+/// A base URL parsed once, with what the guard, the data policy, probes
+/// and provenance need from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub url: url::Url,
+    /// `scheme://host[:port]`, as the outbound guard compares origins.
+    pub origin: String,
+    /// `host:port` with the scheme's port made explicit.
+    pub host_port: String,
+    pub class: clawgate_core::net::AddrClass,
+}
+
+impl BaseUrl {
+    pub fn parse(text: &str) -> Option<Self> {
+        let url = url::Url::parse(text).ok()?;
+        let class = endpoint::host_class(&url)?;
+        let host = match url.host()? {
+            url::Host::Ipv6(ip) => format!("[{ip}]"),
+            h => h.to_string(),
+        };
+        let port = url.port_or_known_default()?;
+        Some(Self {
+            origin: url.origin().ascii_serialization(),
+            host_port: format!("{host}:{port}"),
+            class,
+            url,
+        })
+    }
 }
 
 /// An effective model entry.
@@ -248,11 +280,12 @@ fn from_builtin(id: &str, b: &BuiltinProvider, env: EnvLookup<'_>) -> Provider {
         allow_private_network: None,
         allow_special_use: None,
         guard: Default::default(),
+        base: None,
         local_service: None,
         max_concurrent: None,
         spill_after_ms: None,
         params: JsonMap::new(),
-        endpoint: endpoint::classify(&b.base_url).unwrap_or(EndpointClass::Public),
+        endpoint: EndpointClass::Public,
         hosted: b.hosted,
         builtin: true,
         configured: false,
@@ -329,6 +362,7 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
         allow_private_network: None,
         allow_special_use: None,
         guard: Default::default(),
+        base: None,
         local_service: None,
         max_concurrent: None,
         spill_after_ms: None,
@@ -379,7 +413,6 @@ fn overlay_provider(base: Option<Provider>, pc: &ProviderConfig, mode: ModelsMod
         p.spill_after_ms = pc.spill_after_ms;
     }
     p.params.extend(pc.params.clone());
-    p.endpoint = endpoint::classify(&p.base_url).unwrap_or(EndpointClass::Public);
     if mode == ModelsMode::Replace {
         p.models.clear();
     }
@@ -436,7 +469,13 @@ pub fn build_providers(config: &Config, env: EnvLookup<'_>) -> IndexMap<String, 
             }
         }
     }
+    // Parsed once here; everything after reads `base`.
     for p in out.values_mut() {
+        p.base = BaseUrl::parse(&p.base_url);
+        p.endpoint = p
+            .base
+            .as_ref()
+            .map_or(EndpointClass::Public, |b| EndpointClass::of(b.class));
         p.guard = std::sync::Arc::new(outbound_policy(p));
     }
     out
@@ -456,9 +495,14 @@ pub fn origin_of(url: &str) -> Option<String> {
 fn outbound_policy(p: &Provider) -> OutboundPolicy {
     let mut trusted: Vec<String> = Vec::new();
     if p.configured {
+        if let Some(b) = &p.base {
+            trusted.push(b.origin.clone());
+        }
         let health = p.local_service.as_ref().map(|s| s.health_url(&p.base_url));
-        let urls = std::iter::once(p.base_url.as_str())
-            .chain(p.models.iter().filter_map(|m| m.base_url.as_deref()))
+        let urls = p
+            .models
+            .iter()
+            .filter_map(|m| m.base_url.as_deref())
             .chain(health.as_deref());
         for u in urls {
             if let Some(o) = origin_of(u) {

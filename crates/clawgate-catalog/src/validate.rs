@@ -118,7 +118,13 @@ fn providers(reg: &Registry, out: &mut Out<'_>) {
 /// a private one with `allowPrivateNetwork: false`, is refused here with
 /// the key that would allow it.
 fn guarded_urls(p: &crate::Provider, pc: &clawgate_config::ProviderConfig, out: &mut Out<'_>) {
-    let mut urls: Vec<(String, &str)> = vec![("baseUrl".to_string(), p.base_url.as_str())];
+    if let Some(b) = &p.base {
+        let reach = p.guard.reach(&b.origin, false);
+        if !reach.admits(b.class) {
+            refused(p, pc, "baseUrl", &p.base_url, b.class, out);
+        }
+    }
+    let mut urls: Vec<(String, &str)> = Vec::new();
     for (i, m) in pc.models.iter().flatten().enumerate() {
         if let Some(u) = &m.base_url {
             urls.push((format!("models[{i}].baseUrl"), u.as_str()));
@@ -140,19 +146,30 @@ fn guarded_urls(p: &crate::Provider, pc: &clawgate_config::ProviderConfig, out: 
         };
         let reach = p.guard.reach(&parsed.origin().ascii_serialization(), false);
         if !reach.admits(class) {
-            let mut loc = pc.loc.clone();
-            loc.path = format!("models.providers.{}.{key}", p.id);
-            let refusal = p.guard.refusal(class, "agents.defaults.dataPolicy");
-            out.error(
-                &loc,
-                format!(
-                    "{url} is {}, which the outbound guard refuses; {}",
-                    class.describe(),
-                    refusal.fix
-                ),
-            );
+            refused(p, pc, &key, url, class, out);
         }
     }
+}
+
+fn refused(
+    p: &crate::Provider,
+    pc: &clawgate_config::ProviderConfig,
+    key: &str,
+    url: &str,
+    class: clawgate_core::net::AddrClass,
+    out: &mut Out<'_>,
+) {
+    let mut loc = pc.loc.clone();
+    loc.path = format!("models.providers.{}.{key}", p.id);
+    let refusal = p.guard.refusal(class, "agents.defaults.dataPolicy");
+    out.error(
+        &loc,
+        format!(
+            "{url} is {}, which the outbound guard refuses; {}",
+            class.describe(),
+            refusal.fix
+        ),
+    );
 }
 
 fn check_ref(reg: &Registry, value: &str, loc: &Loc, what: &str, out: &mut Out<'_>) {

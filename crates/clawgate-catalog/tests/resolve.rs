@@ -379,4 +379,19 @@ fn sec_2_a_blocked_base_url_is_refused_before_any_request() {
     );
     // A catalog provider nobody configured trusts no origin.
     assert!(reg.provider("openrouter").unwrap().guard.trusted.is_empty());
+    // The base URL is parsed once, with the registry.
+    let b = reg.provider("m").unwrap().base.clone().unwrap();
+    assert_eq!(
+        (b.origin.as_str(), b.host_port.as_str()),
+        ("http://127.0.0.1:1234", "127.0.0.1:1234")
+    );
+    let b = reg.provider("anthropic").unwrap().base.clone().unwrap();
+    assert_eq!(b.host_port, "api.anthropic.com:443");
+    assert_eq!(b.class, clawgate_core::net::AddrClass::Public);
+    let b = clawgate_catalog::BaseUrl::parse("http://[::1]/v1").unwrap();
+    assert_eq!(
+        (b.origin.as_str(), b.host_port.as_str()),
+        ("http://[::1]", "[::1]:80")
+    );
+    assert!(clawgate_catalog::BaseUrl::parse("not a url").is_none());
 }

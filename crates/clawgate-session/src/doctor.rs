@@ -76,8 +76,7 @@ fn primary(report: &Report) -> Option<&str> {
 
 /// How to start a local server of the kind its port suggests.
 fn start_hint(p: &Provider) -> String {
-    let port = clawgate_router::probe::host_port(&p.base_url)
-        .and_then(|hp| hp.rsplit(':').next().and_then(|x| x.parse::<u16>().ok()));
+    let port = p.base.as_ref().and_then(|b| b.url.port_or_known_default());
     let how = match port {
         Some(1234) => {
             "start LM Studio's server (Developer → Start server, or `lms server start`)".to_string()
