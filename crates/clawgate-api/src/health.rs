@@ -73,11 +73,18 @@ async fn up(state: &AppState, p: &clawgate_catalog::Provider, m: &clawgate_catal
         return true;
     }
     if p.hosted {
-        return clawgate_router::probe::reachable(base, PROBE).await;
+        let reach = clawgate_router::runner::reach_for(p, base, false);
+        return clawgate_router::probe::reachable(base, PROBE, reach).await;
     }
     let key = p.api_key.as_ref().and_then(|k| k.resolved.as_ref());
     let url = format!("{}/models", base.trim_end_matches('/'));
-    state.runner.client().health(&url, key, PROBE).await == clawgate_wire::introspect::Health::Ready
+    state
+        .runner
+        .client()
+        .scoped(p.guard.clone())
+        .health(&url, key, PROBE)
+        .await
+        == clawgate_wire::introspect::Health::Ready
 }
 
 /// One readiness probe's bound.

@@ -24,6 +24,8 @@ struct Entry {
     at: Instant,
     base_url: String,
     key: Option<Secret>,
+    /// The provider's outbound rules, for the refresh.
+    guard: std::sync::Arc<clawgate_core::net::OutboundPolicy>,
     info: Option<ServerInfo>,
     refreshing: bool,
 }
@@ -87,20 +89,21 @@ impl Facts {
             let e = entries.get_mut(provider)?;
             if e.at.elapsed() >= STALE && !e.refreshing {
                 e.refreshing = true;
-                refresh = Some((e.base_url.clone(), e.key.clone()));
+                refresh = Some((e.base_url.clone(), e.key.clone(), e.guard.clone()));
             }
             e.info.as_ref()?.model(model)?.context
         };
-        if let (Some((base, key)), Ok(rt)) = (refresh, tokio::runtime::Handle::try_current()) {
+        if let (Some((base, key, guard)), Ok(rt)) = (refresh, tokio::runtime::Handle::try_current())
+        {
             let me = self.clone();
-            let client = client.clone();
+            let client = client.scoped(guard.clone());
             let provider = provider.to_string();
             rt.spawn(async move {
                 let info = client
                     .introspect(&base, key.as_ref(), ASK_TIMEOUT)
                     .await
                     .ok();
-                me.store(&provider, base, key, info);
+                me.store(&provider, base, key, guard, info);
             });
         }
         ctx
@@ -121,6 +124,7 @@ impl Facts {
         provider: &str,
         base_url: String,
         key: Option<Secret>,
+        guard: std::sync::Arc<clawgate_core::net::OutboundPolicy>,
         info: Option<ServerInfo>,
     ) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -135,6 +139,7 @@ impl Facts {
                     at: Instant::now(),
                     base_url,
                     key,
+                    guard,
                     info,
                     refreshing: false,
                 },
@@ -147,6 +152,7 @@ impl Facts {
     pub async fn learn(&self, client: &Client, p: &Provider) -> Option<ServerInfo> {
         let key = p.api_key.as_ref().and_then(|k| k.resolved.clone());
         let info = client
+            .scoped(p.guard.clone())
             .introspect(&p.base_url, key.as_ref(), ASK_TIMEOUT)
             .await
             .ok();
@@ -170,7 +176,13 @@ impl Facts {
                 }
             }
         }
-        self.store(&p.id, p.base_url.clone(), key, info.clone());
+        self.store(
+            &p.id,
+            p.base_url.clone(),
+            key,
+            p.guard.clone(),
+            info.clone(),
+        );
         info
     }
 

@@ -98,6 +98,8 @@ struct Service {
     spec: LocalService,
     health_url: String,
     key_for_probe: Option<clawgate_core::Secret>,
+    /// The shared client under the provider's outbound rules.
+    probe: Client,
     group: Arc<Group>,
     leases: AtomicUsize,
     run: Mutex<Run>,
@@ -323,6 +325,7 @@ impl Supervisor {
             spec: ls.clone(),
             health_url: ls.health_url(&p.base_url),
             key_for_probe: probe_key(p, &ls.health_url(&p.base_url)),
+            probe: self.client.scoped(p.guard.clone()),
             group,
             leases: AtomicUsize::new(0),
             run: Mutex::new(Run::Stopped),
@@ -517,8 +520,8 @@ impl Supervisor {
         arrived: Instant,
     ) -> Result<(), String> {
         let probe_key = svc.key_for_probe.as_ref();
-        let mut health = self
-            .client
+        let mut health = svc
+            .probe
             .health(&svc.health_url, probe_key, PROBE_TIMEOUT)
             .await;
         if health == Health::Ready {
@@ -600,8 +603,8 @@ impl Supervisor {
             }
             tokio::time::sleep(delay.min(ready_within.saturating_sub(began.elapsed()))).await;
             delay = (delay * 2).min(Duration::from_millis(500));
-            health = self
-                .client
+            health = svc
+                .probe
                 .health(&svc.health_url, probe_key, PROBE_TIMEOUT)
                 .await;
         }

@@ -1,8 +1,12 @@
 //! Cheap reachability: does a model server's address accept a TCP
 //! connection? Used before a local server's "unreachable" cooldown keeps
-//! it out (it may have been started since), and by `/ready`.
+//! it out (it may have been started since), and by `/ready`. The outbound
+//! guard's rules apply here too: only addresses the provider may reach are
+//! dialled.
 
 use std::time::Duration;
+
+use clawgate_core::net::{classify_ip, Reach};
 
 /// `host:port` of a base URL (`http://127.0.0.1:1234/v1` → `127.0.0.1:1234`).
 pub fn host_port(base: &str) -> Option<String> {
@@ -27,15 +31,24 @@ pub fn host_port(base: &str) -> Option<String> {
     Some(format!("{authority}:{port}"))
 }
 
-/// Whether `base`'s address accepts a TCP connection within `within`.
-pub async fn reachable(base: &str, within: Duration) -> bool {
+/// Whether `base`'s address accepts a TCP connection within `within`,
+/// dialling only addresses `reach` admits.
+pub async fn reachable(base: &str, within: Duration, reach: Reach) -> bool {
     let Some(addr) = host_port(base) else {
         return false;
     };
-    matches!(
-        tokio::time::timeout(within, tokio::net::TcpStream::connect(&addr)).await,
-        Ok(Ok(_))
-    )
+    let attempt = async {
+        let Ok(addrs) = tokio::net::lookup_host(addr.as_str()).await else {
+            return false;
+        };
+        for a in addrs.filter(|a| reach.admits(classify_ip(a.ip()))) {
+            if tokio::net::TcpStream::connect(a).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(within, attempt).await.unwrap_or(false)
 }
 
 #[cfg(test)]

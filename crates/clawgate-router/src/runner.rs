@@ -552,6 +552,7 @@ impl Runner {
         local: bool,
         managed: bool,
         base: &str,
+        reach: clawgate_core::net::Reach,
         force: bool,
     ) -> Option<String> {
         let admission = self.book.lock().ok()?.admit(key, self.clock.now());
@@ -567,7 +568,7 @@ impl Runner {
         if class == ErrorClass::Unreachable
             && local
             && left.is_some()
-            && (managed || crate::probe::reachable(base, LOCAL_PROBE).await)
+            && (managed || crate::probe::reachable(base, LOCAL_PROBE, reach).await)
         {
             let now = self.clock.now();
             if let Ok(Admission::Probe) = self.book.lock().map(|mut b| b.reopen(key, now)) {
@@ -763,7 +764,15 @@ impl Runner {
             let base = provider.base_url_for(model);
             let local = provider.endpoint.is_local();
             let managed = provider.local_service.is_some();
-            if let Some(why) = self.keep_out(&model_key, local, managed, base, last).await {
+            let reach = reach_for(
+                provider,
+                base,
+                turn.registry.local_only_key(turn.agent).is_some(),
+            );
+            if let Some(why) = self
+                .keep_out(&model_key, local, managed, base, reach, last)
+                .await
+            {
                 skip(why, attempts);
                 continue;
             }
@@ -840,7 +849,10 @@ impl Runner {
                     retry_after: None,
                 };
                 let force = last && !tried_cred && ci + 1 == n_creds;
-                if let Some(why) = self.keep_out(&cred_key, local, managed, base, force).await {
+                if let Some(why) = self
+                    .keep_out(&cred_key, local, managed, base, reach, force)
+                    .await
+                {
                     attempt.skipped = Some(why);
                     attempts.push(attempt);
                     continue;
@@ -1062,6 +1074,27 @@ fn short(e: &WireError) -> String {
         _ => cut.as_str(),
     };
     format!("{}…", cut.trim_end_matches([',', ';', ':', '.']))
+}
+
+/// What a probe of `base` (the provider's or a model's own base URL) may
+/// dial under the provider's outbound rules.
+pub fn reach_for(
+    provider: &clawgate_catalog::Provider,
+    base: &str,
+    local_only: bool,
+) -> clawgate_core::net::Reach {
+    let origin = match &provider.base {
+        Some(b)
+            if b.url.as_str().trim_end_matches('/') == base.trim_end_matches('/')
+                || provider.base_url == base =>
+        {
+            b.origin.clone()
+        }
+        _ => clawgate_catalog::BaseUrl::parse(base)
+            .map(|b| b.origin)
+            .unwrap_or_default(),
+    };
+    provider.guard.reach(&origin, local_only)
 }
 
 fn url_host(base: &str) -> String {

@@ -136,6 +136,7 @@ pub async fn check(
                 let key = p.api_key.as_ref().and_then(|k| k.resolved.clone());
                 Some(
                     client
+                        .scoped(p.guard.clone())
                         .introspect(&p.base_url, key.as_ref(), opts.timeout)
                         .await,
                 )

@@ -47,9 +47,21 @@ pub struct Client {
     /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
     /// the per-request CPU, and a gateway calls the same few URLs.
     urls: Arc<Mutex<HashMap<String, Target>>>,
+    /// The provider whose rules `get_raw`, `post_raw`, `health` and
+    /// `introspect` follow (`None`: the URL's origin is trusted as a
+    /// configured one).
+    scope: Option<Arc<OutboundPolicy>>,
 }
 
 impl Client {
+    /// The same pooled client, whose introspection and health probes
+    /// follow `policy` (a provider's outbound rules).
+    pub fn scoped(&self, policy: Arc<OutboundPolicy>) -> Client {
+        let mut c = self.clone();
+        c.scope = Some(policy);
+        c
+    }
+
     pub fn new() -> Result<Self, WireError> {
         Self::with_hooks(Hooks::default())
     }
@@ -61,6 +73,7 @@ impl Client {
             hooks,
             proxy_hosts: guard::env_proxy_hosts().into(),
             urls: Default::default(),
+            scope: None,
         };
         // The common client is built now, so a broken TLS setup shows at
         // start-up rather than on the first request.
@@ -139,7 +152,7 @@ impl Client {
     /// The common client and a checked URL (introspection, health probes,
     /// the CLI asking its own gateway): configured origins only.
     pub(crate) fn plain(&self, url: &str) -> Result<(&reqwest::Client, reqwest::Url), WireError> {
-        let (c, u, _) = self.guarded(url.to_string(), None, None)?;
+        let (c, u, _) = self.guarded(url.to_string(), self.scope.as_deref(), None)?;
         Ok((c, u))
     }
 
