@@ -53,7 +53,21 @@ pub async fn reachable(base: &str, within: Duration, reach: Reach) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{host_port, reachable};
+    use clawgate_core::net::Reach;
+
+    #[tokio::test]
+    async fn a_probe_dials_only_what_the_reach_admits() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", l.local_addr().unwrap());
+        let within = std::time::Duration::from_secs(2);
+        assert!(reachable(&base, within, Reach::CONFIGURED).await);
+        let no_private = Reach {
+            private: false,
+            ..Reach::CONFIGURED
+        };
+        assert!(!reachable(&base, within, no_private).await);
+    }
 
     #[test]
     fn host_and_port_of_base_urls() {
