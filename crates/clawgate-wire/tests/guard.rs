@@ -310,19 +310,39 @@ async fn ip_literal_targets_are_judged_before_sending() {
 
 #[tokio::test]
 async fn a_redirect_is_refused_and_not_quoted() {
-    let server = FakeServer::start(|_| {
+    // The recording proxy answers the redirect itself: were redirects
+    // followed, the second request would reach it too, not the metadata
+    // address.
+    let proxy = FakeServer::start(|_| {
         Reply::new(302).header("location", "http://169.254.169.254/latest/meta-data/")
     })
     .await;
-    let client = Client::new().unwrap();
-    let base = server.base_url();
-    let origin = base.trim_end_matches("/v1");
-    let msg = blocked(send(&client, &endpoint(&base, policy("lm", &[origin]))).await);
+    let client = Client::with_hooks(Hooks {
+        proxy: Some(proxy.base_url().trim_end_matches("/v1").to_string()),
+        ..Hooks::default()
+    })
+    .unwrap();
+    let msg = blocked(
+        send(
+            &client,
+            &endpoint(
+                "http://127.0.0.1:9/v1",
+                policy("lm", &["http://127.0.0.1:9"]),
+            ),
+        )
+        .await,
+    );
     assert_eq!(
         msg,
         "the server answered 302 with a redirect; the outbound guard does not follow redirects"
     );
-    assert_eq!(server.requests().len(), 1, "asked once, not followed");
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "asked once, not followed");
+    assert!(
+        seen[0].path.starts_with("http://127.0.0.1:9/"),
+        "{}",
+        seen[0].path
+    );
 }
 
 #[tokio::test]
