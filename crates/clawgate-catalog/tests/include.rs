@@ -119,6 +119,21 @@ fn a_split_config_loads_to_the_same_registry_as_its_single_file_twin() {
         assert!(reg.local_only_key(Some("private")).is_some());
     }
     assert_eq!(split.config.includes.len(), 5);
+    // `config get` reads the merged value, secrets as their refs.
+    let main = dir.path().join("main.json5");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let get = |p: &str| {
+        let segs = clawgate_config::path::parse(p).unwrap();
+        clawgate_config::edit::get_redacted_node(&text, &main, &segs)
+            .unwrap()
+            .to_json()
+    };
+    assert_eq!(
+        get("models.providers.proxy.baseUrl"),
+        "http://127.0.0.1:4000/v1"
+    );
+    assert_eq!(get("models.mode"), "merge");
+    assert_eq!(get("models.providers.proxy.apiKey")["source"], "file");
     assert!(single.config.includes.is_empty());
     // No resolved value is in the Debug form.
     let dump = format!("{:?}", split.providers);

@@ -200,6 +200,12 @@ pub fn get_redacted_node(
 ) -> Result<tree::Node, ConfigError> {
     let source = Source::new(file, text);
     let root = tree::parse(&source).map_err(|d| ConfigError::Invalid(vec![d]))?;
+    // The effective value: `$include`d files merged in, as the loader does.
+    let mut includes = crate::include::Expander::new(source);
+    let root = root.map(|r| includes.expand(r));
+    if !includes.diags.is_empty() {
+        return Err(ConfigError::Invalid(includes.diags));
+    }
     let mut node = root.unwrap_or(tree::Node {
         span: Default::default(),
         kind: tree::Kind::Object(Vec::new()),
