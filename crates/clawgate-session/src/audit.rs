@@ -20,12 +20,8 @@ fn finding(
     fix: impl Into<String>,
 ) -> Finding {
     Finding {
-        severity,
-        area: "security",
         check,
-        subject: subject.into(),
-        message: message.into(),
-        fix: fix.into(),
+        ..crate::doctor::finding(severity, "security", subject, message, fix)
     }
 }
 

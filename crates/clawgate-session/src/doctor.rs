@@ -45,7 +45,7 @@ pub struct Finding {
     pub fix: String,
 }
 
-fn finding(
+pub(crate) fn finding(
     severity: Severity,
     area: &'static str,
     subject: impl Into<String>,
