@@ -121,8 +121,10 @@ pub fn watch_config(
             })
             .collect::<Vec<_>>()
     };
+    // Taken now, not when the task first runs: a change made right after
+    // start-up must not become the baseline.
+    let mut last = stamp(&path, &state.registry().config.includes);
     tokio::spawn(async move {
-        let mut last = stamp(&path, &state.registry().config.includes);
         loop {
             tokio::time::sleep(every).await;
             let now = stamp(&path, &state.registry().config.includes);

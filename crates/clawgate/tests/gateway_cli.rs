@@ -235,6 +235,57 @@ async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cfg_6_reload_follows_an_included_file() {
+    let up = FakeServer::start(|_| Reply::json(200, "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start_logging(dir.path(), &up.base_url(), 1, "warn");
+    let wait_for = |alias: &'static str| {
+        let url = url.clone();
+        async move {
+            for _ in 0..100 {
+                if model_ids(&url).await.contains(&alias.to_string()) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(!model_ids(&url).await.contains(&"One".to_string()));
+    // The config becomes a split one; then only the included file changes.
+    let agents = dir.path().join("agents.json5");
+    std::fs::write(
+        &agents,
+        r#"{ defaults: { models: { "up/m": { alias: "One" } } } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ agents: {{ $include: "./agents.json5" }},
+                 models: {{ providers: {{ up: {{ baseUrl: "{}", models: [{{ id: "m" }}] }} }} }} }}"#,
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    assert!(wait_for("One").await, "the split config was loaded");
+    // A different size, so the change shows even within one mtime tick.
+    std::fs::write(
+        &agents,
+        r#"{ defaults: { models: { "up/m": { alias: "TwoTwo" } } } }"#,
+    )
+    .unwrap();
+    assert!(
+        wait_for("TwoTwo").await,
+        "a change to the included file reloads"
+    );
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 /// CTX-1: SIGKILL during 32 concurrent session turns leaves a consistent
 /// database holding every turn whose reply completed, and no half turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
