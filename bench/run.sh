@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/clawgate-bench
 LITELLM_VERSION=${LITELLM_VERSION:-1.108.7}
 
+if ! command -v wrk >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
+    || echo "note: wrk could not be installed; the throughput rows use the in-process generator" >&2
+fi
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
   (apt-get update -qq && apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
     || echo "note: nginx could not be installed; the NGINX reference row is skipped" >&2

@@ -15,6 +15,14 @@ pub struct Stats {
     pub gaps: Vec<Duration>,
     pub errors: usize,
     pub wall: Duration,
+    /// Completed requests (`latencies` holds each one's time only when the
+    /// in-process generator ran).
+    pub count: usize,
+    /// Per round (p50, p99) from an external generator (wrk), which does
+    /// not hand over every latency.
+    pub round_pcts: Vec<(Duration, Duration)>,
+    /// CPU the system under test used during the rounds, from `/proc`.
+    pub cpu: Option<Duration>,
 }
 
 impl Stats {
@@ -24,9 +32,36 @@ impl Stats {
         self.gaps.extend(o.gaps);
         self.errors += o.errors;
         self.wall += o.wall;
+        self.count += o.count;
+        self.round_pcts.extend(o.round_pcts);
+        self.cpu = match (self.cpu, o.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
     pub fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+        self.count as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    /// The latency percentile `p` (0.5 or 0.99): pooled over every request
+    /// when each was timed, else the median of the rounds' own figures.
+    pub fn latency(&self, p: f64) -> Duration {
+        if !self.latencies.is_empty() || self.round_pcts.is_empty() {
+            return pct(&self.latencies, p);
+        }
+        let mut v: Vec<Duration> = self
+            .round_pcts
+            .iter()
+            .map(|r| if p < 0.9 { r.0 } else { r.1 })
+            .collect();
+        v.sort();
+        v[v.len() / 2]
+    }
+    /// CPU time of the system per completed request; `None` below 200 ms
+    /// of CPU in all, where the 10 ms ticks of `/proc` would be more than
+    /// a 5 % error.
+    pub fn cpu_per_request(&self) -> Option<Duration> {
+        let cpu = self.cpu.filter(|c| *c >= Duration::from_millis(200))?;
+        (self.count > 0).then(|| cpu / self.count as u32)
     }
 }
 
@@ -123,6 +158,7 @@ pub async fn load(
     total: usize,
     budget: Duration,
     chunks: usize,
+    idle: Duration,
 ) -> Stats {
     let http = client(conc);
     let (path, body) = request(kind, sys.name, "hi");
@@ -154,6 +190,9 @@ pub async fn load(
                                   "messages": [{"role": "user", "content": "hi"}]})
                     .to_string();
                     turn += 1;
+                }
+                if !idle.is_zero() {
+                    tokio::time::sleep(idle).await;
                 }
                 let t = Instant::now();
                 let Ok(mut r) = post(&http, &url, key, &body).send().await else {
@@ -200,6 +239,7 @@ pub async fn load(
         }
     }
     all.wall = t0.elapsed();
+    all.count = all.latencies.len();
     all
 }
 

@@ -9,6 +9,7 @@ mod load;
 mod mock;
 mod seed;
 mod systems;
+mod wrk;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +20,8 @@ use clap::Parser;
 use load::{load, open_streams, pct, Kind, Stats};
 use mock::{start_mock, Mock};
 use systems::{
-    pin_self, rss_kb, start_gateway, start_litellm, start_nginx, System, LITELLM_KEY, PROXY_CPUS,
+    pin_self, proc_cpu, rss_kb, start_gateway, start_litellm, start_nginx, tree_cpu, System,
+    LITELLM_KEY, PROXY_CPUS,
 };
 
 #[derive(Parser, Clone)]
@@ -68,6 +70,10 @@ struct Args {
     /// wait (for profiling by hand).
     #[arg(long)]
     serve: bool,
+    /// Drive every scenario with the in-process generator, even where wrk
+    /// is installed.
+    #[arg(long)]
+    no_wrk: bool,
     /// Run only the scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
@@ -93,6 +99,38 @@ struct Scenario {
     kind: Kind,
     conc: usize,
     total: usize,
+    /// Throughput scenario: driven by wrk when it is installed.
+    wrk: bool,
+    /// Pause before each request (streams after a quiet period).
+    idle: Duration,
+}
+
+impl Scenario {
+    fn new(name: &'static str, kind: Kind, conc: usize, total: usize) -> Self {
+        Scenario {
+            name,
+            kind,
+            conc,
+            total,
+            wrk: false,
+            idle: Duration::ZERO,
+        }
+    }
+    fn by_wrk(mut self) -> Self {
+        self.wrk = true;
+        self
+    }
+    fn after_idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+}
+
+/// CPU per request in microseconds, or `-`.
+fn cpu_us(s: &load::Stats) -> String {
+    s.cpu_per_request()
+        .map(|d| format!("{:.1}", d.as_secs_f64() * 1e6))
+        .unwrap_or_else(|| "-".into())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -192,76 +230,82 @@ async fn main() -> Result<()> {
     }
     let scale = args.scale.unwrap_or(if args.quick { 1 } else { 4 });
     let c = args.chunks;
+    let q = |n: usize| n * scale;
     let scenarios = [
-        Scenario {
-            name: "chat, non-streaming, c=1",
-            kind: Kind::Chat { stream: false },
-            conc: 1,
-            total: 500 * scale,
-        },
-        Scenario {
-            name: "chat, non-streaming, c=64",
-            kind: Kind::Chat { stream: false },
-            conc: 64,
-            total: 3000 * scale,
-        },
-        Scenario {
-            name: "chat, non-streaming, session, c=1",
-            kind: Kind::ChatSession,
-            conc: 1,
-            total: 500 * scale,
-        },
-        Scenario {
-            name: "chat, non-streaming, session, c=64",
-            kind: Kind::ChatSession,
-            conc: 64,
-            total: 3000 * scale,
-        },
-        Scenario {
-            name: "chat, non-streaming, session of 10 000 entries, c=1",
-            kind: Kind::ChatLongSession {
+        Scenario::new(
+            "chat, non-streaming, c=1",
+            Kind::Chat { stream: false },
+            1,
+            q(500),
+        )
+        .by_wrk(),
+        Scenario::new(
+            "chat, non-streaming, c=64",
+            Kind::Chat { stream: false },
+            64,
+            q(3000),
+        )
+        .by_wrk(),
+        Scenario::new(
+            "chat, non-streaming, session, c=1",
+            Kind::ChatSession,
+            1,
+            q(500),
+        ),
+        Scenario::new(
+            "chat, non-streaming, session, c=64",
+            Kind::ChatSession,
+            64,
+            q(3000),
+        ),
+        Scenario::new(
+            "chat, non-streaming, session of 10 000 entries, c=1",
+            Kind::ChatLongSession {
                 sessions: args.long_sessions,
             },
-            conc: 1,
-            total: 500 * scale,
-        },
-        Scenario {
-            name: "chat, streaming, c=1",
-            kind: Kind::Chat { stream: true },
-            conc: 1,
-            total: 200 * scale,
-        },
-        Scenario {
-            name: "chat, streaming, c=64",
-            kind: Kind::Chat { stream: true },
-            conc: 64,
-            total: 1000 * scale,
-        },
-        Scenario {
-            name: "responses, streaming, c=1",
-            kind: Kind::Responses,
-            conc: 1,
-            total: 200 * scale,
-        },
-        Scenario {
-            name: "responses, streaming, c=64",
-            kind: Kind::Responses,
-            conc: 64,
-            total: 1000 * scale,
-        },
-        Scenario {
-            name: "messages in, chat out, streaming, c=1",
-            kind: Kind::MessagesOverChat,
-            conc: 1,
-            total: 200 * scale,
-        },
-        Scenario {
-            name: "messages in, chat out, streaming, c=64",
-            kind: Kind::MessagesOverChat,
-            conc: 64,
-            total: 1000 * scale,
-        },
+            1,
+            q(500),
+        ),
+        Scenario::new(
+            "chat, streaming, c=1",
+            Kind::Chat { stream: true },
+            1,
+            q(200),
+        ),
+        Scenario::new(
+            "chat, streaming, after 1 s idle, c=1",
+            Kind::Chat { stream: true },
+            1,
+            if args.quick { 6 } else { 15 },
+        )
+        .after_idle(Duration::from_secs(1)),
+        Scenario::new(
+            "chat, streaming, c=64",
+            Kind::Chat { stream: true },
+            64,
+            q(1000),
+        ),
+        Scenario::new("responses, streaming, c=1", Kind::Responses, 1, q(200)),
+        Scenario::new("responses, streaming, c=64", Kind::Responses, 64, q(1000)),
+        Scenario::new(
+            "messages in, chat out, streaming, c=1",
+            Kind::MessagesOverChat,
+            1,
+            q(200),
+        ),
+        Scenario::new(
+            "messages in, chat out, streaming, c=64",
+            Kind::MessagesOverChat,
+            64,
+            q(1000),
+        ),
     ];
+    let wrk_bin = if args.no_wrk { None } else { wrk::find() };
+    if wrk_bin.is_none() {
+        notes.push("wrk not found (bench/run.sh installs it): the throughput rows use the in-process generator".into());
+    }
+    // Seconds of wrk load per system and round.
+    let wrk_secs = if args.quick { 2.0 } else { 3.0 };
     // A slow system (LiteLLM) gets a time budget per round instead of the
     // full count, so the whole run stays within minutes.
     let budget = Duration::from_secs_f64(args.budget_s);
@@ -274,10 +318,11 @@ async fn main() -> Result<()> {
     );
     println!("workers: {} (clawgate threads, nginx processes); streams: {c} chunks each; rounds: {}; overhead = system p50 - DIRECT p50 (streams: time to first chunk); gap = (total - first chunk) / chunks", args.workers, args.rounds.max(1));
     println!();
-    println!("| scenario | system | p50 µs | p99 µs | TTFT p50 µs | gap/chunk µs | req/s | errors | overhead µs | vs nginx | vs LiteLLM |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | generator | system | p50 µs | p99 µs | TTFT p50 µs | gap/chunk µs | req/s | CPU/req µs | errors | overhead µs | vs nginx | vs LiteLLM |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
-    let mut clawgate_rows: Vec<(&str, Duration, f64)> = Vec::new();
+    // Per scenario, each system's pooled figures (for the target lines).
+    let mut results: Vec<(&str, Vec<(&str, Stats)>)> = Vec::new();
     let mut long_rss = None;
     for sc in &scenarios {
         if args
@@ -295,20 +340,49 @@ async fn main() -> Result<()> {
             sc.kind,
             Kind::Chat { stream: true } | Kind::Responses | Kind::MessagesOverChat
         );
+        let by_wrk = sc.wrk && wrk_bin.is_some();
+        let generator = if by_wrk { "wrk" } else { "in-process" };
         // Warm pools and caches first.
         for sys in &systems {
             let warm = budget.min(Duration::from_secs(2));
-            let _ = load(sys, sc.kind, sc.conc, sc.conc * 4, warm, c).await;
+            if by_wrk {
+                let _ = drive_wrk(&wrk_bin, &dir, sys, sc, 1.0).await;
+            } else {
+                let _ = load(sys, sc.kind, sc.conc, sc.conc * 4, warm, c, Duration::ZERO).await;
+            }
         }
         let mut rows: Vec<(&System, Stats)> =
             systems.iter().map(|s| (s, Stats::default())).collect();
         let rounds = args.rounds.max(1);
+        // A scenario with pauses needs the time its pauses take.
+        let budget = budget.max(sc.idle * (sc.total / rounds + 1) as u32 * 2);
         for _ in 0..rounds {
             for (sys, row) in rows.iter_mut() {
-                row.add(load(sys, sc.kind, sc.conc, sc.total / rounds, budget, c).await);
+                // The system's CPU, from /proc. DIRECT's is the mock's, which
+                // can be told apart only when the generator is another process.
+                let cpu = match sys.pid {
+                    Some(p) => Some((p, true)),
+                    None if by_wrk => Some((std::process::id(), false)),
+                    None => None,
+                };
+                let read = |(p, tree): (u32, bool)| if tree { tree_cpu(p) } else { proc_cpu(p) };
+                let before = cpu.map(read);
+                let mut st = if by_wrk {
+                    drive_wrk(&wrk_bin, &dir, sys, sc, wrk_secs).await
+                } else {
+                    load(sys, sc.kind, sc.conc, sc.total / rounds, budget, c, sc.idle).await
+                };
+                st.cpu = cpu.zip(before).map(|(p, b)| read(p).saturating_sub(b));
+                row.add(st);
             }
         }
-        let metric = |s: &Stats| pct(if stream { &s.ttft } else { &s.latencies }, 0.5);
+        let metric = |s: &Stats| {
+            if stream {
+                pct(&s.ttft, 0.5)
+            } else {
+                s.latency(0.5)
+            }
+        };
         let direct = metric(&rows[0].1);
         let over = |name: &str| {
             rows.iter()
@@ -325,11 +399,11 @@ async fn main() -> Result<()> {
                 ("-".into(), "-".into())
             };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {vs_n} | {vs_l} |",
+                "| {} | {generator} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {vs_n} | {vs_l} |",
                 sc.name,
                 sys.name,
-                us(pct(&s.latencies, 0.5)),
-                us(pct(&s.latencies, 0.99)),
+                us(s.latency(0.5)),
+                us(s.latency(0.99)),
                 if stream {
                     us(pct(&s.ttft, 0.5))
                 } else {
@@ -341,6 +415,7 @@ async fn main() -> Result<()> {
                     "-".into()
                 },
                 s.rps(),
+                cpu_us(s),
                 s.errors,
                 if sys.name == "DIRECT" {
                     "-".into()
@@ -349,9 +424,12 @@ async fn main() -> Result<()> {
                 },
             );
         }
-        if let Some((_, st)) = rows.iter().find(|r| r.0.name == "CLAWGATE") {
-            clawgate_rows.push((sc.name, pct(&st.latencies, 0.5), st.rps()));
-        }
+        results.push((
+            sc.name,
+            rows.iter()
+                .map(|(sys, st)| (sys.name, st.clone()))
+                .collect(),
+        ));
         if matches!(sc.kind, Kind::ChatLongSession { .. }) {
             long_rss = Some((rss_before, rss_kb(gw.child.id())));
         }
@@ -366,46 +444,12 @@ async fn main() -> Result<()> {
             ));
         }
     }
-    // Session mode against the stateless path of the same run (issue 11).
-    let find = |name: &str| clawgate_rows.iter().find(|r| r.0 == name).copied();
-    if let (Some(a), Some(b)) = (
-        find("chat, non-streaming, c=1"),
-        find("chat, non-streaming, session, c=1"),
-    ) {
+    summary.extend(targets(&results));
+    if let Some((x, y)) = long_rss {
         summary.push(format!(
-            "- session mode, c=1: CLAWGATE p50 {} µs vs {} µs stateless: {} µs added (target ≤ 300)",
-            us(b.1),
-            us(a.1),
-            b.1.as_micros() as i128 - a.1.as_micros() as i128
-        ));
-    }
-    if let (Some(a), Some(b)) = (
-        find("chat, non-streaming, c=64"),
-        find("chat, non-streaming, session, c=64"),
-    ) {
-        summary.push(format!(
-            "- session mode, c=64 distinct sessions: CLAWGATE {:.0} req/s vs {:.0} stateless: {:.2}x (target ≥ 0.5x)",
-            b.2,
-            a.2,
-            b.2 / a.2.max(1e-9)
-        ));
-    }
-    if let (Some(a), Some(b)) = (
-        find("chat, non-streaming, session, c=1"),
-        find("chat, non-streaming, session of 10 000 entries, c=1"),
-    ) {
-        summary.push(format!(
-            "- a session of 10 000 stored entries, c=1: CLAWGATE p50 {} µs vs {} µs for sessions of at most 20: {:.2}x (target ≤ 2x){}",
-            us(b.1),
-            us(a.1),
-            b.1.as_secs_f64() / a.1.as_secs_f64().max(1e-9),
-            long_rss
-                .map(|(x, y)| format!(
-                    "; RSS {:.1} MB before the scenario, {:.1} MB after",
-                    x as f64 / 1024.0,
-                    y as f64 / 1024.0
-                ))
-                .unwrap_or_default()
+            "- CLAWGATE RSS around the long-session scenario: {:.1} MB before, {:.1} MB after",
+            x as f64 / 1024.0,
+            y as f64 / 1024.0
         ));
     }
     println!();
@@ -462,4 +506,130 @@ async fn main() -> Result<()> {
     drop(litellm);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// One wrk run on a blocking thread: the bench's own runtime thread keeps
+/// serving the mock meanwhile.
+async fn drive_wrk(
+    wrk_bin: &Option<std::path::PathBuf>,
+    dir: &std::path::Path,
+    sys: &System,
+    sc: &Scenario,
+    seconds: f64,
+) -> Stats {
+    let Some(bin) = wrk_bin.clone() else {
+        return Stats::default();
+    };
+    let (path, body) = load::request(sc.kind, sys.name, "hi");
+    let (dir, sys, conc) = (dir.to_path_buf(), sys.clone(), sc.conc);
+    tokio::task::spawn_blocking(move || wrk::run(&bin, &dir, &sys, path, &body, conc, seconds))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Stats {
+            errors: 1,
+            ..Stats::default()
+        })
+}
+
+/// The issue-14 targets, each as measured in this run, and the session
+/// targets of issue 11.
+fn targets(results: &[(&str, Vec<(&str, Stats)>)]) -> Vec<String> {
+    let get = |scenario: &str, system: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == scenario)
+            .and_then(|r| r.1.iter().find(|s| s.0 == system))
+            .map(|s| &s.1)
+    };
+    let cpu =
+        |scenario: &str, system: &str| get(scenario, system).and_then(|s| s.cpu_per_request());
+    let mut out = Vec::new();
+    let x = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-12);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    if let (Some(d), Some(n)) = (
+        get("chat, non-streaming, c=64", "DIRECT"),
+        get("chat, non-streaming, c=64", "NGINX"),
+    ) {
+        let r = d.rps() / n.rps().max(1e-9);
+        out.push(format!(
+            "- generator check, chat non-streaming c=64: DIRECT {:.0} req/s, {r:.2}x NGINX's ({}: at 2x or more the generator is not what limits NGINX)",
+            d.rps(),
+            if r >= 2.0 { "holds" } else { "does NOT hold; the throughput ratios below are limited by the generator and mock" }
+        ));
+    }
+    // CPU ratios, each at most 2x: (line, measured, reference).
+    let stateless = |sc: &'static str| (sc, "CLAWGATE");
+    let pairs = [
+        (
+            "CPU per request, chat, non-streaming, c=1: CLAWGATE vs NGINX",
+            stateless("chat, non-streaming, c=1"),
+            ("chat, non-streaming, c=1", "NGINX"),
+        ),
+        (
+            "CPU per request, chat, non-streaming, c=64: CLAWGATE vs NGINX",
+            stateless("chat, non-streaming, c=64"),
+            ("chat, non-streaming, c=64", "NGINX"),
+        ),
+        (
+            "CPU per turn, session, c=1: CLAWGATE session vs stateless",
+            stateless("chat, non-streaming, session, c=1"),
+            stateless("chat, non-streaming, c=1"),
+        ),
+        (
+            "CPU per turn, session, c=64: CLAWGATE session vs stateless",
+            stateless("chat, non-streaming, session, c=64"),
+            stateless("chat, non-streaming, c=64"),
+        ),
+    ];
+    for (line, (sa, ya), (sb, yb)) in pairs {
+        if let (Some(a), Some(b)) = (cpu(sa, ya), cpu(sb, yb)) {
+            let r = x(a, b);
+            out.push(format!(
+                "- {line}: {:.1} µs vs {:.1} µs: {r:.2}x (target ≤ 2x: {})",
+                a.as_secs_f64() * 1e6,
+                b.as_secs_f64() * 1e6,
+                met(r <= 2.0)
+            ));
+        }
+    }
+    let sc = "chat, non-streaming, c=64";
+    if let (Some(c), Some(n)) = (get(sc, "CLAWGATE"), get(sc, "NGINX")) {
+        let r = c.rps() / n.rps().max(1e-9);
+        out.push(format!(
+            "- throughput, {sc}: CLAWGATE {:.0} req/s, {r:.2}x NGINX's (target ≥ 0.5x: {}; spec goal 0.7x)",
+            c.rps(),
+            met(r >= 0.5)
+        ));
+    }
+    for sc in [
+        "chat, streaming, c=1",
+        "chat, streaming, after 1 s idle, c=1",
+        "chat, streaming, c=64",
+    ] {
+        let ttft = |s: &str| get(sc, s).map(|st| pct(&st.ttft, 0.5));
+        if let (Some(d), Some(c), Some(n)) = (ttft("DIRECT"), ttft("CLAWGATE"), ttft("NGINX")) {
+            let (oc, on) = (c.saturating_sub(d), n.saturating_sub(d));
+            let r = x(oc, on);
+            out.push(format!(
+                "- time to first chunk overhead, {sc}: CLAWGATE +{} µs, NGINX +{} µs: {r:.2}x (target ≤ 1.5x: {})",
+                us(oc),
+                us(on),
+                met(r <= 1.5)
+            ));
+        }
+    }
+    let p50 = |sc: &str| get(sc, "CLAWGATE").map(|s| s.latency(0.5));
+    if let (Some(a), Some(b)) = (
+        p50("chat, non-streaming, session, c=1"),
+        p50("chat, non-streaming, session of 10 000 entries, c=1"),
+    ) {
+        out.push(format!(
+            "- a session of 10 000 stored entries, c=1: CLAWGATE p50 {} µs vs {} µs for sessions of at most 20: {:.2}x (target ≤ 2x)",
+            us(b),
+            us(a),
+            x(b, a)
+        ));
+    }
+    out
 }

@@ -44,16 +44,66 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// RSS of a process and all its descendants (nginx workers, uvicorn).
-pub fn tree_rss_kb(pid: u32) -> u64 {
-    let mut total = rss_kb(pid);
+/// Clock ticks per second for `/proc/<pid>/stat` (USER_HZ; 100 on Linux
+/// unless `getconf` says otherwise).
+fn ticks_per_second() -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// User plus system CPU time of a process (all its threads, exited ones
+/// included) and its descendants, from `/proc/<pid>/stat`.
+pub fn tree_cpu(pid: u32) -> Duration {
+    let mut total = proc_cpu(pid);
+    for k in children(pid) {
+        total += tree_cpu(k);
+    }
+    total
+}
+
+/// User plus system CPU time of one process (all its threads).
+pub fn proc_cpu(pid: u32) -> Duration {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line: 12 and 13
+            // after the name and the state.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_nanos(own * 1_000_000_000 / ticks_per_second())
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
-                total += tree_rss_kb(k);
-            }
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
         }
+    }
+    out
+}
+
+/// RSS of a process and all its descendants (nginx workers, uvicorn).
+pub fn tree_rss_kb(pid: u32) -> u64 {
+    let mut total = rss_kb(pid);
+    for k in children(pid) {
+        total += tree_rss_kb(k);
     }
     total
 }

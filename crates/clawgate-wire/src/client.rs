@@ -37,11 +37,19 @@ type Pools = [OnceLock<Result<reqwest::Client, String>>; 8];
 struct Target {
     url: reqwest::Url,
     origin: Arc<str>,
+    /// The same URL for the bare hyper client (`None`: not plain HTTP).
+    uri: Option<http::Uri>,
+    /// The host is a public name or address (environment proxies apply).
+    public: bool,
 }
 
 #[derive(Clone)]
 pub struct Client {
     pools: Arc<Pools>,
+    /// Plain-HTTP calls without a proxy ([`crate::h1`]).
+    h1: Arc<crate::h1::H1Pools>,
+    /// An environment proxy for `http://` targets (public hosts only).
+    http_proxy: bool,
     hooks: Hooks,
     proxy_hosts: Arc<[String]>,
     /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
@@ -70,6 +78,8 @@ impl Client {
     pub fn with_hooks(hooks: Hooks) -> Result<Self, WireError> {
         let c = Self {
             pools: Arc::new(Default::default()),
+            h1: Arc::new(Default::default()),
+            http_proxy: hooks.proxy.is_some() || guard::env_proxy("http").is_some(),
             hooks,
             proxy_hosts: guard::env_proxy_hosts().into(),
             urls: Default::default(),
@@ -88,15 +98,29 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                reach,
-                hooks: self.hooks.clone(),
-                proxy_hosts: self.proxy_hosts.clone(),
-            }));
+            .dns_resolver(Arc::new(self.resolver(reach)));
         if let Some(p) = guard::proxy(&self.hooks) {
             b = b.proxy(p);
         }
         b.build().map_err(|e| e.to_string())
+    }
+
+    fn resolver(&self, reach: Reach) -> GuardedResolver {
+        GuardedResolver {
+            reach,
+            hooks: self.hooks.clone(),
+            proxy_hosts: self.proxy_hosts.clone(),
+        }
+    }
+
+    /// The bare hyper client for a plain-HTTP target no proxy applies to.
+    fn h1_for(&self, t: &Target, reach: Reach) -> Option<(&crate::h1::H1Client, http::Uri)> {
+        let uri = t.uri.clone()?;
+        if self.hooks.proxy.is_some() || (self.http_proxy && t.public) {
+            return None;
+        }
+        let c = self.h1[reach.index()].get_or_init(|| crate::h1::build(self.resolver(reach)));
+        Some((c, uri))
     }
 
     fn pool(&self, reach: Reach) -> Result<&reqwest::Client, WireError> {
@@ -113,9 +137,17 @@ impl Client {
         let url = reqwest::Url::parse(&text).map_err(|e| {
             WireError::new(WireErrorKind::Request, format!("invalid URL {text}: {e}"))
         })?;
+        let uri = (url.scheme() == "http")
+            .then(|| url.as_str().parse::<http::Uri>().ok())
+            .flatten();
+        let public = url
+            .host_str()
+            .is_some_and(|h| clawgate_core::net::classify_name(h) == AddrClass::Public);
         let t = Target {
             origin: url.origin().ascii_serialization().into(),
             url,
+            uri,
+            public,
         };
         if let Ok(mut m) = self.urls.lock() {
             // Config reloads can change URLs; keep the cache small.
@@ -135,6 +167,18 @@ impl Client {
         policy: Option<&OutboundPolicy>,
         local_only: Option<&str>,
     ) -> Result<(&reqwest::Client, reqwest::Url, Reach), WireError> {
+        let (t, reach) = self.checked(text, policy, local_only)?;
+        Ok((self.pool(reach)?, t.url, reach))
+    }
+
+    /// The parsed target and its reach, after the guard's decision on an
+    /// IP-literal host.
+    fn checked(
+        &self,
+        text: String,
+        policy: Option<&OutboundPolicy>,
+        local_only: Option<&str>,
+    ) -> Result<(Target, Reach), WireError> {
         let t = self.target(text)?;
         let reach = match policy {
             Some(p) => p.reach(&t.origin, local_only.is_some()),
@@ -146,7 +190,7 @@ impl Client {
         if let Err(Blocked(class)) = guard::check_literal(&t.url, reach) {
             return Err(blocked(class, policy, local_only));
         }
-        Ok((self.pool(reach)?, t.url, reach))
+        Ok((t, reach))
     }
 
     /// The common client and a checked URL (introspection, health probes,
@@ -176,52 +220,16 @@ impl Client {
         };
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
-        let (http, url, _) =
-            self.guarded(ep.url(), ep.policy.as_deref(), ep.local_only.as_deref())?;
-        let mut rb = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(bytes);
-        if req.stream {
-            rb = rb.header("accept", "text/event-stream");
-        }
-        if let Some(key) = ep.api_key.as_ref().filter(|k| !k.is_empty()) {
-            rb = match ep.api {
-                ApiKind::AnthropicMessages => rb.header("x-api-key", key.expose()),
-                _ => rb.bearer_auth(key.expose()),
-            };
-        }
-        if ep.api == ApiKind::AnthropicMessages
-            && !ep
-                .headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
-        {
-            rb = rb.header("anthropic-version", anthropic::VERSION);
-        }
-        for (k, v) in &ep.headers {
-            rb = rb.header(k.as_str(), v.expose());
-        }
-        let resp = match timeout_at(deadline, rb.send()).await {
-            Err(_) => {
-                return Err(WireError::new(
-                    WireErrorKind::Timeout(Phase::Headers),
-                    format!("no response head within {}s", ep.timeout.as_secs()),
-                ))
+        let (target, reach) =
+            self.checked(ep.url(), ep.policy.as_deref(), ep.local_only.as_deref())?;
+        let head = match self.h1_for(&target, reach) {
+            Some((h1, uri)) => self.send_h1(h1, uri, ep, req, bytes, deadline).await?,
+            None => {
+                self.send_reqwest(self.pool(reach)?, target.url, ep, req, bytes, deadline)
+                    .await?
             }
-            Ok(Err(e)) => {
-                if let Some(class) = blocked_in(&e) {
-                    return Err(blocked(
-                        class,
-                        ep.policy.as_deref(),
-                        ep.local_only.as_deref(),
-                    ));
-                }
-                return Err(transport_error(&e, Phase::Headers));
-            }
-            Ok(Ok(r)) => r,
         };
-        let status = resp.status().as_u16();
+        let (status, headers, body) = head;
         if (300..400).contains(&status) {
             // Not followed, and not quoted: the target may be an address
             // the guard exists to keep out (SEC-2).
@@ -230,14 +238,13 @@ impl Client {
                 format!("the server answered {status} with a redirect; the outbound guard does not follow redirects"),
             ));
         }
-        let retry_after = retry_after(resp.headers());
-        let sse = resp
-            .headers()
+        let retry_after = retry_after(&headers);
+        let sse = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         let mut stream = EventStream {
-            body: Box::pin(resp.bytes_stream()),
+            body,
             decoder,
             sse: SseParser::new(),
             sse_mode: sse,
@@ -261,6 +268,132 @@ impl Client {
     }
 }
 
+/// What both transports hand back: status, headers and the body stream.
+type Head = (u16, http::HeaderMap, ByteStream);
+
+/// The request headers of a model call, in order: content type, accept,
+/// the key, the Anthropic version, the provider's own headers.
+fn call_headers(ep: &Endpoint, stream: bool) -> Vec<(&str, String, bool)> {
+    let mut h: Vec<(&str, String, bool)> = vec![("content-type", "application/json".into(), false)];
+    if stream {
+        h.push(("accept", "text/event-stream".into(), false));
+    }
+    if let Some(key) = ep.api_key.as_ref().filter(|k| !k.is_empty()) {
+        match ep.api {
+            ApiKind::AnthropicMessages => h.push(("x-api-key", key.expose().to_string(), true)),
+            _ => h.push(("authorization", format!("Bearer {}", key.expose()), true)),
+        }
+    }
+    if ep.api == ApiKind::AnthropicMessages
+        && !ep
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
+    {
+        h.push(("anthropic-version", anthropic::VERSION.into(), false));
+    }
+    for (k, v) in &ep.headers {
+        h.push((k.as_str(), v.expose().to_string(), true));
+    }
+    h
+}
+
+fn no_head(ep: &Endpoint) -> WireError {
+    WireError::new(
+        WireErrorKind::Timeout(Phase::Headers),
+        format!("no response head within {}s", ep.timeout.as_secs()),
+    )
+}
+
+impl Client {
+    async fn send_reqwest(
+        &self,
+        http: &reqwest::Client,
+        url: reqwest::Url,
+        ep: &Endpoint,
+        req: &ChatRequest,
+        bytes: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Head, WireError> {
+        let mut rb = http.post(url).body(bytes);
+        for (k, v, _) in call_headers(ep, req.stream) {
+            rb = rb.header(k, v);
+        }
+        match timeout_at(deadline, rb.send()).await {
+            Err(_) => Err(no_head(ep)),
+            Ok(Err(e)) => {
+                if let Some(class) = blocked_in(&e) {
+                    return Err(blocked(
+                        class,
+                        ep.policy.as_deref(),
+                        ep.local_only.as_deref(),
+                    ));
+                }
+                Err(transport_error(&e, Phase::Headers))
+            }
+            Ok(Ok(r)) => {
+                let status = r.status().as_u16();
+                let headers = r.headers().clone();
+                let body = r
+                    .bytes_stream()
+                    .map(|r| r.map_err(|e| transport_error(&e, Phase::Body)));
+                Ok((status, headers, Box::pin(body)))
+            }
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        h1: &crate::h1::H1Client,
+        uri: http::Uri,
+        ep: &Endpoint,
+        req: &ChatRequest,
+        bytes: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Head, WireError> {
+        let mut request = http::Request::new(http_body_util::Full::new(Bytes::from(bytes)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (k, v, secret) in call_headers(ep, req.stream) {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                WireError::new(WireErrorKind::Request, format!("invalid header name {k:?}"))
+            })?;
+            let mut value = http::HeaderValue::from_str(&v).map_err(|_| {
+                WireError::new(
+                    WireErrorKind::Request,
+                    format!("invalid value for header {k:?}"),
+                )
+            })?;
+            value.set_sensitive(secret);
+            headers.append(name, value);
+        }
+        match timeout_at(deadline, h1.request(request)).await {
+            Err(_) => Err(no_head(ep)),
+            Ok(Err(e)) => {
+                if let Some(b) = find_in_chain::<Blocked>(&e) {
+                    return Err(blocked(b.0, ep.policy.as_deref(), ep.local_only.as_deref()));
+                }
+                Err(classify(
+                    &e,
+                    false,
+                    e.is_connect(),
+                    Phase::Headers,
+                    "transport error",
+                ))
+            }
+            Ok(Ok(r)) => {
+                let (parts, body) = r.into_parts();
+                Ok((
+                    parts.status.as_u16(),
+                    parts.headers,
+                    crate::h1::body_stream(body),
+                ))
+            }
+        }
+    }
+}
+
 /// The guard's refusal as a wire error, naming the key that would allow
 /// the address.
 fn blocked(
@@ -279,34 +412,52 @@ fn blocked(
     WireError::new(WireErrorKind::Blocked, msg)
 }
 
-/// The guard's refusal inside a reqwest error (the resolver's answer).
-pub(crate) fn blocked_in(e: &reqwest::Error) -> Option<AddrClass> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(b) = s.downcast_ref::<Blocked>() {
-            return Some(b.0);
+/// The first error of type `T` in `e`'s chain, `e` itself included.
+pub(crate) fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(s) = cur {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
         }
-        source = s.source();
+        cur = s.source();
     }
     None
 }
 
+/// The guard's refusal inside a reqwest error (the resolver's answer).
+pub(crate) fn blocked_in(e: &reqwest::Error) -> Option<AddrClass> {
+    find_in_chain::<Blocked>(e).map(|b| b.0)
+}
+
 pub(crate) fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
-    if let Some(class) = blocked_in(e) {
-        return blocked(class, None, None);
+    classify(e, e.is_timeout(), e.is_connect(), phase, without_url(e))
+}
+
+/// A transport failure (either client) as a wire error with a plain
+/// reason, never the error's own chain text at the top: that names the
+/// upstream URL, which remote clients must not see.
+pub(crate) fn classify(
+    e: &(dyn std::error::Error + 'static),
+    timeout: bool,
+    connect: bool,
+    phase: Phase,
+    fallback: &str,
+) -> WireError {
+    if let Some(b) = find_in_chain::<Blocked>(e) {
+        return blocked(b.0, None, None);
     }
-    let io = io_kind(e);
-    let kind = if e.is_timeout() {
+    let io = find_in_chain::<std::io::Error>(e).map(|io| io.kind());
+    let kind = if timeout {
         WireErrorKind::Timeout(phase)
-    } else if e.is_connect() {
+    } else if connect {
         WireErrorKind::Connect
     } else if phase == Phase::Body {
         WireErrorKind::Truncated
     } else {
         WireErrorKind::Connect
     };
-    // A plain reason, never reqwest's chain: that names the upstream URL,
-    // which remote clients must not see.
     use std::io::ErrorKind as K;
     let msg = match io {
         Some(K::ConnectionRefused) => "connection refused (is the server running?)".to_string(),
@@ -314,31 +465,19 @@ pub(crate) fn transport_error(e: &reqwest::Error, phase: Phase) -> WireError {
         Some(K::ConnectionAborted) => "connection aborted by the server".to_string(),
         Some(K::TimedOut) => "timed out".to_string(),
         Some(K::UnexpectedEof) => "the server closed the connection".to_string(),
-        _ if e.is_timeout() => "timed out".to_string(),
+        _ if timeout => "timed out".to_string(),
         _ => {
             // The innermost cause, which names the failure, not the URL.
             let mut last = None;
-            let mut source = std::error::Error::source(e);
+            let mut source = e.source();
             while let Some(s) = source {
                 last = Some(s.to_string());
                 source = s.source();
             }
-            last.unwrap_or_else(|| without_url(e).to_string())
+            last.unwrap_or_else(|| fallback.to_string())
         }
     };
     WireError::new(kind, crate::error::truncate(&msg, 300))
-}
-
-/// The I/O error kind at the bottom of a reqwest error, if any.
-fn io_kind(e: &reqwest::Error) -> Option<std::io::ErrorKind> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = s.source();
-    }
-    None
 }
 
 /// What kind of failure a reqwest error without a cause is, in words
@@ -370,7 +509,7 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, WireError>> + Send>>;
 
 /// The events of one model call, decoded as bytes arrive.
 pub struct EventStream {
@@ -441,7 +580,7 @@ impl EventStream {
         let idle_at = (Instant::now() + self.idle).min(self.deadline);
         match timeout_at(idle_at, self.body.next()).await {
             Ok(Some(Ok(b))) => Ok(Some(b)),
-            Ok(Some(Err(e))) => Err(transport_error(&e, Phase::Body)),
+            Ok(Some(Err(e))) => Err(e),
             Ok(None) => Ok(None),
             Err(_) if Instant::now() >= self.deadline => Err(WireError::new(
                 WireErrorKind::Timeout(Phase::Body),
@@ -544,7 +683,7 @@ impl EventStream {
                 None => return Poll::Pending,
                 Some(None) => Ok(None),
                 Some(Some(Ok(b))) => Ok(Some(b)),
-                Some(Some(Err(e))) => Err(transport_error(&e, Phase::Body)),
+                Some(Some(Err(e))) => Err(e),
             };
             if let Some(r) = self.absorb(item) {
                 return Poll::Ready(r);

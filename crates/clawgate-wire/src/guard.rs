@@ -46,17 +46,24 @@ pub struct GuardedResolver {
     pub proxy_hosts: Arc<[String]>,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_ascii_lowercase();
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    /// The addresses of `host` this reach admits, as the connector will
+    /// dial them (after the test seam's rewrite).
+    pub(crate) fn admit(
+        &self,
+        host: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send + 'static {
+        let host = host.to_ascii_lowercase();
         let reach = self.reach;
         let hooks = self.hooks.clone();
         let is_proxy = self.proxy_hosts.contains(&host);
-        Box::pin(async move {
+        async move {
             // A metadata name is refused before anyone asks DNS.
             let named = classify_name(&host);
             if matches!(named, AddrClass::Special(_)) && !reach.special && !is_proxy {
-                return Err(Box::new(Blocked(named)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(Blocked(named)) as BoxError);
             }
             let found: Vec<SocketAddr> = match &hooks.lookup {
                 Some(f) => f(&host)
@@ -87,24 +94,52 @@ impl Resolve for GuardedResolver {
                 .collect();
             if admitted.is_empty() {
                 if let Some(class) = refused {
-                    return Err(
-                        Box::new(Blocked(class)) as Box<dyn std::error::Error + Send + Sync>
-                    );
+                    return Err(Box::new(Blocked(class)) as BoxError);
                 }
                 return Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "the name has no address",
-                ))
-                    as Box<dyn std::error::Error + Send + Sync>);
+                )) as BoxError);
             }
-            Ok(Box::new(admitted.into_iter()) as Addrs)
-        })
+            Ok(admitted)
+        }
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let admit = self.admit(name.as_str());
+        Box::pin(async move { Ok(Box::new(admit.await?.into_iter()) as Addrs) })
+    }
+}
+
+/// The same resolver for the bare hyper-util client ([`crate::h1`]).
+#[derive(Clone)]
+pub(crate) struct GuardDns(pub Arc<GuardedResolver>);
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let admit = self.0.admit(name.as_str());
+        Box::pin(async move { Ok(admit.await?.into_iter()) })
     }
 }
 
 /// The proxy the environment names for a scheme (`HTTPS_PROXY`,
 /// `HTTP_PROXY`, `ALL_PROXY`, either case).
-fn env_proxy(scheme: &str) -> Option<String> {
+pub(crate) fn env_proxy(scheme: &str) -> Option<String> {
     let names: &[&str] = if scheme == "https" {
         &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
     } else {

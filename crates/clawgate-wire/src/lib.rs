@@ -13,6 +13,7 @@ mod decode;
 pub mod endpoint;
 pub mod error;
 pub mod guard;
+mod h1;
 pub mod introspect;
 pub mod openai_chat;
 pub mod openai_responses;
