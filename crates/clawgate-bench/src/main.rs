@@ -70,6 +70,10 @@ struct Args {
     /// wait (for profiling by hand).
     #[arg(long)]
     serve: bool,
+    /// Requests per round in the after-idle streaming scenario, each after
+    /// a 1 s pause (default 15, 6 with --quick; 0 skips it).
+    #[arg(long)]
+    idle_requests: Option<usize>,
     /// Drive every scenario with the in-process generator, even where wrk
     /// is installed.
     #[arg(long)]
@@ -276,7 +280,8 @@ async fn main() -> Result<()> {
             "chat, streaming, after 1 s idle, c=1",
             Kind::Chat { stream: true },
             1,
-            if args.quick { 6 } else { 15 },
+            args.idle_requests
+                .unwrap_or(if args.quick { 6 } else { 15 }),
         )
         .after_idle(Duration::from_secs(1)),
         Scenario::new(
@@ -332,7 +337,7 @@ async fn main() -> Result<()> {
         {
             continue;
         }
-        if matches!(sc.kind, Kind::ChatLongSession { sessions: 0 }) {
+        if matches!(sc.kind, Kind::ChatLongSession { sessions: 0 }) || sc.total == 0 {
             continue;
         }
         let rss_before = rss_kb(gw.child.id());
