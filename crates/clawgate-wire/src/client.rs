@@ -272,16 +272,34 @@ impl Client {
 type Head = (u16, http::HeaderMap, ByteStream);
 
 /// The request headers of a model call, in order: content type, accept,
-/// the key, the Anthropic version, the provider's own headers.
-fn call_headers(ep: &Endpoint, stream: bool) -> Vec<(&str, String, bool)> {
-    let mut h: Vec<(&str, String, bool)> = vec![("content-type", "application/json".into(), false)];
+/// the key, the Anthropic version, the provider's own headers. Built once
+/// for either transport; credentials are marked sensitive, and an invalid
+/// name or value is named by its header, never quoted.
+fn call_headers(ep: &Endpoint, stream: bool) -> Result<http::HeaderMap, WireError> {
+    use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+    let mut h = http::HeaderMap::with_capacity(4 + ep.headers.len());
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if stream {
-        h.push(("accept", "text/event-stream".into(), false));
+        h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
     }
+    let mut put = |k: &str, v: &str, secret: bool| -> Result<(), WireError> {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            WireError::new(WireErrorKind::Request, format!("invalid header name {k:?}"))
+        })?;
+        let mut value = HeaderValue::from_str(v).map_err(|_| {
+            WireError::new(
+                WireErrorKind::Request,
+                format!("invalid value for header {k:?}"),
+            )
+        })?;
+        value.set_sensitive(secret);
+        h.append(name, value);
+        Ok(())
+    };
     if let Some(key) = ep.api_key.as_ref().filter(|k| !k.is_empty()) {
         match ep.api {
-            ApiKind::AnthropicMessages => h.push(("x-api-key", key.expose().to_string(), true)),
-            _ => h.push(("authorization", format!("Bearer {}", key.expose()), true)),
+            ApiKind::AnthropicMessages => put("x-api-key", key.expose(), true)?,
+            _ => put("authorization", &format!("Bearer {}", key.expose()), true)?,
         }
     }
     if ep.api == ApiKind::AnthropicMessages
@@ -290,12 +308,12 @@ fn call_headers(ep: &Endpoint, stream: bool) -> Vec<(&str, String, bool)> {
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
     {
-        h.push(("anthropic-version", anthropic::VERSION.into(), false));
+        put("anthropic-version", anthropic::VERSION, false)?;
     }
     for (k, v) in &ep.headers {
-        h.push((k.as_str(), v.expose().to_string(), true));
+        put(k, v.expose(), true)?;
     }
-    h
+    Ok(h)
 }
 
 fn no_head(ep: &Endpoint) -> WireError {
@@ -315,10 +333,10 @@ impl Client {
         bytes: Vec<u8>,
         deadline: Instant,
     ) -> Result<Head, WireError> {
-        let mut rb = http.post(url).body(bytes);
-        for (k, v, _) in call_headers(ep, req.stream) {
-            rb = rb.header(k, v);
-        }
+        let rb = http
+            .post(url)
+            .headers(call_headers(ep, req.stream)?)
+            .body(bytes);
         match timeout_at(deadline, rb.send()).await {
             Err(_) => Err(no_head(ep)),
             Ok(Err(e)) => {
@@ -354,20 +372,7 @@ impl Client {
         let mut request = http::Request::new(http_body_util::Full::new(Bytes::from(bytes)));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        for (k, v, secret) in call_headers(ep, req.stream) {
-            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                WireError::new(WireErrorKind::Request, format!("invalid header name {k:?}"))
-            })?;
-            let mut value = http::HeaderValue::from_str(&v).map_err(|_| {
-                WireError::new(
-                    WireErrorKind::Request,
-                    format!("invalid value for header {k:?}"),
-                )
-            })?;
-            value.set_sensitive(secret);
-            headers.append(name, value);
-        }
+        *request.headers_mut() = call_headers(ep, req.stream)?;
         match timeout_at(deadline, h1.request(request)).await {
             Err(_) => Err(no_head(ep)),
             Ok(Err(e)) => {
