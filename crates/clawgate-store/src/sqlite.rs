@@ -6,6 +6,8 @@
 //! corrupt the file); [`Durability::PowerLoss`] adds an fsync per commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -95,23 +97,82 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// Most calls one group commit takes.
 const MAX_BATCH: usize = 64;
 
-/// The SQLite [`Store`]. One thread owns the connection and runs the
-/// calls in order: no lock, no pool of blocked threads under load (the
-/// blocking pool grew to one thread per waiting call, each with its own
-/// allocator heap), one hop per call. Clones share the thread; it ends
-/// when the last clone is dropped.
+/// How long the store thread waits for another process's write lock.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// WAL pages after which the store thread checkpoints (SQLite's own
+/// default for its automatic checkpoint).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// The SQLite [`Store`]. One connection, behind a mutex, and one store
+/// thread that runs queued calls in group commits: no pool of blocked
+/// threads under load (the blocking pool grew to one thread per waiting
+/// call, each with its own allocator heap).
+///
+/// The short calls of a turn (load, commit, model selection, a kept
+/// answer) run on the caller's thread when the connection is free and
+/// nothing can make them wait: `synchronous = NORMAL` (no fsync in a
+/// commit), no busy wait (another process holding the write lock sends
+/// the call to the store thread instead), and checkpoints are the store
+/// thread's. A hop to the store thread and back cost two context switches
+/// and two wake-ups per call, more than the call itself. When the
+/// connection is busy, calls queue and share a group commit as before.
+/// Clones share the thread; it ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: std::sync::mpsc::Sender<Job>,
+    conn: Arc<Mutex<Connection>>,
+    /// Commits waiting for the worker-side group commit they joined.
+    pending: Arc<Mutex<Vec<Job>>>,
+    /// Whether short calls may run on the caller's thread.
+    inline: bool,
     path: PathBuf,
     /// Calls run and transactions (group commits) they ran in.
-    counts: std::sync::Arc<Counts>,
+    counts: Arc<Counts>,
 }
 
 #[derive(Default)]
 struct Counts {
-    calls: std::sync::atomic::AtomicU64,
-    batches: std::sync::atomic::AtomicU64,
+    calls: AtomicU64,
+    batches: AtomicU64,
+    /// Pages in the WAL after the last commit (SQLite's WAL hook).
+    wal_pages: AtomicI32,
+    /// A checkpoint is queued for the store thread.
+    checkpoint_queued: AtomicBool,
+}
+
+/// Locks the connection; a caller that panicked while holding it left
+/// SQLite consistent (every call is a savepoint that rolls back).
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_pending(pending: &Mutex<Vec<Job>>) -> std::sync::MutexGuard<'_, Vec<Job>> {
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Another connection (a CLI command, say) holds the lock.
+fn is_busy(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Checkpoints when the WAL has grown past [`CHECKPOINT_PAGES`] (on the
+/// store thread only: it may fsync).
+fn checkpoint_if_due(conn: &Connection, counts: &Counts) {
+    counts.checkpoint_queued.store(false, Ordering::Relaxed);
+    if counts.wal_pages.load(Ordering::Relaxed) >= CHECKPOINT_PAGES {
+        match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok(_) => counts.wal_pages.store(0, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed; retried later"),
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -158,11 +219,32 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_WAIT)?;
+        // More distinct statements than rusqlite's default cache of 16 run
+        // in a turn; an evicted one is parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
+        // Without the planner stability guarantee SQLite re-prepares a
+        // statement whenever a bound value it looked at changes; the
+        // partial index on summaries made it look at the session id, so
+        // every history read of another session was parsed and planned
+        // again (a third of a session turn's instructions).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&mut conn)?;
+        let counts = Arc::new(Counts::default());
+        // Replaces SQLite's automatic checkpoint, which would run (and
+        // fsync) inside whichever commit crossed the threshold, possibly
+        // on a caller's thread.
+        let pages = counts.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+            pages.wal_pages.store(n, Ordering::Relaxed);
+            Ok(())
+        }))?;
+        let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let counts = std::sync::Arc::new(Counts::default());
-        let counted = counts.clone();
+        let (counted, owned) = (counts.clone(), conn.clone());
         std::thread::Builder::new()
             .name("clawgate-store".into())
             .spawn(move || {
@@ -176,16 +258,19 @@ impl SqliteStore {
                     }
                     counted
                         .calls
-                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    counted
-                        .batches
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    counted.batches.fetch_add(1, Ordering::Relaxed);
+                    let mut conn = lock(&owned);
                     group_commit(&mut conn, batch);
+                    checkpoint_if_due(&conn, &counted);
                 }
             })
             .map_err(|e| open_error(path, e))?;
         Ok(Self {
             jobs,
+            conn,
+            pending: Arc::default(),
+            inline: durability == Durability::ProcessCrash,
             path: path.to_path_buf(),
             counts,
         })
@@ -194,7 +279,7 @@ impl SqliteStore {
     /// Calls run so far, and the transactions they ran in (fewer under
     /// load: group commit).
     pub fn batching(&self) -> (u64, u64) {
-        let o = std::sync::atomic::Ordering::Relaxed;
+        let o = Ordering::Relaxed;
         (self.counts.calls.load(o), self.counts.batches.load(o))
     }
 
@@ -219,21 +304,120 @@ impl SqliteStore {
         rx.recv().map_err(|_| gone())?
     }
 
+    /// Runs a short call on the caller's thread when the connection is
+    /// free and the store never waits in it (see [`SqliteStore`]);
+    /// otherwise on the store thread. `f` runs again there if the first
+    /// try found the database locked by another process (its savepoint
+    /// rolled back).
+    fn quick<'a, T: Send + 'static>(
+        &'a self,
+        f: impl Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        if self.inline {
+            if let Ok(mut conn) = self.conn.try_lock() {
+                let _ = conn.busy_timeout(std::time::Duration::ZERO);
+                let result = f(&mut conn);
+                let _ = conn.busy_timeout(BUSY_WAIT);
+                drop(conn);
+                if !matches!(&result, Err(e) if is_busy(e)) {
+                    self.counts.calls.fetch_add(1, Ordering::Relaxed);
+                    self.counts.batches.fetch_add(1, Ordering::Relaxed);
+                    self.checkpoint_later();
+                    return Box::pin(std::future::ready(result));
+                }
+            }
+        }
+        self.run(f)
+    }
+
+    /// Commits a turn: on the caller's thread in a group commit of the
+    /// turns that reach their commit meanwhile, or on the store thread
+    /// (see [`SqliteStore`]). The first commit to arrive leads: it yields
+    /// once, so the other ready tasks on its worker run up to their own
+    /// commits and join the batch, then it runs the batch in one
+    /// transaction. Alone, a turn commits at once after one yield.
+    fn commit_turn<'a>(
+        &'a self,
+        f: impl FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, ()> {
+        if !self.inline {
+            return self.run(f);
+        }
+        let (job, rx) = job(f);
+        let leads = {
+            let mut pending = lock_pending(&self.pending);
+            pending.push(job);
+            pending.len() == 1
+        };
+        Box::pin(async move {
+            if leads {
+                let mut leader = Leader {
+                    store: self,
+                    done: false,
+                };
+                tokio::task::yield_now().await;
+                leader.done = true;
+                self.commit_here(self.take_pending());
+            }
+            rx.await.map_err(|_| gone())?
+        })
+    }
+
+    fn take_pending(&self) -> Vec<Job> {
+        std::mem::take(&mut *lock_pending(&self.pending))
+    }
+
+    /// Sends jobs to the store thread (their callers learn if it is gone:
+    /// their answer channels close).
+    fn queue(&self, batch: Vec<Job>) {
+        for job in batch {
+            let _ = self.jobs.send(job);
+        }
+    }
+
+    /// Runs a batch in one transaction on this thread, or hands it to the
+    /// store thread when the connection is busy here or another process
+    /// holds the write lock (nothing ran yet in either case).
+    fn commit_here(&self, batch: Vec<Job>) {
+        if batch.is_empty() {
+            return;
+        }
+        let Ok(mut conn) = self.conn.try_lock() else {
+            return self.queue(batch);
+        };
+        let _ = conn.busy_timeout(std::time::Duration::ZERO);
+        let began = begin_immediate(&conn);
+        let _ = conn.busy_timeout(BUSY_WAIT);
+        if began.is_err() {
+            drop(conn);
+            return self.queue(batch);
+        }
+        let n = batch.len() as u64;
+        let (replies, outcome) = run_batch(&mut conn, batch, true);
+        drop(conn);
+        self.counts.calls.fetch_add(n, Ordering::Relaxed);
+        self.counts.batches.fetch_add(1, Ordering::Relaxed);
+        answer(replies, &outcome);
+        self.checkpoint_later();
+    }
+
+    /// Queues a checkpoint for the store thread when the WAL is due one.
+    fn checkpoint_later(&self) {
+        if self.counts.wal_pages.load(Ordering::Relaxed) >= CHECKPOINT_PAGES
+            && !self.counts.checkpoint_queued.swap(true, Ordering::Relaxed)
+        {
+            let job: Job = Box::new(|_| Box::new(|_: Option<&str>| {}));
+            // The thread checkpoints after every batch it runs.
+            let _ = self.jobs.send(job);
+        }
+    }
+
     /// Runs `f` with the connection on the store thread.
     fn run<'a, T: Send + 'static>(
         &'a self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            Box::new(move |batch: Option<&str>| {
-                let _ = tx.send(match (result, batch) {
-                    (Ok(_), Some(e)) => Err(StoreError::Commit(e.to_string())),
-                    (r, _) => r,
-                });
-            })
-        });
+        let (job, rx) = job(f);
         let sent = self.jobs.send(job);
         Box::pin(async move {
             sent.map_err(|_| gone())?;
@@ -254,10 +438,22 @@ fn group_commit(conn: &mut Connection, batch: Vec<Job>) {
         }
         return;
     }
-    let began = conn
-        .prepare_cached("BEGIN IMMEDIATE")
-        .and_then(|mut s| s.execute([]))
-        .is_ok();
+    let began = begin_immediate(conn).is_ok();
+    let (replies, outcome) = run_batch(conn, batch, began);
+    answer(replies, &outcome);
+}
+
+fn begin_immediate(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])
+}
+
+/// Runs the jobs, then commits when a transaction was begun (rolls back
+/// when the commit fails). The replies wait for [`answer`].
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    began: bool,
+) -> (Vec<Reply>, Result<(), String>) {
     let replies: Vec<Reply> = batch.into_iter().map(|job| job(conn)).collect();
     let outcome = if began {
         conn.prepare_cached("COMMIT")
@@ -270,6 +466,10 @@ fn group_commit(conn: &mut Connection, batch: Vec<Job>) {
     if outcome.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    (replies, outcome)
+}
+
+fn answer(replies: Vec<Reply>, outcome: &Result<(), String>) {
     let failed = outcome.as_ref().err().map(String::as_str);
     for reply in replies {
         reply(failed);
@@ -309,6 +509,39 @@ impl Drop for Unit<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
+        }
+    }
+}
+
+/// `f` as a job for a batch, and where its answer arrives.
+fn job<T: Send + 'static>(
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+) -> (Job, tokio::sync::oneshot::Receiver<Result<T, StoreError>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |conn| {
+        let result = f(conn);
+        Box::new(move |batch: Option<&str>| {
+            let _ = tx.send(match (result, batch) {
+                (Ok(_), Some(e)) => Err(StoreError::Commit(e.to_string())),
+                (r, _) => r,
+            });
+        })
+    });
+    (job, rx)
+}
+
+/// The leader of a worker-side group commit, dropped before it ran the
+/// batch (its caller went away): the store thread runs the batch, so the
+/// commits waiting in it are neither lost nor left waiting.
+struct Leader<'a> {
+    store: &'a SqliteStore,
+    done: bool,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.queue(self.store.take_pending());
         }
     }
 }
@@ -506,7 +739,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, TurnState> {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
-        self.run(move |conn| {
+        self.quick(move |conn| {
             // One transaction: one snapshot, one lock round for the three.
             let tx = Unit::begin(conn)?;
             let session = open_session(&tx, &key, agent.as_deref(), now_ms)?;
@@ -523,7 +756,7 @@ impl Store for SqliteStore {
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Session>> {
         let key = key.to_string();
-        self.run(move |conn| get_session(conn, &key))
+        self.quick(move |conn| get_session(conn, &key))
     }
 
     fn transcript(&self, session: i64) -> StoreFuture<'_, Vec<Entry>> {
@@ -537,7 +770,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()> {
-        self.run(move |conn| {
+        self.commit_turn(move |conn| {
             let tx = Unit::begin(conn)?;
             // A compaction committed on its own is not a turn; an empty
             // summary is a `/new` marker, not a compaction.
@@ -623,7 +856,7 @@ impl Store for SqliteStore {
     }
 
     fn reset(&self, session: i64, model_too: bool, now_ms: i64) -> StoreFuture<'_, ()> {
-        self.run(move |conn| {
+        self.quick(move |conn| {
             let tx = Unit::begin(conn)?;
             let last: Option<i64> = tx
                 .prepare_cached("SELECT MAX(id) FROM entries WHERE session_id = ?1")?
@@ -668,7 +901,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, ()> {
         let model = model.map(str::to_string);
-        self.run(move |conn| {
+        self.quick(move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE sessions SET model = ?2, model_source = ?3, updated_ms = ?4 WHERE id = ?1",
@@ -683,12 +916,12 @@ impl Store for SqliteStore {
 
     fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>> {
         let id = id.to_string();
-        self.run(move |conn| {
+        self.quick(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT s.key, r.body FROM responses r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?1",
                 )?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
         })
     }

@@ -543,3 +543,131 @@ async fn concurrent_commits_share_transactions_and_one_failure_spoils_no_other()
     let (calls, batches) = store.batching();
     assert!(batches < calls, "{calls} calls in {batches} transactions");
 }
+
+/// Two entries of a turn.
+fn qa(n: usize) -> Vec<NewEntry> {
+    vec![
+        NewEntry::new(EntryKind::User, format!("q{n}")),
+        NewEntry::new(EntryKind::Assistant, format!("a{n}")),
+    ]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn commits_on_one_worker_share_a_transaction_without_the_store_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            store
+                .load_turn(&format!("w{i}"), None, 1)
+                .await
+                .unwrap()
+                .session
+                .id,
+        );
+    }
+    let before = store.batching();
+    // Eight turns reach their commit in the same scheduler pass: the
+    // first leads, the others join its batch.
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let store = store.clone();
+            let id = ids[n % 8];
+            tokio::spawn(async move { store.commit(turn(id, n as i64, qa(n), vec![])).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (calls, batches) = store.batching();
+    let (calls, batches) = (calls - before.0, batches - before.1);
+    assert_eq!(calls, 64);
+    assert!(batches < 8, "64 commits in {batches} transactions");
+    for id in &ids {
+        assert_eq!(store.transcript(*id).await.unwrap().len(), 16);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_by_another_process_sends_calls_to_the_store_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store.load_turn("held", None, 1).await.unwrap().session.id;
+    // Another process (a CLI command) holds the write lock.
+    let other = rusqlite_connection(&path);
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (commit, load) = {
+        let (a, b) = (store.clone(), store.clone());
+        (
+            tokio::spawn(async move { a.commit(turn(id, 2, qa(1), vec![])).await }),
+            // A new session needs the write lock too.
+            tokio::spawn(async move { b.load_turn("new", None, 2).await.map(|t| t.session.id) }),
+        )
+    };
+    // Neither failed with "database is locked": both wait on the store
+    // thread (up to its busy timeout) and finish once the lock is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!commit.is_finished() && !load.is_finished());
+    other.execute_batch("COMMIT").unwrap();
+    commit.await.unwrap().unwrap();
+    let new = load.await.unwrap().unwrap();
+    assert_ne!(new, id);
+    assert_eq!(store.transcript(id).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_whose_caller_went_away_is_still_committed_with_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let id = store.load_turn("gone", None, 1).await.unwrap().session.id;
+    // The leader is polled once (it yields to let others join) and then
+    // dropped, as when a client disconnects mid-turn; a second commit
+    // joined its batch meanwhile.
+    let mut leader = store.commit(turn(id, 2, qa(1), vec![]));
+    assert!(futures_poll_once(&mut leader).await.is_none());
+    let follower = store.commit(turn(id, 3, qa(2), vec![]));
+    drop(leader);
+    follower.await.unwrap();
+    let t = store.transcript(id).await.unwrap();
+    assert_eq!(
+        t.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+        ["q1", "a1", "q2", "a2"]
+    );
+}
+
+/// Polls a future once: its output if it was ready.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_wal_is_checkpointed_by_the_store_thread_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store.load_turn("long", None, 1).await.unwrap().session.id;
+    // About six WAL pages a turn: 3000 turns would make an 18 000-page
+    // (70 MB) log without checkpoints.
+    let text = "x".repeat(2000);
+    for n in 0..3000 {
+        let entries = vec![
+            NewEntry::new(EntryKind::User, format!("{n} {text}")),
+            NewEntry::new(EntryKind::Assistant, text.clone()),
+        ];
+        store.commit(turn(id, n, entries, vec![])).await.unwrap();
+    }
+    // A call through the store thread runs after the queued checkpoints.
+    assert_eq!(store.transcript(id).await.unwrap().len(), 6000);
+    let wal = std::fs::metadata(dir.path().join("s.sqlite3-wal"))
+        .unwrap()
+        .len();
+    assert!(wal < 12 * 1024 * 1024, "WAL of {wal} bytes");
+}
