@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file (WAL), migrations keyed by
-//! `PRAGMA user_version`, one connection owned by one store thread that
-//! runs the calls in order. By default `synchronous = NORMAL` in WAL mode: a
+//! `PRAGMA user_version`, one connection shared by the callers' threads
+//! (a turn's short calls, when nothing can make them wait) and one store
+//! thread (everything else, and checkpoints). By default `synchronous = NORMAL` in WAL mode: a
 //! committed turn survives the process being killed at any point; only an
 //! operating-system crash or power loss can drop the last turns (never
 //! corrupt the file); [`Durability::PowerLoss`] adds an fsync per commit.
