@@ -2,19 +2,16 @@
 //! time; `x-api-key` is accepted too so Anthropic-style clients work.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clawgate_config::{AuthMode, Gateway};
 use clawgate_core::Secret;
 
 use crate::errors::ApiError;
-use crate::AppState;
 
 pub struct GatewayAuth {
     pub mode: AuthMode,
@@ -130,50 +127,47 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let auth = &state.auth;
-    // Anthropic clients get errors in their own shape.
-    let is_anthropic = req.uri().path().starts_with("/v1/messages");
+/// The refusal for a request without the valid credential (401, or 429
+/// after too many failures from its address); `None` lets it pass.
+pub fn check(
+    auth: &GatewayAuth,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    ip: Option<IpAddr>,
+) -> Option<Response> {
     if auth.mode == AuthMode::None {
-        return next.run(req).await;
+        return None;
     }
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let given = credential(req.headers());
-    let ok = auth.accepts(req.headers());
+    // Anthropic clients get errors in their own shape.
+    let is_anthropic = path.starts_with("/v1/messages");
+    let given = credential(headers);
     // A valid credential always passes: only failed attempts are
     // throttled, so no one can lock the real clients out.
-    if ok {
-        return next.run(req).await;
+    if auth.accepts(headers) {
+        return None;
     }
-    if let Some(wait) = auth.blocked(ip) {
+    let err = if let Some(wait) = auth.blocked(ip) {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             "too many failed authentication attempts; try again later",
         );
         err.retry_after = Some(wait);
-        return if is_anthropic {
-            crate::errors::AnthropicError(err).into_response()
-        } else {
-            err.into_response()
-        };
-    }
-    auth.failed(ip);
-    let msg = if given.is_some() {
-        "invalid gateway credential"
+        err
     } else {
-        "missing gateway credential: send Authorization: Bearer <token>"
+        auth.failed(ip);
+        let msg = if given.is_some() {
+            "invalid gateway credential"
+        } else {
+            "missing gateway credential: send Authorization: Bearer <token>"
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg).code("invalid_api_key")
     };
-    let err = ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg)
-        .code("invalid_api_key");
-    if is_anthropic {
+    Some(if is_anthropic {
         crate::errors::AnthropicError(err).into_response()
     } else {
         err.into_response()
-    }
+    })
 }
 
 #[cfg(test)]

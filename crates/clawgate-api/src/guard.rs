@@ -6,14 +6,10 @@
 //! endpoints (a cross-site "simple" request cannot send that type without
 //! a preflight, which the gateway never answers).
 
-use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clawgate_config::AuthMode;
 
 use crate::errors::{AnthropicError, ApiError};
-use crate::AppState;
 
 /// The host part of a `Host` value or an origin's authority, lower case,
 /// without port or IPv6 brackets.
@@ -56,21 +52,17 @@ fn refuse(path: &str, status: StatusCode, message: String) -> Response {
     }
 }
 
-pub async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.auth.mode != AuthMode::None {
-        return next.run(req).await;
-    }
-    let extra = &state.auth.allowed_hosts;
-    let path = req.uri().path();
-    let h = req.headers();
+/// The refusal for a request a web page may have sent, when auth is off
+/// (`extra`: `gateway.http.allowedHosts`).
+pub fn check(method: &Method, path: &str, h: &HeaderMap, extra: &[String]) -> Option<Response> {
     if let Some(host) = h.get(header::HOST) {
         let name = host.to_str().map(host_name).unwrap_or_default();
         if !allowed(&name, extra) {
-            return refuse(
+            return Some(refuse(
                 path,
                 StatusCode::FORBIDDEN,
                 format!("Host {name:?} is not a loopback name: without gateway auth only loopback names (and gateway.http.allowedHosts) are answered"),
-            );
+            ));
         }
     }
     if let Some(origin) = h.get(header::ORIGIN) {
@@ -80,14 +72,14 @@ pub async fn local_only(State(state): State<AppState>, req: Request, next: Next)
             .map(|(_, rest)| host_name(rest.split('/').next().unwrap_or_default()))
             .unwrap_or_default();
         if !allowed(&name, extra) {
-            return refuse(
+            return Some(refuse(
                 path,
                 StatusCode::FORBIDDEN,
                 format!("requests from the web origin {o:?} are refused without gateway auth"),
-            );
+            ));
         }
     }
-    if req.method() == Method::POST {
+    if method == Method::POST {
         let json = h
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -102,14 +94,14 @@ pub async fn local_only(State(state): State<AppState>, req: Request, next: Next)
                         && t.to_ascii_lowercase().ends_with("+json"))
             });
         if !json {
-            return refuse(
+            return Some(refuse(
                 path,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the request body as Content-Type: application/json".to_string(),
-            );
+            ));
         }
     }
-    next.run(req).await
+    None
 }
 
 #[cfg(test)]

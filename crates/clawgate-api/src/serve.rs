@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clawgate_config::AuthMode;
 
-use crate::{router, AppState, GatewayAuth};
+use crate::{App, AppState, GatewayAuth};
 
 /// Why the gateway will not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,8 +151,7 @@ pub async fn serve_on(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower_service::Service as _;
-    let app = router(state);
+    let app = App::new(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -179,8 +178,8 @@ pub async fn serve_on(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                // Router is always ready: no poll_ready needed.
-                app.clone().call(req)
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
             });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
         tokio::spawn(async move {
