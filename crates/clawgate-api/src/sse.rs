@@ -98,6 +98,25 @@ pub(crate) type OnEnd = Box<
         + Send,
 >;
 
+/// Gives the other ready tasks on this worker one turn. Unlike
+/// `tokio::task::yield_now`, which defers the task until the runtime has
+/// polled the I/O driver (an `epoll_wait` per turn: fifty per fifty-chunk
+/// burst), the task goes to the back of the run queue and the driver is
+/// polled on the runtime's own schedule.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 struct Pump<E> {
     stream: RoutedStream,
     ticker: Ticker,
@@ -156,7 +175,7 @@ impl<E: Encode> Pump<E> {
                     // has already read join this frame. No timer: when a
                     // turn brings nothing, the frame goes out.
                     yields += 1;
-                    tokio::task::yield_now().await;
+                    YieldOnce(false).await;
                     continue;
                 }
             };
