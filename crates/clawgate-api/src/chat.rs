@@ -317,7 +317,7 @@ struct Completion<'a> {
     model: &'a str,
     choices: [CompletionChoice<'a>; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Value>,
+    usage: Option<UsageOut>,
 }
 
 #[derive(serde::Serialize)]
@@ -360,14 +360,38 @@ fn finish_reason(s: Option<&StopReason>) -> &'static str {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input,
-        "completion_tokens": u.output,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cache_read},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
-    })
+/// OpenAI's usage object, serialised straight from the counts.
+#[derive(serde::Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(serde::Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+fn usage_out(u: &Usage) -> UsageOut {
+    UsageOut {
+        prompt_tokens: u.input,
+        completion_tokens: u.output,
+        total_tokens: u.total(),
+        prompt_tokens_details: CachedTokens {
+            cached_tokens: u.cache_read,
+        },
+        completion_tokens_details: ReasoningTokens {
+            reasoning_tokens: u.reasoning,
+        },
+    }
 }
 
 pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
@@ -380,10 +404,8 @@ pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
     }
     // PERF-5: the gateway's own time so far (the whole answer for a
     // non-streamed one; up to the response head for a stream).
-    let us = routed.overhead().as_micros().to_string();
-    if let Ok(v) = HeaderValue::from_str(&us) {
-        headers.insert("x-clawgate-overhead-us", v);
-    }
+    let us = u64::try_from(routed.overhead().as_micros()).unwrap_or(u64::MAX);
+    headers.insert("x-clawgate-overhead-us", HeaderValue::from(us));
     // LOC-6, LOC-1: time in the backend's queue and waiting for its
     // local server to start, apart from the overhead.
     for (name, d) in [
@@ -391,9 +413,8 @@ pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
         ("x-clawgate-start-us", routed.starting()),
     ] {
         if !d.is_zero() {
-            if let Ok(v) = HeaderValue::from_str(&d.as_micros().to_string()) {
-                headers.insert(name, v);
-            }
+            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            headers.insert(name, HeaderValue::from(us));
         }
     }
     let s = &routed.served;
@@ -491,7 +512,7 @@ async fn collect(
             },
             finish_reason: finish_reason(c.stop.as_ref()),
         }],
-        usage: c.usage.as_ref().map(usage_json),
+        usage: c.usage.as_ref().map(usage_out),
     };
     let mut headers = HeaderMap::new();
     served_headers(&mut headers, &answer);
@@ -602,7 +623,7 @@ impl crate::sse::Encode for ChatEncoder {
         self.chunk(out, &json!({}), Some(finish_reason(self.stop.as_ref())));
         if self.include_usage {
             if let Some(u) = &self.usage {
-                let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(u)});
+                let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_out(u)});
                 out.extend_from_slice(b"data: ");
                 crate::sse::json(out, &v);
                 out.extend_from_slice(b"\n\n");

@@ -121,7 +121,9 @@ impl App {
                 Err(never) => match never {},
             },
         };
-        self.state.telemetry.request(endpoint, res.status().as_u16());
+        self.state
+            .telemetry
+            .request(endpoint, res.status().as_u16());
         res
     }
 }

@@ -678,23 +678,39 @@ fn append(
     Ok(())
 }
 
-fn open_session(
+/// Creates the session `key` unless it exists. Its own write transaction
+/// when called outside one: SQLite answers a read transaction that tries
+/// to become a write one while another connection writes with "database
+/// is locked" at once, without waiting; a transaction that starts by
+/// taking the write lock waits (the store thread's busy timeout).
+fn create_session(
     conn: &Connection,
     key: &str,
     agent: Option<&str>,
     now_ms: i64,
-) -> Result<Session, StoreError> {
-    // Most turns continue a session: a read, and a write only for a new
-    // one (an upsert would take the write lock on every turn).
-    if let Some(s) = get_session(conn, key)? {
-        return Ok(s);
+) -> Result<(), StoreError> {
+    let own = conn.is_autocommit();
+    if own {
+        begin_immediate(conn)?;
     }
-    conn.prepare_cached(
-        "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
-         ON CONFLICT(key) DO NOTHING",
-    )?
-    .execute(params![key, agent, now_ms])?;
-    get_session(conn, key)?.ok_or_else(|| StoreError::NoSession(key.to_string()))
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO sessions (key, agent, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(key) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![key, agent, now_ms]));
+    if own {
+        match &inserted {
+            Ok(_) => {
+                conn.prepare_cached("COMMIT")?.execute([])?;
+            }
+            Err(_) => {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    inserted?;
+    Ok(())
 }
 
 /// The last summary first, then every entry after what it replaced.
@@ -742,8 +758,18 @@ impl Store for SqliteStore {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
         self.quick(move |conn| {
             // One transaction: one snapshot, one lock round for the three.
-            let tx = Unit::begin(conn)?;
-            let session = open_session(&tx, &key, agent.as_deref(), now_ms)?;
+            // Most turns continue a session: a read, and a write only for
+            // a new one (an upsert would take the write lock every turn).
+            let mut tx = Unit::begin(conn)?;
+            let session = match get_session(&tx, &key)? {
+                Some(s) => s,
+                None => {
+                    tx.commit()?;
+                    create_session(conn, &key, agent.as_deref(), now_ms)?;
+                    tx = Unit::begin(conn)?;
+                    get_session(&tx, &key)?.ok_or_else(|| StoreError::NoSession(key.clone()))?
+                }
+            };
             let history = history_of(&tx, session.id)?;
             let pins = pins_of(&tx, session.id)?;
             tx.commit()?;
