@@ -431,8 +431,7 @@ pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
 
 pub async fn handle(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    inbound::Inbound { headers, body }: inbound::Inbound,
 ) -> Response {
     // Boxed once: every layer above moves the handler's future, and the
     // turn inside it is large (these copies were a tenth of a request's

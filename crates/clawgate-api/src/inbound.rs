@@ -31,6 +31,26 @@ pub(crate) fn check_key(what: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// The request body as JSON: 413 over the size limit, 400 when not JSON.
+/// A POST body with the request's headers, taken from the request rather
+/// than copied (axum's `HeaderMap` extractor clones the map).
+pub(crate) struct Inbound {
+    pub headers: axum::http::HeaderMap,
+    pub body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Inbound {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        // The body limit (GW-3) travels in the extensions, which stay.
+        let req = axum::extract::Request::from_parts(parts, body);
+        let body = bytes::Bytes::from_request(req, state).await;
+        Ok(Self { headers, body })
+    }
+}
+
 pub(crate) fn json_request(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Value, ApiError> {

@@ -313,8 +313,7 @@ fn usage_json(u: Option<&Usage>) -> Value {
 
 pub async fn handle(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    inbound::Inbound { headers, body }: inbound::Inbound,
 ) -> Response {
     // Boxed once: every layer above moves the handler's future, and the
     // turn inside it is large (these copies were a tenth of a request's

@@ -396,8 +396,7 @@ pub async fn get(
 
 pub async fn handle(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    inbound::Inbound { headers, body }: inbound::Inbound,
 ) -> Response {
     // Boxed once: every layer above moves the handler's future, and the
     // turn inside it is large (these copies were a tenth of a request's
