@@ -105,6 +105,11 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// default for its automatic checkpoint).
 const CHECKPOINT_PAGES: i32 = 1000;
 
+/// WAL pages after which calls stop running on the callers' threads and
+/// queue behind the checkpoint: the bound on the WAL when the store thread
+/// is slow to get the CPU.
+const WAL_LIMIT_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
 /// The SQLite [`Store`]. One connection, behind a mutex, and one store
 /// thread that runs queued calls in group commits: no pool of blocked
 /// threads under load (the blocking pool grew to one thread per waiting
@@ -314,7 +319,7 @@ impl SqliteStore {
         &'a self,
         f: impl Fn(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        if self.inline {
+        if self.here() {
             if let Ok(mut conn) = self.conn.try_lock() {
                 let _ = conn.busy_timeout(std::time::Duration::ZERO);
                 let result = f(&mut conn);
@@ -383,6 +388,9 @@ impl SqliteStore {
         if batch.is_empty() {
             return;
         }
+        if !self.here() {
+            return self.queue(batch);
+        }
         let Ok(mut conn) = self.conn.try_lock() else {
             return self.queue(batch);
         };
@@ -400,6 +408,11 @@ impl SqliteStore {
         self.counts.batches.fetch_add(1, Ordering::Relaxed);
         answer(replies, &outcome);
         self.checkpoint_later();
+    }
+
+    /// Whether a call may run on the caller's thread now.
+    fn here(&self) -> bool {
+        self.inline && self.counts.wal_pages.load(Ordering::Relaxed) < WAL_LIMIT_PAGES
     }
 
     /// Queues a checkpoint for the store thread when the WAL is due one.
@@ -568,7 +581,14 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, key, agent, model, model_source, compactions, turns, created_ms, updated_ms, context_tokens, context_through";
+/// The columns as a macro, so the per-turn queries are constants (no
+/// string built per call).
+macro_rules! session_columns {
+    () => {
+        "id, key, agent, model, model_source, compactions, turns, created_ms, updated_ms, context_tokens, context_through"
+    };
+}
+const SESSION_COLUMNS: &str = session_columns!();
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<(Session, String)> {
     let source: String = r.get(4)?;
@@ -602,8 +622,10 @@ fn session(found: (Session, String)) -> Result<Session, StoreError> {
 }
 
 fn get_session(conn: &Connection, key: &str) -> Result<Option<Session>, StoreError> {
-    conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE key = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE key = ?1"
     ))?
     .query_row([key], session_row)
     .optional()?
@@ -611,26 +633,32 @@ fn get_session(conn: &Connection, key: &str) -> Result<Option<Session>, StoreErr
     .transpose()
 }
 
-const ENTRY_COLUMNS: &str =
-    "id, turn, kind, text, tool_id, tool_name, is_error, incomplete, replaces_through, at_ms";
+macro_rules! entry_columns {
+    () => {
+        "id, turn, kind, text, tool_id, tool_name, is_error, incomplete, replaces_through, at_ms"
+    };
+}
+const ENTRY_COLUMNS: &str = entry_columns!();
 
-fn entry_row(r: &Row<'_>) -> rusqlite::Result<(Entry, String)> {
-    let kind: String = r.get(2)?;
-    Ok((
-        Entry {
-            id: r.get(0)?,
-            turn: r.get(1)?,
-            kind: EntryKind::User,
-            text: r.get(3)?,
-            tool_id: r.get(4)?,
-            tool_name: r.get(5)?,
-            is_error: r.get(6)?,
-            incomplete: r.get(7)?,
-            replaces_through: r.get(8)?,
-            at_ms: r.get(9)?,
-        },
+/// An entry, or the unknown kind it was stored with (the text of the
+/// kind is read in place: no string per row for a known kind).
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<Entry, String>> {
+    let kind = r.get_ref(2)?.as_str()?;
+    let Some(kind) = EntryKind::parse(kind) else {
+        return Ok(Err(kind.to_string()));
+    };
+    Ok(Ok(Entry {
+        id: r.get(0)?,
+        turn: r.get(1)?,
         kind,
-    ))
+        text: r.get(3)?,
+        tool_id: r.get(4)?,
+        tool_name: r.get(5)?,
+        is_error: r.get(6)?,
+        incomplete: r.get(7)?,
+        replaces_through: r.get(8)?,
+        at_ms: r.get(9)?,
+    }))
 }
 
 fn entries(
@@ -642,12 +670,10 @@ fn entries(
     let rows = stmt.query_map(args, entry_row)?;
     let mut out = Vec::new();
     for row in rows {
-        let (mut e, kind) = row?;
-        e.kind = EntryKind::parse(&kind).ok_or(StoreError::Corrupt {
+        out.push(row?.map_err(|value| StoreError::Corrupt {
             column: "entries.kind",
-            value: kind,
-        })?;
-        out.push(e);
+            value,
+        })?);
     }
     Ok(out)
 }
@@ -717,9 +743,10 @@ fn create_session(
 fn history_of(conn: &Connection, session: i64) -> Result<Vec<Entry>, StoreError> {
     let summary = entries(
         conn,
-        &format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND kind = 'summary'
-             ORDER BY id DESC LIMIT 1"
+        concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM entries WHERE session_id = ?1 AND kind = 'summary' ORDER BY id DESC LIMIT 1"
         ),
         [session],
     )?;
@@ -729,9 +756,10 @@ fn history_of(conn: &Connection, session: i64) -> Result<Vec<Entry>, StoreError>
         .unwrap_or(0);
     let rest = entries(
         conn,
-        &format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE session_id = ?1 AND id > ?2
-             AND kind <> 'summary' ORDER BY id"
+        concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM entries WHERE session_id = ?1 AND id > ?2 AND kind <> 'summary' ORDER BY id"
         ),
         params![session, from],
     )?;

@@ -669,5 +669,7 @@ async fn the_wal_is_checkpointed_by_the_store_thread_and_stays_bounded() {
     let wal = std::fs::metadata(dir.path().join("s.sqlite3-wal"))
         .unwrap()
         .len();
-    assert!(wal < 12 * 1024 * 1024, "WAL of {wal} bytes");
+    // At most 4 000 pages and one batch, however late the store thread
+    // gets the CPU.
+    assert!(wal < 20 * 1024 * 1024, "WAL of {wal} bytes");
 }
