@@ -204,22 +204,21 @@ impl Client {
     /// head has arrived with a success status.
     pub async fn send(&self, ep: &Endpoint, req: &ChatRequest) -> Result<EventStream, WireError> {
         let deadline = Instant::now() + ep.timeout;
-        let (body, decoder): (serde_json::Value, Box<dyn Decoder>) = match ep.api {
+        let (body, decoder): (Result<Vec<u8>, serde_json::Error>, Box<dyn Decoder>) = match ep.api {
             ApiKind::OpenAiCompletions => (
                 crate::openai_chat::body(ep, req),
                 Box::<crate::openai_chat::ChatDecoder>::default(),
             ),
             ApiKind::OpenAiResponses => (
-                crate::openai_responses::body(ep, req),
+                serde_json::to_vec(&crate::openai_responses::body(ep, req)),
                 Box::<crate::openai_responses::ResponsesDecoder>::default(),
             ),
             ApiKind::AnthropicMessages => (
-                crate::anthropic::body(ep, req),
+                serde_json::to_vec(&crate::anthropic::body(ep, req)),
                 Box::<crate::anthropic::MessagesDecoder>::default(),
             ),
         };
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
+        let bytes = body.map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
         let (target, reach) =
             self.checked(ep.url(), ep.policy.as_deref(), ep.local_only.as_deref())?;
         let head = match self.h1_for(&target, reach) {

@@ -40,10 +40,19 @@ const OPENAI_ONLY: [&str; 5] = [
 /// `params.extra_body` (it wins on collisions), then OpenAI-only fields
 /// stripped on every endpoint but api.openai.com.
 pub(crate) fn finish_body(
-    mut body: serde_json::Map<String, serde_json::Value>,
+    body: serde_json::Map<String, serde_json::Value>,
     req: &ChatRequest,
     ep: &Endpoint,
 ) -> serde_json::Value {
+    serde_json::Value::Object(finish_map(body, req, ep))
+}
+
+/// [`finish_body`] as a map.
+pub(crate) fn finish_map(
+    mut body: serde_json::Map<String, serde_json::Value>,
+    req: &ChatRequest,
+    ep: &Endpoint,
+) -> serde_json::Map<String, serde_json::Value> {
     if let Some(t) = req.temperature {
         body.insert("temperature".into(), t.into());
     }
@@ -59,5 +68,5 @@ pub(crate) fn finish_body(
             body.remove(k);
         }
     }
-    serde_json::Value::Object(body)
+    body
 }

@@ -10,95 +10,160 @@ use crate::error::{WireError, WireErrorKind};
 use crate::sse::SseEvent;
 use crate::types::{ChatRequest, Event, Part, Role, StopReason, ToolChoice, Usage};
 
-fn flatten(parts: &[Part]) -> String {
-    parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(t.clone()),
-            Part::Image { url } => Some(format!("[image: {url}]")),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn content(parts: &[Part], string_only: bool) -> Value {
-    let has_image = parts.iter().any(|p| matches!(p, Part::Image { .. }));
-    if string_only || !has_image {
-        return Value::String(flatten(parts));
+/// The text of the parts the server can see, copied only when there is
+/// more than one.
+fn flatten<'a>(parts: &[&'a Part]) -> Cow<'a, str> {
+    if let [Part::Text(t)] = parts {
+        return Cow::Borrowed(t);
     }
-    Value::Array(
+    Cow::Owned(
         parts
             .iter()
             .filter_map(|p| match p {
-                Part::Text(t) => Some(json!({"type": "text", "text": t})),
-                Part::Image { url } => {
-                    Some(json!({"type": "image_url", "image_url": {"url": url}}))
-                }
+                Part::Text(t) => Some(t.clone()),
+                Part::Image { url } => Some(format!("[image: {url}]")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+fn content<'a>(parts: &[&'a Part], string_only: bool) -> Content<'a> {
+    let has_image = parts.iter().any(|p| matches!(p, Part::Image { .. }));
+    if string_only || !has_image {
+        return Content::Text(flatten(parts));
+    }
+    Content::Parts(
+        parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(PartOut::Text { text: t }),
+                Part::Image { url } => Some(PartOut::ImageUrl {
+                    image_url: UrlOut { url },
+                }),
                 _ => None,
             })
             .collect(),
     )
 }
 
-/// The request body.
-pub fn body(ep: &Endpoint, req: &ChatRequest) -> Value {
+/// The request body, serialised from the request's own strings: the
+/// history is copied once, into the bytes, not into a JSON value first
+/// (a session's history made the body a tenth of a turn's instructions).
+#[derive(serde::Serialize)]
+struct ChatBody<'a> {
+    model: &'a str,
+    messages: Vec<MsgOut<'a>>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+#[derive(serde::Serialize)]
+struct MsgOut<'a> {
+    role: &'static str,
+    content: Content<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<CallOut<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<PartOut<'a>>),
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PartOut<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: UrlOut<'a> },
+}
+
+#[derive(serde::Serialize)]
+struct UrlOut<'a> {
+    url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+fn message<'a>(role: &'static str, content: Content<'a>) -> MsgOut<'a> {
+    MsgOut {
+        role,
+        content,
+        tool_call_id: None,
+        tool_calls: Vec::new(),
+    }
+}
+
+/// The body as JSON bytes.
+pub fn body(ep: &Endpoint, req: &ChatRequest) -> Result<Vec<u8>, serde_json::Error> {
     let sh = &ep.shaping;
-    let mut messages = Vec::new();
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if let Some(s) = &req.system {
-        messages.push(json!({"role": "system", "content": s}));
+        messages.push(message("system", Content::Text(Cow::Borrowed(s))));
     }
     for m in &req.messages {
-        let visible: Vec<Part> = m
+        let visible: Vec<&Part> = m
             .parts
             .iter()
             .filter(|p| matches!(p, Part::Text(_) | Part::Image { .. }))
-            .cloned()
             .collect();
         match m.role {
             Role::User => {
                 for p in &m.parts {
                     if let Part::ToolResult { id, content, .. } = p {
-                        let mut msg = json!({"role": "tool", "content": content});
+                        let mut msg = message("tool", Content::Text(Cow::Borrowed(content)));
                         if !sh.strict_message_keys {
-                            msg["tool_call_id"] = json!(id);
+                            msg.tool_call_id = Some(id);
                         }
                         messages.push(msg);
                     }
                 }
                 if !visible.is_empty() {
-                    messages.push(
-                        json!({"role": "user", "content": content(&visible, sh.string_content)}),
-                    );
+                    messages.push(message("user", content(&visible, sh.string_content)));
                 }
             }
             Role::Assistant => {
-                let calls: Vec<Value> = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::ToolCall {
-                            id,
-                            name,
-                            arguments,
-                        } => Some(json!({
-                            "id": id, "type": "function",
-                            "function": {"name": name, "arguments": arguments}
-                        })),
-                        _ => None,
-                    })
-                    .collect();
-                let mut msg = json!({"role": "assistant", "content": flatten(&visible)});
-                if !calls.is_empty() && !sh.strict_message_keys {
-                    msg["tool_calls"] = Value::Array(calls);
+                let mut msg = message("assistant", Content::Text(flatten(&visible)));
+                if !sh.strict_message_keys {
+                    msg.tool_calls = m
+                        .parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Part::ToolCall {
+                                id,
+                                name,
+                                arguments,
+                            } => Some(CallOut {
+                                id,
+                                kind: "function",
+                                function: FunctionOut { name, arguments },
+                            }),
+                            _ => None,
+                        })
+                        .collect();
                 }
                 messages.push(msg);
             }
         }
     }
     let mut b = Map::new();
-    b.insert("model".into(), json!(req.model));
-    b.insert("messages".into(), Value::Array(messages));
     if sh.tools && !req.tools.is_empty() {
         let tools: Vec<Value> = req
             .tools
@@ -145,7 +210,20 @@ pub fn body(ep: &Endpoint, req: &ChatRequest) -> Value {
     if req.stream && sh.usage_in_stream {
         b.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    crate::finish_body(b, req, ep)
+    let mut rest = crate::finish_map(b, req, ep);
+    if rest.contains_key("model") || rest.contains_key("messages") {
+        // `extra_body` names them: it wins, as on every other field.
+        rest.entry("model").or_insert_with(|| json!(req.model));
+        if !rest.contains_key("messages") {
+            rest.insert("messages".into(), serde_json::to_value(&messages)?);
+        }
+        return serde_json::to_vec(&rest);
+    }
+    serde_json::to_vec(&ChatBody {
+        model: &req.model,
+        messages,
+        rest,
+    })
 }
 
 fn finish_reason(s: &str) -> Result<StopReason, WireError> {
@@ -505,6 +583,102 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    fn sent(ep: &Endpoint, req: &ChatRequest) -> Value {
+        serde_json::from_slice(&body(ep, req).unwrap()).unwrap()
+    }
+
+    /// The shape the servers get: every message kind, images as parts or
+    /// as text, tool calls and results, and the shaping switches.
+    #[test]
+    fn the_body_has_every_message_kind_in_the_servers_shape() {
+        let mut req = ChatRequest {
+            model: "m".into(),
+            system: Some("be brief".into()),
+            stream: true,
+            max_tokens: Some(64),
+            ..Default::default()
+        };
+        req.messages = vec![
+            crate::types::Message {
+                role: Role::User,
+                parts: vec![
+                    Part::Text("look".into()),
+                    Part::Image {
+                        url: "data:image/png;base64,AA".into(),
+                    },
+                ],
+            },
+            crate::types::Message {
+                role: Role::Assistant,
+                parts: vec![
+                    Part::Text("calling".into()),
+                    Part::ToolCall {
+                        id: "c1".into(),
+                        name: "read".into(),
+                        arguments: "{\"p\":1}".into(),
+                    },
+                ],
+            },
+            crate::types::Message {
+                role: Role::User,
+                parts: vec![
+                    Part::ToolResult {
+                        id: "c1".into(),
+                        content: "42".into(),
+                        is_error: false,
+                    },
+                    Part::Text("and?".into()),
+                ],
+            },
+        ];
+        let ep = Endpoint::new(
+            clawgate_core::ApiKind::OpenAiCompletions,
+            "http://127.0.0.1:1/v1",
+        );
+        assert_eq!(
+            sent(&ep, &req),
+            json!({
+                "model": "m", "stream": true, "max_tokens": 64,
+                "stream_options": {"include_usage": true},
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "look"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+                    ]},
+                    {"role": "assistant", "content": "calling", "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"p\":1}"}}
+                    ]},
+                    {"role": "tool", "content": "42", "tool_call_id": "c1"},
+                    {"role": "user", "content": "and?"}
+                ]
+            })
+        );
+        // Servers that take text only, and reject keys they do not know.
+        let mut strict = ep.clone();
+        strict.shaping.string_content = true;
+        strict.shaping.strict_message_keys = true;
+        let v = sent(&strict, &req);
+        assert_eq!(
+            v["messages"][1],
+            json!({"role": "user", "content": "look\n[image: data:image/png;base64,AA]"})
+        );
+        assert_eq!(
+            v["messages"][2],
+            json!({"role": "assistant", "content": "calling"})
+        );
+        assert_eq!(v["messages"][3], json!({"role": "tool", "content": "42"}));
+        // `extra_body` wins on collisions, `model` and `messages` too.
+        req.extra_body.insert("model".into(), json!("other"));
+        req.extra_body.insert("seed".into(), json!(7));
+        let v = sent(&ep, &req);
+        assert_eq!(v["model"], "other");
+        assert_eq!(v["seed"], 7);
+        assert_eq!(v["messages"].as_array().map(Vec::len), Some(5));
+        req.extra_body.insert("messages".into(), json!([]));
+        assert_eq!(sent(&ep, &req)["messages"], json!([]));
+    }
 
     /// Feeds the frames through `on_sse` (fast path where the types fit)
     /// and through the lenient `Value` path only; both must agree.
