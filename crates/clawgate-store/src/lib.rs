@@ -8,6 +8,7 @@
 //! transcript or a kept answer, list, delete, sum usage) so a PostgreSQL implementation can follow without touching
 //! callers (SPEC section 10). SQLite work runs on one store thread.
 
+mod cache;
 mod sqlite;
 mod types;
 

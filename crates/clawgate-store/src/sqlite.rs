@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::cache::{TurnCache, Written};
 use crate::types::{
     Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState, UsageQuery,
     UsageTotal,
@@ -130,6 +131,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Commits waiting for the worker-side group commit they joined.
     pending: Arc<Mutex<Vec<Job>>>,
+    /// Hot sessions' turn state; locked only by a holder of `conn`.
+    cache: Arc<Mutex<TurnCache>>,
     /// Whether short calls may run on the caller's thread.
     inline: bool,
     path: PathBuf,
@@ -151,6 +154,12 @@ struct Counts {
 /// SQLite consistent (every call is a savepoint that rolls back).
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     conn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock_cache(cache: &Mutex<TurnCache>) -> std::sync::MutexGuard<'_, TurnCache> {
+    cache
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -250,7 +259,8 @@ impl SqliteStore {
         }))?;
         let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let (counted, owned) = (counts.clone(), conn.clone());
+        let cache: Arc<Mutex<TurnCache>> = Arc::default();
+        let (counted, owned, cached) = (counts.clone(), conn.clone(), cache.clone());
         std::thread::Builder::new()
             .name("clawgate-store".into())
             .spawn(move || {
@@ -267,7 +277,7 @@ impl SqliteStore {
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     counted.batches.fetch_add(1, Ordering::Relaxed);
                     let mut conn = lock(&owned);
-                    group_commit(&mut conn, batch);
+                    group_commit(&mut conn, batch, &cached);
                     checkpoint_if_due(&conn, &counted);
                 }
             })
@@ -276,6 +286,7 @@ impl SqliteStore {
             jobs,
             conn,
             pending: Arc::default(),
+            cache,
             inline: durability == Durability::ProcessCrash,
             path: path.to_path_buf(),
             counts,
@@ -402,7 +413,7 @@ impl SqliteStore {
             return self.queue(batch);
         }
         let n = batch.len() as u64;
-        let (replies, outcome) = run_batch(&mut conn, batch, true);
+        let (replies, outcome) = run_batch(&mut conn, batch, true, &self.cache);
         drop(conn);
         self.counts.calls.fetch_add(n, Ordering::Relaxed);
         self.counts.batches.fetch_add(1, Ordering::Relaxed);
@@ -445,7 +456,7 @@ impl SqliteStore {
 /// answers every caller only after the commit: under load many turns share
 /// one WAL commit (the same pages written once, not once per turn); a
 /// lone call is its own transaction.
-fn group_commit(conn: &mut Connection, batch: Vec<Job>) {
+fn group_commit(conn: &mut Connection, batch: Vec<Job>, cache: &Mutex<TurnCache>) {
     if batch.len() == 1 {
         for job in batch {
             job(conn)(None);
@@ -453,7 +464,7 @@ fn group_commit(conn: &mut Connection, batch: Vec<Job>) {
         return;
     }
     let began = begin_immediate(conn).is_ok();
-    let (replies, outcome) = run_batch(conn, batch, began);
+    let (replies, outcome) = run_batch(conn, batch, began, cache);
     answer(replies, &outcome);
 }
 
@@ -467,6 +478,7 @@ fn run_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
     began: bool,
+    cache: &Mutex<TurnCache>,
 ) -> (Vec<Reply>, Result<(), String>) {
     let replies: Vec<Reply> = batch.into_iter().map(|job| job(conn)).collect();
     let outcome = if began {
@@ -479,6 +491,8 @@ fn run_batch(
     };
     if outcome.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
+        // What the jobs put in the cache was rolled back.
+        lock_cache(cache).clear();
     }
     (replies, outcome)
 }
@@ -784,7 +798,13 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, TurnState> {
         let (key, agent) = (key.to_string(), agent.map(str::to_string));
+        let cache = self.cache.clone();
         self.quick(move |conn| {
+            let mut cached = lock_cache(&cache);
+            cached.check(conn)?;
+            if let Some(state) = cached.get(&key) {
+                return Ok(state);
+            }
             // One transaction: one snapshot, one lock round for the three.
             // Most turns continue a session: a read, and a write only for
             // a new one (an upsert would take the write lock every turn).
@@ -801,11 +821,13 @@ impl Store for SqliteStore {
             let history = history_of(&tx, session.id)?;
             let pins = pins_of(&tx, session.id)?;
             tx.commit()?;
-            Ok(TurnState {
+            let state = TurnState {
                 session,
                 history,
                 pins,
-            })
+            };
+            cached.put(state.clone());
+            Ok(state)
         })
     }
 
@@ -825,6 +847,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()> {
+        let cache = self.cache.clone();
         self.commit_turn(move |conn| {
             let tx = Unit::begin(conn)?;
             // A compaction committed on its own is not a turn; an empty
@@ -847,8 +870,10 @@ impl Store for SqliteStore {
                 .optional()?
                 .ok_or_else(|| StoreError::NoSession(format!("#{}", turn.session)))?;
             let mut through = None;
+            let mut ids = Vec::with_capacity(turn.entries.len());
             for (i, e) in turn.entries.iter().enumerate() {
                 append(&tx, turn.session, number, e, turn.at_ms)?;
+                ids.push(tx.last_insert_rowid());
                 if turn.context.is_some_and(|(_, n)| n == i + 1) {
                     through = Some(tx.last_insert_rowid());
                 }
@@ -890,6 +915,10 @@ impl Store for SqliteStore {
             }
             // The calibration follows the newest reported prompt; a summary
             // without one makes the old one meaningless.
+            let context = match (turn.context, through) {
+                (Some((tokens, _)), Some(through)) => Some((tokens, through)),
+                _ => None,
+            };
             match (turn.context, through) {
                 (Some((tokens, _)), Some(through)) => {
                     tx.prepare_cached(
@@ -906,12 +935,23 @@ impl Store for SqliteStore {
                 _ => {}
             }
             tx.commit()?;
+            lock_cache(&cache).committed(
+                &key,
+                &turn,
+                Written {
+                    number,
+                    ids,
+                    context,
+                },
+            );
             Ok(())
         })
     }
 
     fn reset(&self, session: i64, model_too: bool, now_ms: i64) -> StoreFuture<'_, ()> {
+        let cache = self.cache.clone();
         self.quick(move |conn| {
+            lock_cache(&cache).forget_id(session);
             let tx = Unit::begin(conn)?;
             let last: Option<i64> = tx
                 .prepare_cached("SELECT MAX(id) FROM entries WHERE session_id = ?1")?
@@ -956,7 +996,9 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, ()> {
         let model = model.map(str::to_string);
+        let cache = self.cache.clone();
         self.quick(move |conn| {
+            lock_cache(&cache).forget_id(session);
             let n = conn
                 .prepare_cached(
                     "UPDATE sessions SET model = ?2, model_source = ?3, updated_ms = ?4 WHERE id = ?1",
@@ -997,10 +1039,12 @@ impl Store for SqliteStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         let key = key.to_string();
+        let cache = self.cache.clone();
         self.run(move |conn| {
+            lock_cache(&cache).forget_key(&key);
             Ok(conn
                 .prepare_cached("DELETE FROM sessions WHERE key = ?1")?
-                .execute([key])?
+                .execute([&key])?
                 > 0)
         })
     }

@@ -673,3 +673,75 @@ async fn the_wal_is_checkpointed_by_the_store_thread_and_stays_bounded() {
     // gets the CPU.
     assert!(wal < 20 * 1024 * 1024, "WAL of {wal} bytes");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_turn_state_kept_in_memory_matches_the_file_and_sees_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store
+        .load_turn("hot", Some("main"), 1)
+        .await
+        .unwrap()
+        .session
+        .id;
+    // Turns with a pin, a changed pin and a context calibration: what the
+    // next turn loads (from memory) is what a fresh store reads from the
+    // file.
+    for n in 0..4usize {
+        let mut t = turn(id, 10 + n as i64, qa(n), vec![]);
+        t.sticky = Some(("p".into(), format!("profile-{}", n / 2)));
+        if n == 2 {
+            t.context = Some((1234, 1));
+        }
+        store.commit(t).await.unwrap();
+        let hot = store.load_turn("hot", None, 20).await.unwrap();
+        let fresh = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            hot,
+            fresh.load_turn("hot", None, 20).await.unwrap(),
+            "turn {n}"
+        );
+    }
+    let hot = store.load_turn("hot", None, 30).await.unwrap();
+    assert_eq!(hot.history.len(), 8);
+    assert_eq!(hot.session.turns, 4);
+    assert_eq!(hot.pins, [("p".to_string(), "profile-1".to_string())]);
+    assert_eq!(hot.session.context.map(|c| c.0), Some(1234));
+    // Another process writes: a turn through its own store, then a raw
+    // delete of the newest entry. The next load sees both.
+    let other = SqliteStore::open(&path).unwrap();
+    other.commit(turn(id, 40, qa(9), vec![])).await.unwrap();
+    let seen = store.load_turn("hot", None, 41).await.unwrap();
+    assert_eq!(seen.history.len(), 10);
+    assert_eq!(seen.history.last().map(|e| e.text.as_str()), Some("a9"));
+    rusqlite_connection(&path)
+        .execute("DELETE FROM entries WHERE text = 'a9'", [])
+        .unwrap();
+    let seen = store.load_turn("hot", None, 42).await.unwrap();
+    assert_eq!(seen.history.last().map(|e| e.text.as_str()), Some("q9"));
+    // Model selection and reset through this store are seen at once.
+    store
+        .select_model(id, Some("m/x"), ModelSource::User, 43)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .load_turn("hot", None, 44)
+            .await
+            .unwrap()
+            .session
+            .model
+            .as_deref(),
+        Some("m/x")
+    );
+    store.reset(id, false, 45).await.unwrap();
+    let after = store.load_turn("hot", None, 46).await.unwrap();
+    assert!(after.pins.is_empty());
+    assert!(after.history.iter().all(|e| e.kind == EntryKind::Summary));
+    assert!(store.delete("hot").await.unwrap());
+    let new = store.load_turn("hot", None, 47).await.unwrap();
+    // A new session (SQLite may give it the same id): nothing of the old.
+    assert_eq!(new.session.turns, 0);
+    assert!(new.history.is_empty() && new.pins.is_empty());
+}
