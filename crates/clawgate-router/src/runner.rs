@@ -593,7 +593,7 @@ impl Runner {
     }
 
     /// Routes one turn.
-    pub async fn run(&self, turn: Turn<'_>) -> Result<Routed, RunError> {
+    pub async fn run(&self, mut turn: Turn<'_>) -> Result<Routed, RunError> {
         let started = std::time::Instant::now();
         self.metrics.turns.fetch_add(1, Ordering::Relaxed);
         let selected = turn
@@ -611,7 +611,7 @@ impl Runner {
         for round in 0..=self.overload.max_retries {
             let start = attempts.len();
             match self
-                .pass(&turn, round, &mut attempts, &mut upstream_wait)
+                .pass(&mut turn, round, &mut attempts, &mut upstream_wait)
                 .await
             {
                 Ok(Some((mut stream, served))) => {
@@ -725,7 +725,7 @@ impl Runner {
     /// One pass over the chain. `Ok(None)`: everything failed over.
     async fn pass(
         &self,
-        turn: &Turn<'_>,
+        turn: &mut Turn<'_>,
         round: u32,
         attempts: &mut Vec<Attempt>,
         upstream_wait: &mut Duration,
@@ -870,22 +870,36 @@ impl Runner {
                         continue;
                     }
                 };
-                let mut req = turn.request.clone();
-                req.model = model.id.clone();
+                // This candidate's model, token cap and `extra_body` are set
+                // on the turn's request for the call and taken back after
+                // it: a copy per attempt copied the whole history.
+                let req = &mut turn.request;
+                let model_before = std::mem::replace(&mut req.model, model.id.clone());
+                let max_before = req.max_tokens;
                 req.max_tokens = Some(
                     req.max_tokens
                         .unwrap_or(model.max_tokens)
                         .min(model.max_tokens),
                 );
+                let mut added = Vec::new();
                 for (k, v) in extra_body(turn.registry, model) {
-                    req.extra_body.entry(k).or_insert(v);
+                    if !req.extra_body.contains_key(&k) {
+                        req.extra_body.insert(k.clone(), v);
+                        added.push(k);
+                    }
                 }
                 self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
                 let t = std::time::Instant::now();
                 let attempt_started = self.clock.now();
                 let result = self
-                    .send_waiting_for_load(&ep, &req, &reference, turn.on_notice)
+                    .send_waiting_for_load(&ep, &turn.request, &reference, turn.on_notice)
                     .await;
+                let req = &mut turn.request;
+                req.model = model_before;
+                req.max_tokens = max_before;
+                for k in added {
+                    req.extra_body.remove(&k);
+                }
                 *upstream_wait += t.elapsed();
                 match result {
                     Ok((inner, first)) => {

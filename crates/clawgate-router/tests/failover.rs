@@ -929,3 +929,45 @@ async fn observers_are_told_once_how_each_answer_ended() {
         ]
     );
 }
+
+#[tokio::test]
+async fn each_attempt_sends_its_own_model_token_cap_and_extra_body() {
+    let api = "openai-completions";
+    let backup = FakeServer::start(move |_| ok_reply(api, "from backup")).await;
+    let primary = FakeServer::start(move |_| fault_reply(Fault::S500, api)).await;
+    let text = format!(
+        r#"{{
+  agents: {{ defaults: {{ model: {{ primary: "primary/pm", fallbacks: ["backup/bm"] }},
+    models: {{ "primary/pm": {{ params: {{ extra_body: {{ top_k: 5 }} }} }} }} }} }},
+  models: {{ mode: "replace", providers: {{
+    primary: {{ baseUrl: "{}", api: "{api}", apiKey: "sk-primary", models: [{{ id: "pm", maxTokens: 100 }}] }},
+    backup: {{ baseUrl: "{}", api: "{api}", apiKey: "sk-backup", models: [{{ id: "bm", maxTokens: 50 }}] }},
+  }} }},
+}}"#,
+        primary.base_url(),
+        backup.base_url()
+    );
+    let reg = load_text(Path::new("t.json5"), &text, &|_| None)
+        .unwrap()
+        .registry;
+    let runner = Runner::new(Client::new().unwrap(), Arc::new(TokioClock::default()));
+    let (served, c, _, _) = run_turn(&runner, &reg, None).await.unwrap();
+    assert_eq!(
+        (served.as_str(), c.text.as_str()),
+        ("backup/bm", "from backup")
+    );
+    let body = |r: &Recorded| serde_json::from_str::<serde_json::Value>(&r.body_str()).unwrap();
+    let first = body(&primary.requests()[0]);
+    assert_eq!(
+        (&first["model"], &first["max_tokens"], &first["top_k"]),
+        (&json!("pm"), &json!(100), &json!(5))
+    );
+    // The fallback gets its own model and cap, and nothing of the first
+    // candidate's `extra_body`.
+    let second = body(&backup.requests()[0]);
+    assert_eq!(
+        (&second["model"], &second["max_tokens"]),
+        (&json!("bm"), &json!(50))
+    );
+    assert!(second.get("top_k").is_none(), "{second}");
+}
