@@ -255,13 +255,15 @@ async fn main() -> Result<()> {
             Kind::ChatSession,
             1,
             q(500),
-        ),
+        )
+        .by_wrk(),
         Scenario::new(
             "chat, non-streaming, session, c=64",
             Kind::ChatSession,
             64,
             q(3000),
-        ),
+        )
+        .by_wrk(),
         Scenario::new(
             "chat, non-streaming, session of 10 000 entries, c=1",
             Kind::ChatLongSession {
@@ -525,7 +527,17 @@ async fn drive_wrk(
     let Some(bin) = wrk_bin.clone() else {
         return Stats::default();
     };
-    let (path, body) = load::request(sc.kind, sys.name, "hi");
+    let (path, body) = match sc.kind {
+        // Each connection keeps its own sessions (`user`), as in-process.
+        Kind::ChatSession => (
+            "/v1/chat/completions",
+            serde_json::json!({"model": "mock/m", "stream": false, "max_tokens": 256,
+                               "user": wrk::SESSION_SLOT,
+                               "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        ),
+        kind => load::request(kind, sys.name, "hi"),
+    };
     let (dir, sys, conc) = (dir.to_path_buf(), sys.clone(), sc.conc);
     tokio::task::spawn_blocking(move || wrk::run(&bin, &dir, &sys, path, &body, conc, seconds))
         .await

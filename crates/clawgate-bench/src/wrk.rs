@@ -36,7 +36,13 @@ fn lua_str(s: &str) -> String {
 }
 
 /// The script: a fixed POST, and a machine-readable line at the end.
-fn script(body: &str, key: Option<&str>) -> String {
+/// Where a session key goes in a session scenario's body.
+pub const SESSION_SLOT: &str = "@SESSION@";
+
+/// Runs of wrk in this process, so each run's sessions are new ones.
+static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn script(body: &str, key: Option<&str>, conc: usize) -> String {
     let auth = key
         .map(|k| {
             format!(
@@ -45,11 +51,34 @@ fn script(body: &str, key: Option<&str>) -> String {
             )
         })
         .unwrap_or_default();
+    // A body with a session slot: each connection's turns go to its own
+    // session, 10 turns each, as the in-process generator does (the
+    // counter is wrk's, one thread: consecutive requests, which are the
+    // ones in flight together, get different sessions).
+    let sessions = match body.split_once(SESSION_SLOT) {
+        Some((prefix, suffix)) => {
+            let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!(
+                r#"counter = 0
+request = function()
+  counter = counter + 1
+  local k = string.format("wrk-{pid}-{run}-%d-%d", counter % {conc}, math.floor(counter / {turns}))
+  return wrk.format(nil, nil, nil, {prefix} .. k .. {suffix})
+end
+"#,
+                pid = std::process::id(),
+                turns = conc.max(1) * 10,
+                prefix = lua_str(prefix),
+                suffix = lua_str(suffix)
+            )
+        }
+        None => String::new(),
+    };
     format!(
         r#"wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
-{auth}done = function(summary, latency, requests)
+{auth}{sessions}done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("WRKRESULT %d %d %d %d %d\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout + e.status))
@@ -59,8 +88,6 @@ end
     )
 }
 
-/// One wrk run of `seconds` against `sys` with `conc` connections on one
-/// thread; `None` when wrk failed or printed nothing usable.
 pub fn run(
     wrk: &std::path::Path,
     dir: &std::path::Path,
@@ -71,7 +98,7 @@ pub fn run(
     seconds: f64,
 ) -> Option<Stats> {
     let file = dir.join(format!("wrk-{}.lua", sys.name));
-    std::fs::write(&file, script(body, sys.key)).ok()?;
+    std::fs::write(&file, script(body, sys.key, conc)).ok()?;
     let out = Command::new(wrk)
         .args(["-t1", "-c", &conc.to_string()])
         // wrk takes whole seconds (no `ms` unit).
@@ -108,8 +135,16 @@ mod tests {
     #[test]
     fn the_body_is_a_valid_lua_string() {
         assert_eq!(lua_str(r#"{"a":"b\"c"}"#), r#""{\"a\":\"b\\\"c\"}""#);
-        let s = script("{}", Some("k"));
+        let s = script("{}", Some("k"), 1);
         assert!(s.contains("Bearer k"));
         assert!(s.contains("WRKRESULT"));
+        assert!(!s.contains("request = function"));
+        // A session body: the key goes where the slot was, per request.
+        let s = script(r#"{"user":"@SESSION@"}"#, None, 64);
+        assert!(
+            s.contains(r#"wrk.format(nil, nil, nil, "{\"user\":\"" .. k .. "\"}")"#),
+            "{s}"
+        );
+        assert!(s.contains("counter % 64, math.floor(counter / 640)"), "{s}");
     }
 }
