@@ -14,6 +14,8 @@ use clawgate_wire::{
 };
 use serde_json::{json, Map, Value};
 
+use clawgate_wire::openai_chat::ToolCallOut;
+
 use crate::errors::ApiError;
 use crate::inbound;
 use crate::AppState;
@@ -337,20 +339,6 @@ struct CompletionMessage<'a> {
     tool_calls: Vec<ToolCallOut<'a>>,
 }
 
-#[derive(serde::Serialize)]
-struct ToolCallOut<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionOut<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct FunctionOut<'a> {
-    name: &'a str,
-    arguments: &'a str,
-}
-
 fn finish_reason(s: Option<&StopReason>) -> &'static str {
     match s {
         Some(StopReason::MaxTokens) => "length",
@@ -499,14 +487,7 @@ async fn collect(
                 tool_calls: c
                     .tool_calls
                     .iter()
-                    .map(|t| ToolCallOut {
-                        id: &t.id,
-                        kind: "function",
-                        function: FunctionOut {
-                            name: &t.name,
-                            arguments: &t.arguments,
-                        },
-                    })
+                    .map(|t| ToolCallOut::function(&t.id, &t.name, &t.arguments))
                     .collect(),
             },
             finish_reason: finish_reason(c.stop.as_ref()),

@@ -94,7 +94,7 @@ impl App {
         }
     }
 
-    pub(crate) async fn handle<B>(self, req: axum::http::Request<B>) -> Response
+    pub(crate) async fn handle<B>(mut self, req: axum::http::Request<B>) -> Response
     where
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
@@ -116,7 +116,8 @@ impl App {
         };
         let res = match refused {
             Some(res) => res,
-            None => match self.router.clone().call(req).await {
+            // `self` is already this request's copy: no second clone.
+            None => match self.router.call(req).await {
                 Ok(res) => res,
                 Err(never) => match never {},
             },

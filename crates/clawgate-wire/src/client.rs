@@ -54,7 +54,8 @@ pub struct Client {
     proxy_hosts: Arc<[String]>,
     /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
     /// the per-request CPU, and a gateway calls the same few URLs.
-    urls: Arc<Mutex<HashMap<String, Target>>>,
+    /// Parsed targets by URL text, shared: a request takes one reference.
+    urls: Arc<Mutex<HashMap<String, Arc<Target>>>>,
     /// The provider whose rules `get_raw`, `post_raw`, `health` and
     /// `introspect` follow (`None`: the URL's origin is trusted as a
     /// configured one).
@@ -130,7 +131,7 @@ impl Client {
             .map_err(|e| WireError::new(WireErrorKind::Request, e.clone()))
     }
 
-    fn target(&self, text: String) -> Result<Target, WireError> {
+    fn target(&self, text: String) -> Result<Arc<Target>, WireError> {
         if let Some(t) = self.urls.lock().ok().and_then(|m| m.get(&text).cloned()) {
             return Ok(t);
         }
@@ -143,12 +144,12 @@ impl Client {
         let public = url
             .host_str()
             .is_some_and(|h| clawgate_core::net::classify_name(h) == AddrClass::Public);
-        let t = Target {
+        let t = Arc::new(Target {
             origin: url.origin().ascii_serialization().into(),
             url,
             uri,
             public,
-        };
+        });
         if let Ok(mut m) = self.urls.lock() {
             // Config reloads can change URLs; keep the cache small.
             if m.len() >= 256 {
@@ -168,7 +169,7 @@ impl Client {
         local_only: Option<&str>,
     ) -> Result<(&reqwest::Client, reqwest::Url, Reach), WireError> {
         let (t, reach) = self.checked(text, policy, local_only)?;
-        Ok((self.pool(reach)?, t.url, reach))
+        Ok((self.pool(reach)?, t.url.clone(), reach))
     }
 
     /// The parsed target and its reach, after the guard's decision on an
@@ -178,7 +179,7 @@ impl Client {
         text: String,
         policy: Option<&OutboundPolicy>,
         local_only: Option<&str>,
-    ) -> Result<(Target, Reach), WireError> {
+    ) -> Result<(Arc<Target>, Reach), WireError> {
         let t = self.target(text)?;
         let reach = match policy {
             Some(p) => p.reach(&t.origin, local_only.is_some()),
@@ -224,8 +225,15 @@ impl Client {
         let head = match self.h1_for(&target, reach) {
             Some((h1, uri)) => self.send_h1(h1, uri, ep, req, bytes, deadline).await?,
             None => {
-                self.send_reqwest(self.pool(reach)?, target.url, ep, req, bytes, deadline)
-                    .await?
+                self.send_reqwest(
+                    self.pool(reach)?,
+                    target.url.clone(),
+                    ep,
+                    req,
+                    bytes,
+                    deadline,
+                )
+                .await?
             }
         };
         let (status, headers, body) = head;

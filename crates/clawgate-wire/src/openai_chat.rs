@@ -66,7 +66,7 @@ struct MsgOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<CallOut<'a>>,
+    tool_calls: Vec<ToolCallOut<'a>>,
 }
 
 #[derive(serde::Serialize)]
@@ -88,8 +88,10 @@ struct UrlOut<'a> {
     url: &'a str,
 }
 
+/// An OpenAI `tool_calls` item, borrowed: the one shape both the upstream
+/// request body and the gateway's own completions write.
 #[derive(serde::Serialize)]
-struct CallOut<'a> {
+pub struct ToolCallOut<'a> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -100,6 +102,16 @@ struct CallOut<'a> {
 struct FunctionOut<'a> {
     name: &'a str,
     arguments: &'a str,
+}
+
+impl<'a> ToolCallOut<'a> {
+    pub fn function(id: &'a str, name: &'a str, arguments: &'a str) -> Self {
+        Self {
+            id,
+            kind: "function",
+            function: FunctionOut { name, arguments },
+        }
+    }
 }
 
 fn message<'a>(role: &'static str, content: Content<'a>) -> MsgOut<'a> {
@@ -150,11 +162,7 @@ pub fn body(ep: &Endpoint, req: &ChatRequest) -> Result<Vec<u8>, serde_json::Err
                                 id,
                                 name,
                                 arguments,
-                            } => Some(CallOut {
-                                id,
-                                kind: "function",
-                                function: FunctionOut { name, arguments },
-                            }),
+                            } => Some(ToolCallOut::function(id, name, arguments)),
                             _ => None,
                         })
                         .collect();
