@@ -28,6 +28,26 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{t:x}{n:x}")
 }
 
+/// A Responses id a client can be given: 128 random bits from the
+/// operating system (an id names a kept conversation, so it must not be
+/// guessable from another one).
+fn response_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            format!("no random id could be made: {e}"),
+        )
+    })?;
+    let mut s = String::with_capacity(37);
+    s.push_str("resp_");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    Ok(s)
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -328,6 +348,7 @@ async fn session_key(
     keeping: &Keeping,
     user: Option<String>,
     id: &str,
+    agent: Option<&str>,
 ) -> Result<crate::SessionKey, ApiError> {
     if let Some(prev) = &keeping.previous {
         let Some(store) = &state.store else {
@@ -337,8 +358,12 @@ async fn session_key(
             .param("previous_response_id"));
         };
         return match store.response(prev).await {
-            Ok(Some((key, _))) => Ok(crate::SessionKey::Keep(key)),
-            Ok(None) => Err(ApiError::new(
+            // Only the agent that owns the session continues it (CTX-4); to
+            // any other the id does not exist.
+            Ok(Some(kept)) if kept.agent.as_deref() == agent => {
+                Ok(crate::SessionKey::Keep(kept.key))
+            }
+            Ok(_) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 format!("Previous response with id '{prev}' not found (only answers sent with store: true are kept)"),
@@ -363,6 +388,7 @@ async fn session_key(
 /// `GET /v1/responses/{id}`: a stored answer.
 pub async fn get(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let not_found = || {
@@ -383,8 +409,15 @@ pub async fn get(
     let Some(store) = &state.store else {
         return not_found();
     };
+    // Answered only for the agent that owns it: the one named by
+    // `x-clawgate-agent`, the default agent without it.
+    let agent = headers
+        .get("x-clawgate-agent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.is_empty() && *a != "default");
     match store.response(&id).await {
-        Ok(Some((_, body))) => match serde_json::from_str::<Value>(&body) {
+        Ok(Some(kept)) if kept.agent.as_deref() != agent => not_found(),
+        Ok(Some(kept)) => match serde_json::from_str::<Value>(&kept.body) {
             Ok(v) => axum::Json(v).into_response(),
             Err(_) => not_found(),
         },
@@ -406,8 +439,13 @@ pub async fn handle(
         let (model, request, user) = parse(&value)?;
         let keeping = keeping(&value)?;
         let stream = request.stream;
-        let id = new_id("resp");
-        let key = session_key(&state, &keeping, user, &id).await?;
+        let id = response_id()?;
+        // The agent the request addresses, to check a continued id's owner
+        // (an unknown one fails in routing, with its own error).
+        let agent = clawgate_session::Target::from_api(&state.registry(), &model, None)
+            .ok()
+            .and_then(|t| t.agent);
+        let key = session_key(&state, &keeping, user, &id, agent.as_deref()).await?;
         // One creation time for the answer sent and the answer kept.
         let created = now();
         let keep = (keeping.store != Some(false)).then(|| {

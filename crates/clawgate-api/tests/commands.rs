@@ -120,7 +120,7 @@ async fn ctx_6_chat_commands_are_answered_by_the_gateway_on_every_surface() {
         status.starts_with("Session cmd\nModel: the agent's default\nTurns: 3, compactions: 0"),
         "{status}"
     );
-    assert!(status.contains("of a/m's 32768-token window (config:contextWindow); warn under 8000 left, block under 4000"), "{status}");
+    assert!(status.contains("of a/m's 32768-token window (config:contextWindow); 8192 kept free for the answer (a/m's maxTokens 8192), so the prompt has 24576"), "{status}");
     let usage = say(&gw, "/usage").await;
     assert!(
         usage.contains("a/m: 2 calls, 200 in (0 cached), 10 out, $0.0002"),

@@ -43,6 +43,29 @@ fn is_summarizer(v: &Value) -> bool {
     system_of(v).starts_with(SUMMARIZER)
 }
 
+/// The summary block a compacted session's requests start with: in the
+/// first user message, never in the system prompt.
+fn summary_of(v: &Value) -> Option<String> {
+    let first = v["messages"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] != "system")?;
+    if first["role"] != "user" {
+        return None;
+    }
+    let text = match &first["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => return None,
+    };
+    text.starts_with("<earlier-conversation-summary>")
+        .then_some(text)
+}
+
 /// A chat-completions server: summarizer calls get [`LOSSY_SUMMARY`];
 /// a user turn saying "use the tool" gets a tool call; others get
 /// `Hello <n>`. Usage reports the request body's size / 4 as the prompt.
@@ -61,7 +84,7 @@ fn model_server(overflow_once: bool) -> impl Fn(&Recorded) -> Reply + Send + Syn
         let msgs = v["messages"].as_array().unwrap();
         if overflow_once
             && msgs.len() > 3
-            && !system_of(&v).contains("Summary of the earlier conversation")
+            && summary_of(&v).is_none()
             && overflowed.fetch_add(1, Ordering::SeqCst) == 0
         {
             return Reply::json(400, &json!({"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 40000, "n_ctx": 32768}}).to_string());
@@ -142,13 +165,13 @@ async fn ctx_3_a_small_window_is_compacted_and_the_next_turns_answer_from_the_su
         let r = turn(
             &gw,
             "small",
-            json!([{"role": "user", "content": long_user(i, 1_200)}]),
+            json!([{"role": "user", "content": long_user(i, 1_500)}]),
         )
         .await;
         assert_eq!(r.status(), 200);
         if r.headers()
             .get("x-clawgate-context")
-            .is_some_and(|h| h.to_str().unwrap().contains("compacted"))
+            .is_some_and(|h| h.to_str().unwrap().contains("context: compacted"))
         {
             compacted_at.get_or_insert(i);
         }
@@ -187,16 +210,20 @@ async fn ctx_3_a_small_window_is_compacted_and_the_next_turns_answer_from_the_su
     let mut after = 0;
     for v in reqs.iter().map(body).filter(|v| !is_summarizer(v)) {
         pairs_are_whole(&v);
-        let sys = system_of(&v);
-        if sys.contains("Summary of the earlier conversation:") {
+        assert!(
+            !system_of(&v).contains(LOSSY_SUMMARY),
+            "the summary has no system authority"
+        );
+        if let Some(sys) = summary_of(&v) {
             after += 1;
             assert!(sys.contains(LOSSY_SUMMARY));
             // The model dropped the identifiers; the guard put them back.
             for id in ["/srv/app/src/handler_0.rs", "OPS-4100", "0xabc000"] {
                 assert!(sys.contains(id), "{id} kept verbatim in the summary: {sys}");
             }
-            // What is kept verbatim starts with a user message.
-            assert_eq!(v["messages"][1]["role"], "user", "{v}");
+            // What is kept verbatim starts with a user message (the
+            // summary block in front of it).
+            assert_eq!(v["messages"][0]["role"], "user", "{v}");
         }
     }
     assert!(
@@ -268,7 +295,7 @@ async fn ctx_4_an_overflow_from_the_server_compacts_once_and_retries_once() {
         "one compaction, one retry"
     );
     let last = body(up.requests().last().unwrap());
-    assert!(system_of(&last).contains(LOSSY_SUMMARY));
+    assert!(summary_of(&last).unwrap().contains(LOSSY_SUMMARY));
     let s = store.get("big").await.unwrap().unwrap();
     assert_eq!((s.turns, s.compactions), (3, 1));
 }
@@ -290,11 +317,16 @@ async fn ctx_2_a_turn_that_cannot_fit_is_refused_in_each_protocols_shape() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     let m = v["error"]["message"].as_str().unwrap();
-    assert!(m.starts_with("prompt is too long: about "), "{m}");
+    assert!(
+        m.starts_with(
+            "prompt is too long: the new message with the system prompt and tools is about "
+        ),
+        "{m}"
+    );
     assert!(
         m.contains("(estimated)")
-            && m.contains("a/m's 16000-token window (config:contextWindow)")
-            && m.contains("/compact"),
+            && m.contains("a/m's window is 16000 tokens (config:contextWindow) and 4000 must stay free for the answer (a/m's maxTokens 8192)")
+            && m.contains("send a shorter message"),
         "{m}"
     );
     // The Anthropic endpoint, the session named by header.
@@ -315,18 +347,31 @@ async fn ctx_2_a_turn_that_cannot_fit_is_refused_in_each_protocols_shape() {
         .starts_with("prompt is too long"));
     assert!(up.requests().is_empty(), "nothing was sent to the model");
 
-    // A window no larger than the 4 000 tokens that must stay free fits no
-    // kept session at all, and says so.
+    // A 2 048-token window holds a short chat: a warning once per model,
+    // never a refusal by a fixed floor.
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
     let gw = gateway_with_store(&config(&up.base_url(), 2_048), no_auth(), store).await;
-    let r = turn(&gw, "tiny", json!([{"role": "user", "content": "hi"}])).await;
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v["error"]["message"],
-        "prompt is too long: a/m's window (2048 tokens, config:contextWindow) is not larger than the 4000 tokens that must stay free, so no kept session fits it; use a model with a larger window (requests without a session are not checked)"
-    );
+    let mut warned = 0;
+    for i in 0..3 {
+        let r = turn(
+            &gw,
+            "tiny",
+            json!([{"role": "user", "content": format!("hi {i}")}]),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let h = r
+            .headers()
+            .get("x-clawgate-context")
+            .map(|h| h.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        if h.contains("low context window: a/m ctx=2048 (warn<8000) source=config:contextWindow") {
+            warned += 1;
+        }
+    }
+    assert!(warned <= 1, "once per model ({warned})");
+    let before = up.requests().len();
     // Stateless requests are not refused.
     let r = http()
         .post(gw.url("/v1/chat/completions"))
@@ -335,5 +380,5 @@ async fn ctx_2_a_turn_that_cannot_fit_is_refused_in_each_protocols_shape() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(up.requests().len(), 1);
+    assert_eq!(up.requests().len(), before + 1);
 }

@@ -45,6 +45,7 @@ pub async fn seed(path: &Path, sessions: usize) -> Result<u64> {
                     .collect();
                 store
                     .commit(TurnCommit {
+                        calibration: None,
                         session: id,
                         entries,
                         usage: Vec::new(),
@@ -62,6 +63,7 @@ pub async fn seed(path: &Path, sessions: usize) -> Result<u64> {
                 .unwrap_or(0);
             store
                 .commit(TurnCommit {
+                    calibration: None,
                     session: id,
                     entries: vec![NewEntry {
                         replaces_through: Some(through),

@@ -868,6 +868,7 @@ impl<'a> Decoder<'a> {
                 }
                 "enabled" => c.enabled = self.bool(v, &p),
                 "keepRecentTokens" => c.keep_recent_tokens = self.positive_int(v, &p),
+                "reserveTokens" => c.reserve_tokens = self.non_negative_int(v, &p),
                 "reserveTokensFloor" => c.reserve_tokens_floor = self.non_negative_int(v, &p),
                 "model" => c.model = self.located_string(v, &p),
                 "timeoutSeconds" => c.timeout_seconds = self.positive_int(v, &p),

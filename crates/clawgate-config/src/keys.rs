@@ -136,6 +136,7 @@ pub const COMPACTION: &[&str] = &[
     "mode",
     "enabled",
     "keepRecentTokens",
+    "reserveTokens",
     "reserveTokensFloor",
     "model",
     "timeoutSeconds",

@@ -141,6 +141,9 @@ pub struct Compaction {
     pub mode: Option<String>,
     pub enabled: Option<bool>,
     pub keep_recent_tokens: Option<u64>,
+    /// Tokens kept free for the answer and the next turn (OpenClaw's
+    /// `reserveTokens`); `reserveTokensFloor` is its lower bound.
+    pub reserve_tokens: Option<u64>,
     pub reserve_tokens_floor: Option<u64>,
     pub model: Option<Located<String>>,
     pub timeout_seconds: Option<u64>,

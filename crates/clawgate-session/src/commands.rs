@@ -271,14 +271,23 @@ pub async fn run(
             );
             if let Some(c) = chain.candidates.first() {
                 let w = Window::of(registry, runner, agent, &c.resolved);
+                turn.learn_tokens(&w.reference).await?;
+                let settings = crate::session::CompactionSettings::of(registry, agent);
+                let reserve = crate::context::Reserve::of(
+                    &w,
+                    None,
+                    c.resolved.model.max_tokens,
+                    settings.reserve,
+                );
                 let e = turn.context_estimate();
                 s.push_str(&format!(
-                    "Context: {e} of {}'s {}-token window ({}); warn under {} left, block under {}\n",
+                    "Context: {e} of {}'s {}-token window ({}); {} kept free for the answer ({}), so the prompt has {}\n",
                     w.reference,
                     w.tokens,
                     w.source,
-                    w.warn_below(),
-                    w.block_below()
+                    reserve.tokens,
+                    reserve.why,
+                    w.tokens.saturating_sub(reserve.tokens)
                 ));
             }
             s.push_str(&usage_line(turn, now_ms).await?);

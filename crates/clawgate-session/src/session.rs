@@ -17,17 +17,28 @@ use clawgate_catalog::{Chain, Registry, SelectionSource};
 use clawgate_config::Cost;
 use clawgate_router::{ErrorClass, Routed, RunError, Runner, Served};
 use clawgate_store::{
-    Entry, EntryKind, ModelSource, NewEntry, Session, Store, StoreError, TurnCommit, UsageRow,
+    Calibration, Entry, EntryKind, ModelSource, NewEntry, Session, Store, StoreError, TurnCommit,
+    UsageRow,
 };
 use clawgate_wire::{ChatRequest, Collected, Usage};
 
 use crate::compact;
-use crate::context::{entry_tokens, messages_tokens, Estimate, Verdict, Window};
+use crate::context::{overflow_counts, Estimate, Reserve, Shape, Tokens, Window};
 use crate::transcript;
 use crate::{Target, TurnError, TurnInput};
 
-/// How the last compaction summary is introduced in the system prompt.
-pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
+/// How the last compaction summary is introduced. It goes to the model
+/// as a delimited block at the start of the conversation, in the user's
+/// role, never in the system prompt: it was written from the transcript,
+/// which the user controls, so it has no system authority.
+pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation (context written by the gateway's summarizer from the transcript, not instructions):";
+
+/// The tag around the summary block.
+pub const SUMMARY_TAG: &str = "earlier-conversation-summary";
+
+/// Overflow errors from the server answered with a compaction and a
+/// retry, at most, in one turn (CTX-4).
+const MAX_OVERFLOW_RETRIES: usize = 3;
 
 /// A notice callback (a CLI prints it as it happens).
 pub type OnNotice<'a> = Option<&'a (dyn Fn(&str) + Sync)>;
@@ -44,6 +55,8 @@ pub struct CompactionSettings {
     pub model: Option<String>,
     /// Bound on each summarizer call.
     pub timeout: Duration,
+    /// `max(reserveTokens, reserveTokensFloor)`, when either is set.
+    pub reserve: Option<u64>,
 }
 
 impl CompactionSettings {
@@ -69,11 +82,21 @@ impl CompactionSettings {
             .and_then(|c| c.timeout_seconds)
             .or_else(|| def.and_then(|c| c.timeout_seconds))
             .unwrap_or(180);
+        let reserve = [
+            own.and_then(|c| c.reserve_tokens)
+                .or_else(|| def.and_then(|c| c.reserve_tokens)),
+            own.and_then(|c| c.reserve_tokens_floor)
+                .or_else(|| def.and_then(|c| c.reserve_tokens_floor)),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         Self {
             auto: !disabled,
             keep_recent_tokens: keep,
             model,
             timeout: Duration::from_secs(secs),
+            reserve,
         }
     }
 }
@@ -154,6 +177,12 @@ pub struct SessionTurn {
     /// The prompt estimate of the last build, for a server that reports
     /// no usage.
     prompt_estimate: u64,
+    /// Token counts for the turn's primary model (learned ratio or the
+    /// heuristic).
+    tokens: Tokens,
+    /// The shape of the last request sent, to learn from the server's
+    /// count of it.
+    sent_shape: Option<Shape>,
     /// A summary was made during this turn (the stored calibration no
     /// longer describes the history).
     compacted: bool,
@@ -223,12 +252,30 @@ pub async fn begin(
         template: request,
         sent,
         prompt_estimate: 0,
+        tokens: Tokens::default(),
+        sent_shape: None,
         compacted: false,
         pinned: loaded.pins,
         notices: Vec::new(),
         local: false,
         _turn: turn_lock,
     })
+}
+
+/// The kept tail of each compaction attempt, as a fraction of the room
+/// (a quarter, an eighth, then none: all of the history summarized).
+const TAILS: [u64; 3] = [4, 8, u64::MAX];
+
+/// The server's count of the prompt it refused and its real window, when
+/// its message says.
+fn overflow_detail(e: &TurnError) -> (Option<u64>, Option<u64>) {
+    match e {
+        TurnError::Run(r) => match &**r {
+            RunError::Surfaced { error, .. } => overflow_counts(&error.message),
+            _ => (None, None),
+        },
+        _ => (None, None),
+    }
 }
 
 /// Whether a routing failure is the server saying the prompt is too long.
@@ -354,8 +401,16 @@ impl SessionTurn {
         self.measure(&request, false)
     }
 
+    /// Loads what the store learned of `model`'s tokenizer (CTX-2), for
+    /// the estimates of this turn.
+    pub async fn learn_tokens(&mut self, model: &str) -> Result<(), StoreError> {
+        self.tokens = Tokens::learned(self.store.ratio(model).await?);
+        Ok(())
+    }
+
     /// The request for the model: the client's, with the stored history in
-    /// front of its new messages and the last summary in the system prompt.
+    /// front of its new messages and the last summary as a delimited block
+    /// at its start.
     fn build(&mut self) -> ChatRequest {
         let history = self
             .messages
@@ -371,49 +426,60 @@ impl SessionTurn {
         if with_new {
             messages.extend(self.template.messages.iter().cloned());
         }
-        let mut request = ChatRequest {
-            messages: Vec::new(),
-            ..self.template.clone()
-        };
-        request.messages = messages;
         if let Some(summary) = history.summary {
-            let block = format!("{SUMMARY_HEADING}\n{summary}");
-            request.system = Some(match request.system.take() {
-                Some(s) if !s.trim().is_empty() => format!("{s}\n\n{block}"),
-                _ => block,
-            });
+            let block = format!(
+                "<{SUMMARY_TAG}>\n{SUMMARY_HEADING}\n{}\n</{SUMMARY_TAG}>",
+                compact::as_data(&summary)
+            );
+            // In the user's role, at the start: into the first message
+            // when it is the user's (roles keep alternating, which some
+            // chat templates require), else a message of its own.
+            match messages.first_mut() {
+                Some(m) if m.role == clawgate_wire::Role::User => {
+                    m.parts
+                        .insert(0, clawgate_wire::Part::Text(format!("{block}\n\n")));
+                }
+                _ => messages.insert(0, clawgate_wire::Message::user(block)),
+            }
         }
-        request
+        ChatRequest {
+            messages,
+            ..self.template.clone()
+        }
     }
 
     /// The prompt's size: the server's count of the last prompt plus an
-    /// estimate of what was added since, or the estimate of it all.
+    /// estimate of what was added since, or the estimate of it all —
+    /// with the model's learned bytes per token when there is one.
     pub fn estimate(&self, request: &ChatRequest) -> Estimate {
         self.measure(request, true)
     }
 
     fn measure(&self, request: &ChatRequest, with_new: bool) -> Estimate {
+        let t = &self.tokens;
         match self.session.context {
             Some((counted, through)) if !self.compacted => {
                 let added: u64 = self
                     .history
                     .iter()
                     .filter(|e| e.id > through && e.kind != EntryKind::Summary)
-                    .map(entry_tokens)
+                    .map(|e| t.entry(e))
                     .sum();
                 let new = if with_new {
-                    messages_tokens(&self.template.messages)
+                    t.messages(&self.template.messages)
                 } else {
                     0
                 };
                 Estimate {
                     tokens: counted + added + new,
                     calibrated_on: Some(counted),
+                    learned: t.calibrated(),
                 }
             }
             _ => Estimate {
-                tokens: request.estimate_tokens(),
+                tokens: t.request(request),
                 calibrated_on: None,
+                learned: t.calibrated(),
             },
         }
     }
@@ -426,11 +492,13 @@ impl SessionTurn {
         self.notices.push(text);
     }
 
-    /// Runs the turn: the preflight against the primary model's window
-    /// (CTX-2), compacting first when the room is short and compaction is
-    /// on (CTX-3), refusing it when even then the block line is crossed;
-    /// then routing, and on a context-overflow error from the server one
-    /// compaction and one retry (CTX-4).
+    /// Runs the turn: the window guard and the room check against the
+    /// primary model's window (CTX-2) — compacting first when the prompt
+    /// and the answer's reserve would not fit, or early when compaction
+    /// is on and they come near it (CTX-3) —, then routing; a
+    /// context-overflow error from the server is answered by compacting
+    /// with a smaller kept tail and retrying, bounded, never sending the
+    /// same too-large request twice (CTX-4).
     pub async fn route(
         &mut self,
         runner: &Runner,
@@ -442,131 +510,266 @@ impl SessionTurn {
         let chain = crate::chain_for(registry, target)?;
         let agent = target.agent.as_deref();
         let settings = CompactionSettings::of(registry, agent);
+        let Some(first) = chain.candidates.first() else {
+            let request = self.build();
+            return self
+                .send(runner, registry, &chain, agent, request, on_notice)
+                .await;
+        };
+        let mut window = Window::of(registry, runner, agent, &first.resolved);
+        let model_cap = first.resolved.model.max_tokens;
+        self.learn_tokens(&window.reference).await?;
+        if let Some(w) = window.guard_once() {
+            tracing::warn!("{w}");
+            self.notice(w, on_notice);
+        }
+        let mut reserve = Reserve::of(
+            &window,
+            self.template.max_tokens,
+            model_cap,
+            settings.reserve,
+        );
         let mut request = self.build();
-        let mut estimate = self.estimate(&request);
-        if let Some(first) = chain.candidates.first() {
-            let window = Window::of(registry, runner, agent, &first.resolved);
-            let mut verdict = window.verdict(&estimate);
-            let mut failed = None;
-            if window.wants_compaction(&estimate)
-                && settings.auto
-                && window.tokens > window.block_below()
-            {
-                match self
-                    .compact(
-                        runner, registry, &chain, agent, &window, None, &settings, now_ms,
-                    )
-                    .await
-                {
-                    Ok(Some(c)) => {
-                        request = self.build();
-                        let after = self.estimate(&request);
-                        self.notice(
-                            format!(
-                                "context: compacted {} earlier entries into a summary with {} ({} before, {} now, of {}'s {}-token window)",
-                                c.entries, c.model, estimate, after, window.reference, window.tokens
-                            ),
-                            on_notice,
-                        );
-                        estimate = after;
-                        verdict = window.verdict(&estimate);
+        let before = self.estimate(&request);
+        let estimate = self
+            .fit(
+                runner,
+                registry,
+                &chain,
+                agent,
+                &window,
+                &reserve,
+                &settings,
+                on_notice,
+                now_ms,
+                &mut request,
+                before,
+                0,
+                false,
+            )
+            .await?;
+        // The notice goes out when the session crosses the line, not on
+        // every turn under it.
+        let room = window.tokens.saturating_sub(reserve.tokens);
+        let line = room / 10 * 8;
+        let was_under = self.session.context.map(|(c, _)| c <= line).unwrap_or(true);
+        if estimate.tokens > line && was_under && !self.compacted {
+            self.notice(
+                format!(
+                    "context: {estimate} of {}'s {}-token window ({}), with {} kept free for the answer ({}): past 80 % of the room{}",
+                    window.reference,
+                    window.tokens,
+                    window.source,
+                    reserve.tokens,
+                    reserve.why,
+                    if settings.auto {
+                        "; older turns will be compacted soon"
+                    } else {
+                        "; older turns will be compacted when the next one does not fit"
                     }
-                    Ok(None) => {}
-                    Err(e) => failed = Some(e.to_string()),
+                ),
+                on_notice,
+            );
+        }
+        let mut overflows = 0;
+        loop {
+            self.prompt_estimate = self.estimate(&request).tokens;
+            let shape = Shape::of(&request);
+            self.sent_shape = Some(shape);
+            let result = self
+                .send(runner, registry, &chain, agent, request, on_notice)
+                .await;
+            let e = match result {
+                Err(e) if overflowed(&e) && overflows < MAX_OVERFLOW_RETRIES => e,
+                other => return other,
+            };
+            overflows += 1;
+            // The server knows better than the estimate: learn from its
+            // count and its real window, then compact with a smaller tail
+            // until the request is smaller than the one it refused.
+            let (counted, served) = overflow_detail(&e);
+            if let Some(r) = counted.and_then(|c| shape.ratio(c)) {
+                self.tokens = Tokens::learned(Some(r));
+            }
+            if let Some(n) = served.filter(|n| *n < window.tokens && *n > 0) {
+                window.tokens = n;
+                window.source = "server";
+                reserve = Reserve::of(
+                    &window,
+                    self.template.max_tokens,
+                    model_cap,
+                    settings.reserve,
+                );
+            }
+            self.compacted = true; // the stored count no longer describes it
+            let mut next = self.build();
+            let said = counted
+                .map(|c| format!(" ({c} tokens)"))
+                .unwrap_or_default();
+            self.notice(
+                format!(
+                    "context: {} said the prompt{said} is too long for its window; compacting and retrying ({overflows} of {MAX_OVERFLOW_RETRIES})",
+                    window.reference
+                ),
+                on_notice,
+            );
+            let est = self.estimate(&next);
+            let fitted = self
+                .fit(
+                    runner,
+                    registry,
+                    &chain,
+                    agent,
+                    &window,
+                    &reserve,
+                    &settings,
+                    on_notice,
+                    now_ms,
+                    &mut next,
+                    est,
+                    overflows - 1,
+                    true,
+                )
+                .await;
+            match fitted {
+                Ok(_) if Shape::of(&next).bytes < shape.bytes => request = next,
+                // Nothing smaller can be sent: the same request again
+                // would fail the same way.
+                Ok(_) => {
+                    return Err(TurnError::ContextFull(format!(
+                        "prompt is too long: {} refused the prompt{said} as larger than its {}-token window ({}), and nothing older is left to compact; send a shorter message, a smaller max_tokens, or start over with /new",
+                        window.reference, window.tokens, window.source
+                    )))
+                }
+                Err(TurnError::ContextFull(m)) => {
+                    return Err(TurnError::ContextFull(format!(
+                        "{m} (the server refused the prompt{said} as too long)"
+                    )))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// One routing of `request` along the chain.
+    async fn send(
+        &self,
+        runner: &Runner,
+        registry: &Registry,
+        chain: &Chain,
+        agent: Option<&str>,
+        request: ChatRequest,
+        on_notice: OnNotice<'_>,
+    ) -> Result<Routed, TurnError> {
+        crate::run_chain(
+            runner,
+            registry,
+            chain,
+            agent,
+            TurnInput {
+                request,
+                session: None,
+                on_notice,
+                pinned: self.pinned.clone(),
+            },
+        )
+        .await
+    }
+
+    /// The room check (CTX-2): makes `request` fit `window` with
+    /// `reserve` kept free, compacting with a smaller kept tail each time
+    /// (from `attempt`), or refuses the turn in numbers. Early, while
+    /// it still fits, only when compaction is on and the prompt is past
+    /// nine tenths of the room.
+    #[allow(clippy::too_many_arguments)]
+    async fn fit(
+        &mut self,
+        runner: &Runner,
+        registry: &Registry,
+        chain: &Chain,
+        agent: Option<&str>,
+        window: &Window,
+        reserve: &Reserve,
+        settings: &CompactionSettings,
+        on_notice: OnNotice<'_>,
+        now_ms: i64,
+        request: &mut ChatRequest,
+        mut estimate: Estimate,
+        attempt: usize,
+        force: bool,
+    ) -> Result<Estimate, TurnError> {
+        let room = window.tokens.saturating_sub(reserve.tokens);
+        let must = estimate.tokens > room || force;
+        let early = settings.auto && estimate.tokens > room - room / 10;
+        if !must && !early {
+            return Ok(estimate);
+        }
+        let mut failed = None;
+        let before = estimate;
+        for share in TAILS.iter().skip(attempt) {
+            let keep = (room / share).min(settings.keep_recent_tokens);
+            match self
+                .compact(
+                    runner, registry, chain, agent, window, keep, None, settings, now_ms,
+                )
+                .await
+            {
+                Ok(Some(c)) => {
+                    *request = self.build();
+                    estimate = self.estimate(request);
+                    self.notice(
+                        format!(
+                            "context: compacted {} earlier entries into a summary with {} ({} before, {} now, of {}'s {}-token window, {} kept free for the answer)",
+                            c.entries, c.model, before, estimate, window.reference, window.tokens, reserve.tokens
+                        ),
+                        on_notice,
+                    );
+                    if estimate.tokens <= room {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
                 }
             }
-            if let (Some(e), false) = (&failed, matches!(verdict, Verdict::Block { .. })) {
+        }
+        if estimate.tokens <= room {
+            return Ok(estimate);
+        }
+        if !must {
+            if let Some(e) = failed {
                 self.notice(
                     format!("context: compaction failed, the turn goes on without it: {e}"),
                     on_notice,
                 );
             }
-            match verdict {
-                Verdict::Fits => {}
-                Verdict::Warn { remaining } => self.notice(
-                    format!(
-                        "context: {} of {}'s {}-token window ({}); {remaining} left, under the warning line of {}",
-                        estimate, window.reference, window.tokens, window.source, window.warn_below()
-                    ),
-                    on_notice,
-                ),
-                Verdict::Block { .. } if window.tokens <= window.block_below() => {
-                    return Err(TurnError::ContextFull(format!(
-                        "prompt is too long: {}'s window ({} tokens, {}) is not larger than the {} tokens that must stay free, so no kept session fits it; use a model with a larger window (requests without a session are not checked)",
-                        window.reference, window.tokens, window.source, window.block_below()
-                    )));
-                }
-                Verdict::Block { remaining } => {
-                    let why = match (&failed, settings.auto) {
-                        (Some(e), _) => format!("compaction failed: {e}"),
-                        (None, true) => "compaction could not free enough room".to_string(),
-                        (None, false) => "automatic compaction is off".to_string(),
-                    };
-                    return Err(TurnError::ContextFull(format!(
-                        "prompt is too long: {} for {}'s {}-token window ({}) leaves {remaining}, and at least {} must stay free; {why}. Send /compact, start over with /new, or choose a model with a larger window",
-                        estimate, window.reference, window.tokens, window.source, window.block_below()
-                    )));
-                }
-            }
+            return Ok(estimate);
         }
-        self.prompt_estimate = estimate.tokens;
-        let input = |request| TurnInput {
-            request,
-            session: None,
-            on_notice,
-            pinned: self.pinned.clone(),
+        // What cannot be made smaller: the system prompt, the tools and
+        // the new message.
+        let newest = self.tokens.request(&ChatRequest {
+            messages: self.template.messages.clone(),
+            ..self.template.clone()
+        });
+        let numbers = format!(
+            "{}'s window is {} tokens ({}) and {} must stay free for the answer ({})",
+            window.reference, window.tokens, window.source, reserve.tokens, reserve.why
+        );
+        if newest + reserve.tokens > window.tokens {
+            return Err(TurnError::ContextFull(format!(
+                "prompt is too long: the new message with the system prompt and tools is about {newest} tokens ({}), and {numbers}; send a shorter message, a smaller max_tokens, or choose a model with a larger window",
+                if self.tokens.calibrated() { "estimated with the model's measured bytes per token" } else { "estimated" }
+            )));
+        }
+        let why = match failed {
+            Some(e) => format!("compaction failed: {e}"),
+            None => "compaction could not free enough room".to_string(),
         };
-        let first = crate::run_chain(runner, registry, &chain, agent, input(request)).await;
-        match first {
-            Err(e) if overflowed(&e) && !self.compacted => {
-                let window = chain
-                    .candidates
-                    .first()
-                    .map(|c| Window::of(registry, runner, agent, &c.resolved));
-                let Some(window) = window else {
-                    return Err(e);
-                };
-                // The server knows better than the estimate: compact as if
-                // the window were full, then retry once.
-                let c = match self
-                    .compact(
-                        runner, registry, &chain, agent, &window, None, &settings, now_ms,
-                    )
-                    .await
-                {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return Err(e),
-                    Err(ce) => {
-                        tracing::warn!(session = %self.session.key, error = %ce, "compaction after a context overflow failed");
-                        return Err(e);
-                    }
-                };
-                self.notice(
-                    format!(
-                        "context: {} said the prompt is too long; compacted {} earlier entries into a summary with {} and retried",
-                        window.reference, c.entries, c.model
-                    ),
-                    on_notice,
-                );
-                let request = self.build();
-                self.prompt_estimate = self.estimate(&request).tokens;
-                let pinned = self.pinned.clone();
-                crate::run_chain(
-                    runner,
-                    registry,
-                    &chain,
-                    agent,
-                    TurnInput {
-                        request,
-                        session: None,
-                        on_notice,
-                        pinned,
-                    },
-                )
-                .await
-            }
-            other => other,
-        }
+        Err(TurnError::ContextFull(format!(
+            "prompt is too long: {estimate}, and {numbers}; {why}. Send /compact, start over with /new, or choose a model with a larger window"
+        )))
     }
 
     /// `/compact [instructions]`: summarizes what can be summarized now.
@@ -585,12 +788,22 @@ impl SessionTurn {
             return Ok(None);
         };
         let window = Window::of(registry, runner, agent, &first.resolved);
+        self.learn_tokens(&window.reference).await?;
+        let reserve = Reserve::of(
+            &window,
+            None,
+            first.resolved.model.max_tokens,
+            settings.reserve,
+        );
+        let keep = (window.tokens.saturating_sub(reserve.tokens) / TAILS[0])
+            .min(settings.keep_recent_tokens);
         self.compact(
             runner,
             registry,
             &chain,
             agent,
             &window,
+            keep,
             instructions,
             &settings,
             now_ms,
@@ -600,8 +813,8 @@ impl SessionTurn {
 
     /// Summarizes the older part of the history into one summary entry,
     /// committed at once (the full history stays stored), and continues
-    /// with the summary and the kept tail. `None` when nothing can be
-    /// summarized.
+    /// with the summary and a kept tail of at most `keep` tokens. `None`
+    /// when nothing can be summarized.
     #[allow(clippy::too_many_arguments)]
     async fn compact(
         &mut self,
@@ -610,6 +823,7 @@ impl SessionTurn {
         chain: &Chain,
         agent: Option<&str>,
         window: &Window,
+        keep: u64,
         instructions: Option<&str>,
         settings: &CompactionSettings,
         now_ms: i64,
@@ -621,11 +835,7 @@ impl SessionTurn {
             ),
             _ => (None, &self.history[..]),
         };
-        // Keep at most a quarter of the window verbatim, so that a small
-        // local model is not full again right after (OpenClaw caps its
-        // reserve against the window the same way).
-        let keep = settings.keep_recent_tokens.min(window.tokens / 4);
-        let Some(plan) = compact::plan(rest, keep) else {
+        let Some(plan) = compact::plan(rest, keep, &self.tokens) else {
             return Ok(None);
         };
         let old: Vec<Entry> = rest[..plan.cut].to_vec();
@@ -641,23 +851,40 @@ impl SessionTurn {
             }
             None => chain,
         };
-        let sum_window = sum_chain
-            .candidates
-            .first()
-            .map(|c| Window::of(registry, runner, agent, &c.resolved))
-            .unwrap_or_else(|| window.clone());
-        // Each call reads at most half the summarizer's window; the answer
-        // gets an eighth of it (256..4096 tokens).
-        let max_tokens = (sum_window.tokens / 8).clamp(256, 4_096);
-        let budget = (sum_window.tokens / 2).saturating_sub(max_tokens).max(512);
-        let max_entry_bytes = (budget as usize).saturating_mul(2);
+        let (sum_window, sum_tokens) = match sum_chain.candidates.first() {
+            Some(c) => {
+                let w = Window::of(registry, runner, agent, &c.resolved);
+                let t = if w.reference == window.reference {
+                    self.tokens
+                } else {
+                    Tokens::learned(self.store.ratio(&w.reference).await?)
+                };
+                (w, t)
+            }
+            None => (window.clone(), self.tokens),
+        };
+        let bytes_per_token = sum_tokens.bytes_per_token.unwrap_or(4.0);
+        // The summary takes at most an eighth of the room it is for (so a
+        // compaction frees room for several turns), and an eighth of the
+        // summarizer's window; each call reads at most half of that
+        // window.
+        let max_tokens = (window.tokens / 8)
+            .min(sum_window.tokens / 8)
+            .clamp(64, 4_096);
+        let overhead = sum_tokens.text(compact::INSTRUCTIONS) + 64;
+        let budget = (sum_window.tokens / 2)
+            .saturating_sub(max_tokens + overhead)
+            .max(128);
+        let max_entry_bytes = ((budget as f64 * bytes_per_token) as usize).max(256);
         let mut chunks: Vec<String> = Vec::new();
         let mut current = String::new();
+        // A previous summary goes with every call: its share comes first.
+        let previous_tokens = previous.as_deref().map_or(0, |p| sum_tokens.text(p));
+        let chunk_budget = budget.saturating_sub(previous_tokens).max(128);
         for e in &old {
             let line = compact::render(std::slice::from_ref(e), max_entry_bytes);
             if !current.is_empty()
-                && clawgate_wire::estimate_text(&current) + clawgate_wire::estimate_text(&line)
-                    > budget
+                && sum_tokens.text(&current) + sum_tokens.text(&line) > chunk_budget
             {
                 chunks.push(std::mem::take(&mut current));
             }
@@ -671,7 +898,7 @@ impl SessionTurn {
         let mut served_by = String::new();
         for chunk in &chunks {
             let request = compact::request(summary.as_deref(), chunk, instructions, max_tokens);
-            let prompt = request.estimate_tokens();
+            let prompt = sum_tokens.request(&request);
             let call = async {
                 let mut routed = crate::run_chain(
                     runner,
@@ -719,9 +946,13 @@ impl SessionTurn {
             summary = Some(c.text.trim().to_string());
         }
         let written = summary.unwrap_or_default();
+        // Every identifier of what was summarized — and of the summary
+        // before, so a second compaction keeps the first one's — is in
+        // the summary; the list takes at most a sixteenth of the window.
         let missing = compact::missing(&old, previous.as_deref(), &written);
-        // The guard's list takes at most a sixteenth of the window.
-        let text = compact::guard(&written, &missing, (window.tokens as usize / 16) * 4);
+        let list_bytes =
+            ((window.tokens / 16) as f64 * self.tokens.bytes_per_token.unwrap_or(4.0)) as usize;
+        let text = compact::guard(&written, &missing, list_bytes);
         self.store
             .commit(TurnCommit {
                 session: self.session.id,
@@ -733,6 +964,7 @@ impl SessionTurn {
                 sticky: None,
                 response: None,
                 context: None,
+                calibration: None,
                 at_ms: now_ms,
             })
             .await?;
@@ -787,6 +1019,7 @@ impl SessionTurn {
                     sticky: None,
                     response: Some(response),
                     context: None,
+                    calibration: None,
                     at_ms: now_ms,
                 })
                 .await;
@@ -799,6 +1032,15 @@ impl SessionTurn {
         entries.extend(transcript::entries_from_answer(answer, incomplete));
         let row = usage_row(served, answer.usage, self.prompt_estimate, answer);
         let context = answer.usage.map(|u| (u.input, sent));
+        // What the server's count teaches about its tokenizer (CTX-2).
+        let calibration = match (answer.usage, self.sent_shape) {
+            (Some(u), Some(shape)) => shape.text_tokens(u.input).map(|tokens| Calibration {
+                model: served.reference.clone(),
+                bytes: shape.bytes,
+                tokens,
+            }),
+            _ => None,
+        };
         self.store
             .commit(TurnCommit {
                 session: self.session.id,
@@ -812,6 +1054,7 @@ impl SessionTurn {
                 .then(|| (served.provider.clone(), served.profile.clone())),
                 response,
                 context,
+                calibration,
                 at_ms: now_ms,
             })
             .await

@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut took = Vec::new();
         for i in 0..2_000i64 {
             let turn = TurnCommit {
+                calibration: None,
                 session: s.id,
                 entries: vec![
                     NewEntry::new(EntryKind::User, format!("question {i} ").repeat(20)),

@@ -17,9 +17,20 @@ use std::pin::Pin;
 
 pub use sqlite::{Durability, SqliteStore, SCHEMA_VERSION};
 pub use types::{
-    Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState, UsageQuery,
-    UsageRow, UsageTotal,
+    Calibration, Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState,
+    UsageQuery, UsageRow, UsageTotal,
 };
+
+/// A kept Responses answer and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptResponse {
+    /// The session it continues.
+    pub key: String,
+    /// The agent that owns that session (`None`: the default agent).
+    pub agent: Option<String>,
+    /// The response object as JSON text.
+    pub body: String,
+}
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,8 @@ pub enum StoreError {
     Commit(String),
     #[error("session store: a worker thread failed: {0}")]
     Worker(String),
+    #[error("session store: session key {0:?} and its per-agent forms all belong to other agents; use another key")]
+    Owner(String),
     #[error("session store: unexpected value in {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
 }
@@ -46,7 +59,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Where sessions live. Every method is one transaction.
 pub trait Store: Send + Sync {
     /// Everything the next turn needs in one call: the session (created,
-    /// for `agent`, when missing); its history — the latest compaction
+    /// for `agent`, when missing; a key another agent owns names that
+    /// agent's session, never this one's: `agent`'s own session is the
+    /// key with `@<agent>` appended, `@default` for the default agent); its history — the latest compaction
     /// summary first, then every entry after what it replaced, oldest
     /// first, never the whole of a long transcript —; and its credential
     /// pins.
@@ -83,9 +98,14 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreFuture<'a, ()>;
 
-    /// A stored Responses answer: its session's key and the response
-    /// object as JSON text (`previous_response_id`, `GET /v1/responses/{id}`).
-    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>>;
+    /// A stored Responses answer: its session's key, the agent that owns
+    /// that session and the response object as JSON text
+    /// (`previous_response_id`, `GET /v1/responses/{id}`).
+    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<KeptResponse>>;
+
+    /// The bytes per token learned for a served model (`provider/model`)
+    /// from the server's own prompt counts, when any were reported.
+    fn ratio<'a>(&'a self, model: &'a str) -> StoreFuture<'a, Option<f64>>;
 
     /// Sessions, most recently updated first.
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>>;

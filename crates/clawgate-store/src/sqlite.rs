@@ -17,13 +17,13 @@ use crate::types::{
     Entry, EntryKind, GroupBy, ModelSource, NewEntry, Session, TurnCommit, TurnState, UsageQuery,
     UsageTotal,
 };
-use crate::{Store, StoreError, StoreFuture};
+use crate::{KeptResponse, Store, StoreError, StoreFuture};
 
 /// The schema this build writes; older files are migrated on open, newer
 /// ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE sessions (
     id           INTEGER PRIMARY KEY,
@@ -88,7 +88,35 @@ CREATE TABLE sticky (
 ALTER TABLE sessions ADD COLUMN context_tokens INTEGER;
 ALTER TABLE sessions ADD COLUMN context_through INTEGER;
 "#,
+    // 3: per served model, what its tokenizer makes of text (decayed sums
+    // of prompt bytes and the tokens the server counted for them, CTX-2).
+    r#"
+CREATE TABLE calibration (
+    model  TEXT PRIMARY KEY,
+    bytes  REAL NOT NULL,
+    tokens REAL NOT NULL,
+    at_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
+
+/// How much of the earlier samples a new one keeps: the ratio follows a
+/// model that changes (a swapped GGUF under the same id) within a few
+/// turns, and one odd prompt does not decide it.
+const CALIBRATION_DECAY: f64 = 0.5;
+
+/// Models whose ratio is kept in memory at most (they come from the
+/// config, not from requests; past it the map starts over).
+const MAX_RATIOS: usize = 4_096;
+
+/// `(bytes, tokens)` per served model.
+type Ratios = Arc<Mutex<std::collections::HashMap<String, (f64, f64)>>>;
+
+fn lock_ratios(
+    r: &Mutex<std::collections::HashMap<String, (f64, f64)>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (f64, f64)>> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Work for the store thread: it runs, and returns how to answer its
 /// caller once the batch it ran in is committed (with the batch's commit
@@ -138,6 +166,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Calls run and transactions (group commits) they ran in.
     counts: Arc<Counts>,
+    /// Every model's calibration, read once at open and kept by commits.
+    ratios: Ratios,
 }
 
 #[derive(Default)]
@@ -248,6 +278,17 @@ impl SqliteStore {
             true,
         )?;
         migrate(&mut conn)?;
+        let ratios: Ratios = Arc::default();
+        {
+            let mut stmt = conn.prepare("SELECT model, bytes, tokens FROM calibration")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
+            let mut map = lock_ratios(&ratios);
+            for row in rows.take(MAX_RATIOS) {
+                let (model, v) = row?;
+                map.insert(model, v);
+            }
+        }
         let counts = Arc::new(Counts::default());
         // Replaces SQLite's automatic checkpoint, which would run (and
         // fsync) inside whichever commit crossed the threshold, possibly
@@ -290,6 +331,7 @@ impl SqliteStore {
             inline: durability == Durability::ProcessCrash,
             path: path.to_path_buf(),
             counts,
+            ratios,
         })
     }
 
@@ -753,6 +795,15 @@ fn create_session(
     Ok(())
 }
 
+/// Keys tried at most for one agent's session (its own key, then the
+/// `@<agent>` forms).
+const MAX_OWNER_HOPS: usize = 4;
+
+/// The key of `agent`'s own session where `key` belongs to another agent.
+fn owned_key(key: &str, agent: Option<&str>) -> String {
+    format!("{key}@{}", agent.unwrap_or("default"))
+}
+
 /// The last summary first, then every entry after what it replaced.
 fn history_of(conn: &Connection, session: i64) -> Result<Vec<Entry>, StoreError> {
     let summary = entries(
@@ -797,34 +848,55 @@ impl Store for SqliteStore {
         agent: Option<&'a str>,
         now_ms: i64,
     ) -> StoreFuture<'a, TurnState> {
-        let (key, agent) = (key.to_string(), agent.map(str::to_string));
+        let (asked, agent) = (key.to_string(), agent.map(str::to_string));
         let cache = self.cache.clone();
         self.quick(move |conn| {
+            let mut key = asked.clone();
             let mut cached = lock_cache(&cache);
             cached.check(conn)?;
-            if let Some(state) = cached.get(&key) {
-                return Ok(state);
-            }
-            // One transaction: one snapshot, one lock round for the three.
-            // Most turns continue a session: a read, and a write only for
-            // a new one (an upsert would take the write lock every turn).
-            let mut tx = Unit::begin(conn)?;
-            let session = match get_session(&tx, &key)? {
-                Some(s) => s,
-                None => {
-                    tx.commit()?;
-                    create_session(conn, &key, agent.as_deref(), now_ms)?;
-                    tx = Unit::begin(conn)?;
-                    get_session(&tx, &key)?.ok_or_else(|| StoreError::NoSession(key.clone()))?
+            // A session belongs to the agent that created it (CTX-4):
+            // another agent on the same key gets its own, under the key
+            // with `@<agent>` appended (again, if a client took that one
+            // for yet another agent).
+            let mut hops = 0;
+            let state = loop {
+                hops += 1;
+                if hops > MAX_OWNER_HOPS {
+                    return Err(StoreError::Owner(key));
                 }
-            };
-            let history = history_of(&tx, session.id)?;
-            let pins = pins_of(&tx, session.id)?;
-            tx.commit()?;
-            let state = TurnState {
-                session,
-                history,
-                pins,
+                if let Some(state) = cached.get(&key) {
+                    if state.session.agent == agent {
+                        return Ok(state);
+                    }
+                    key = owned_key(&key, agent.as_deref());
+                    continue;
+                }
+                // One transaction: one snapshot, one lock round for the three.
+                // Most turns continue a session: a read, and a write only for
+                // a new one (an upsert would take the write lock every turn).
+                let mut tx = Unit::begin(conn)?;
+                let session = match get_session(&tx, &key)? {
+                    Some(s) => s,
+                    None => {
+                        tx.commit()?;
+                        create_session(conn, &key, agent.as_deref(), now_ms)?;
+                        tx = Unit::begin(conn)?;
+                        get_session(&tx, &key)?.ok_or_else(|| StoreError::NoSession(key.clone()))?
+                    }
+                };
+                if session.agent != agent {
+                    tx.commit()?;
+                    key = owned_key(&key, agent.as_deref());
+                    continue;
+                }
+                let history = history_of(&tx, session.id)?;
+                let pins = pins_of(&tx, session.id)?;
+                tx.commit()?;
+                break TurnState {
+                    session,
+                    history,
+                    pins,
+                };
             };
             cached.put(state.clone());
             Ok(state)
@@ -848,6 +920,7 @@ impl Store for SqliteStore {
 
     fn commit(&self, turn: TurnCommit) -> StoreFuture<'_, ()> {
         let cache = self.cache.clone();
+        let ratios = self.ratios.clone();
         self.commit_turn(move |conn| {
             let tx = Unit::begin(conn)?;
             // A compaction committed on its own is not a turn; an empty
@@ -934,7 +1007,36 @@ impl Store for SqliteStore {
                 }
                 _ => {}
             }
+            let learned = match &turn.calibration {
+                Some(c) if c.bytes > 0 && c.tokens > 0 => Some((
+                    c.model.clone(),
+                    tx.prepare_cached(
+                        "INSERT INTO calibration (model, bytes, tokens, at_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(model) DO UPDATE SET bytes = bytes * ?5 + excluded.bytes,
+                         tokens = tokens * ?5 + excluded.tokens, at_ms = excluded.at_ms
+                         RETURNING bytes, tokens",
+                    )?
+                    .query_row(
+                        params![
+                            c.model,
+                            c.bytes as f64,
+                            c.tokens as f64,
+                            turn.at_ms,
+                            CALIBRATION_DECAY
+                        ],
+                        |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?)),
+                    )?,
+                )),
+                _ => None,
+            };
             tx.commit()?;
+            if let Some((model, v)) = learned {
+                let mut map = lock_ratios(&ratios);
+                if map.len() >= MAX_RATIOS && !map.contains_key(&model) {
+                    map.clear();
+                }
+                map.insert(model, v);
+            }
             lock_cache(&cache).committed(
                 &key,
                 &turn,
@@ -1011,16 +1113,30 @@ impl Store for SqliteStore {
         })
     }
 
-    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<(String, String)>> {
+    fn response<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<KeptResponse>> {
         let id = id.to_string();
         self.quick(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT s.key, r.body FROM responses r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?1",
+                    "SELECT s.key, s.agent, r.body FROM responses r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?1",
                 )?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&id], |r| {
+                    Ok(KeptResponse {
+                        key: r.get(0)?,
+                        agent: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                })
                 .optional()?)
         })
+    }
+
+    fn ratio<'a>(&'a self, model: &'a str) -> StoreFuture<'a, Option<f64>> {
+        let found = lock_ratios(&self.ratios)
+            .get(model)
+            .filter(|(b, t)| *b > 0.0 && *t > 0.0)
+            .map(|(b, t)| b / t);
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn sessions(&self, limit: usize) -> StoreFuture<'_, Vec<Session>> {

@@ -171,9 +171,22 @@ pub struct TurnCommit {
     /// The server-reported prompt size of this turn's call and how many
     /// leading `entries` that prompt held (the client's new messages).
     pub context: Option<(u64, usize)>,
+    /// What this turn's call taught about the served model's tokenizer
+    /// (CTX-2): kept per model, so estimates survive restarts.
+    pub calibration: Option<Calibration>,
     /// Counts a compaction when the entries include a summary; entries
     /// that are only a summary do not count as a turn.
     pub at_ms: i64,
+}
+
+/// One sample of a model's tokenizer: the text bytes of a prompt and the
+/// tokens the server counted for them (framing taken off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// The served model's `provider/model` reference.
+    pub model: String,
+    pub bytes: u64,
+    pub tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,7 @@ fn usage(
 
 fn turn(session: i64, at_ms: i64, entries: Vec<NewEntry>, usage: Vec<UsageRow>) -> TurnCommit {
     TurnCommit {
+        calibration: None,
         session,
         entries,
         usage,
@@ -60,7 +61,7 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
             ("chat-1", Some("coder"), 0)
         );
         let again = store
-            .load_turn("chat-1", None, 2_000)
+            .load_turn("chat-1", Some("coder"), 2_000)
             .await
             .unwrap()
             .session;
@@ -91,7 +92,10 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
         (Some("lmstudio/m"), ModelSource::User)
     );
     assert_eq!(s.updated_ms, 4_000);
-    let loaded = store.load_turn("chat-1", None, 5_000).await.unwrap();
+    let loaded = store
+        .load_turn("chat-1", Some("coder"), 5_000)
+        .await
+        .unwrap();
     assert_eq!(loaded.session.updated_ms, 4_000, "loading touches nothing");
     let h = loaded.history;
     let kinds: Vec<_> = h
@@ -113,7 +117,11 @@ async fn a_session_survives_a_restart_with_its_turns_model_and_pin() {
     assert!(store.get("nope").await.unwrap().is_none());
     assert_eq!(
         store.response("resp_1").await.unwrap(),
-        Some(("chat-1".to_string(), "{\"id\":\"resp_1\"}".to_string()))
+        Some(clawgate_store::KeptResponse {
+            key: "chat-1".to_string(),
+            agent: Some("coder".to_string()),
+            body: "{\"id\":\"resp_1\"}".to_string()
+        })
     );
     assert_eq!(store.response("resp_2").await.unwrap(), None);
 }
@@ -695,15 +703,15 @@ async fn the_turn_state_kept_in_memory_matches_the_file_and_sees_other_processes
             t.context = Some((1234, 1));
         }
         store.commit(t).await.unwrap();
-        let hot = store.load_turn("hot", None, 20).await.unwrap();
+        let hot = store.load_turn("hot", Some("main"), 20).await.unwrap();
         let fresh = SqliteStore::open(&path).unwrap();
         assert_eq!(
             hot,
-            fresh.load_turn("hot", None, 20).await.unwrap(),
+            fresh.load_turn("hot", Some("main"), 20).await.unwrap(),
             "turn {n}"
         );
     }
-    let hot = store.load_turn("hot", None, 30).await.unwrap();
+    let hot = store.load_turn("hot", Some("main"), 30).await.unwrap();
     assert_eq!(hot.history.len(), 8);
     assert_eq!(hot.session.turns, 4);
     assert_eq!(hot.pins, [("p".to_string(), "profile-1".to_string())]);
@@ -712,13 +720,13 @@ async fn the_turn_state_kept_in_memory_matches_the_file_and_sees_other_processes
     // delete of the newest entry. The next load sees both.
     let other = SqliteStore::open(&path).unwrap();
     other.commit(turn(id, 40, qa(9), vec![])).await.unwrap();
-    let seen = store.load_turn("hot", None, 41).await.unwrap();
+    let seen = store.load_turn("hot", Some("main"), 41).await.unwrap();
     assert_eq!(seen.history.len(), 10);
     assert_eq!(seen.history.last().map(|e| e.text.as_str()), Some("a9"));
     rusqlite_connection(&path)
         .execute("DELETE FROM entries WHERE text = 'a9'", [])
         .unwrap();
-    let seen = store.load_turn("hot", None, 42).await.unwrap();
+    let seen = store.load_turn("hot", Some("main"), 42).await.unwrap();
     assert_eq!(seen.history.last().map(|e| e.text.as_str()), Some("q9"));
     // Model selection and reset through this store are seen at once.
     store
@@ -727,7 +735,7 @@ async fn the_turn_state_kept_in_memory_matches_the_file_and_sees_other_processes
         .unwrap();
     assert_eq!(
         store
-            .load_turn("hot", None, 44)
+            .load_turn("hot", Some("main"), 44)
             .await
             .unwrap()
             .session
@@ -736,12 +744,111 @@ async fn the_turn_state_kept_in_memory_matches_the_file_and_sees_other_processes
         Some("m/x")
     );
     store.reset(id, false, 45).await.unwrap();
-    let after = store.load_turn("hot", None, 46).await.unwrap();
+    let after = store.load_turn("hot", Some("main"), 46).await.unwrap();
     assert!(after.pins.is_empty());
     assert!(after.history.iter().all(|e| e.kind == EntryKind::Summary));
     assert!(store.delete("hot").await.unwrap());
-    let new = store.load_turn("hot", None, 47).await.unwrap();
+    let new = store.load_turn("hot", Some("main"), 47).await.unwrap();
     // A new session (SQLite may give it the same id): nothing of the old.
     assert_eq!(new.session.turns, 0);
     assert!(new.history.is_empty() && new.pins.is_empty());
+}
+
+#[tokio::test]
+async fn ctx_4_a_session_belongs_to_the_agent_that_created_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let private = store
+        .load_turn("shared", Some("priv"), 1)
+        .await
+        .unwrap()
+        .session;
+    store
+        .commit(turn(
+            private.id,
+            2,
+            vec![NewEntry::new(EntryKind::User, "my secret plan")],
+            Vec::new(),
+        ))
+        .await
+        .unwrap();
+    // Another agent (and the default one) on the same key: its own
+    // session, empty, under the key with its name appended.
+    let public = store.load_turn("shared", Some("pub"), 3).await.unwrap();
+    assert_ne!(public.session.id, private.id);
+    assert_eq!(public.session.key, "shared@pub");
+    assert_eq!(public.session.agent.as_deref(), Some("pub"));
+    assert!(public.history.is_empty(), "{:?}", public.history);
+    let default = store.load_turn("shared", None, 4).await.unwrap();
+    assert_eq!(default.session.key, "shared@default");
+    assert!(default.history.is_empty());
+    // The owner still gets its own, from the cache and after a restart.
+    let again = store.load_turn("shared", Some("priv"), 5).await.unwrap();
+    assert_eq!(again.session.id, private.id);
+    assert_eq!(again.history.len(), 1);
+    drop(store);
+    let store = SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap();
+    let public2 = store.load_turn("shared", Some("pub"), 6).await.unwrap();
+    assert_eq!(public2.session.id, public.session.id);
+    // A client that took `shared@pub` for `priv` first does not get `pub`
+    // into it either.
+    let taken = store.load_turn("k@pub", Some("priv"), 7).await.unwrap();
+    store
+        .commit(turn(
+            taken.session.id,
+            8,
+            vec![NewEntry::new(EntryKind::User, "private again")],
+            Vec::new(),
+        ))
+        .await
+        .unwrap();
+    let first = store.load_turn("k", Some("priv"), 9).await.unwrap();
+    assert_eq!(first.session.key, "k");
+    let other = store.load_turn("k", Some("pub"), 10).await.unwrap();
+    assert_eq!(other.session.key, "k@pub@pub");
+    assert!(other.history.is_empty());
+}
+
+#[tokio::test]
+async fn ctx_2_a_models_calibration_is_learned_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.ratio("local/tiny").await.unwrap(), None);
+        let s = store.load_turn("c", None, 1).await.unwrap().session;
+        let mut t = turn(
+            s.id,
+            2,
+            vec![NewEntry::new(EntryKind::User, "x")],
+            Vec::new(),
+        );
+        t.calibration = Some(clawgate_store::Calibration {
+            model: "local/tiny".into(),
+            bytes: 1_000,
+            tokens: 1_000,
+        });
+        store.commit(t).await.unwrap();
+        assert_eq!(store.ratio("local/tiny").await.unwrap(), Some(1.0));
+        // A second sample moves it, the first one decayed by half:
+        // (500 + 3000) / (500 + 1000).
+        let mut t = turn(
+            s.id,
+            3,
+            vec![NewEntry::new(EntryKind::User, "y")],
+            Vec::new(),
+        );
+        t.calibration = Some(clawgate_store::Calibration {
+            model: "local/tiny".into(),
+            bytes: 3_000,
+            tokens: 1_000,
+        });
+        store.commit(t).await.unwrap();
+        let r = store.ratio("local/tiny").await.unwrap().unwrap();
+        assert!((r - 3_500.0 / 1_500.0).abs() < 1e-9, "{r}");
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let r = store.ratio("local/tiny").await.unwrap().unwrap();
+    assert!((r - 3_500.0 / 1_500.0).abs() < 1e-9, "{r}");
+    assert_eq!(store.ratio("other/model").await.unwrap(), None);
 }
