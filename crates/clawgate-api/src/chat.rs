@@ -390,6 +390,17 @@ pub(crate) fn served_headers(headers: &mut HeaderMap, answer: &crate::Answer) {
             headers.insert("x-clawgate-context", v);
         }
     }
+    // CTX-2: what the gateway estimated the session's prompt at (the
+    // server's own count is the answer's usage).
+    if let Some(n) = answer.prompt_estimate {
+        headers.insert("x-clawgate-prompt-estimate", HeaderValue::from(n));
+    }
+    // The output cap the client asked for was lowered to the model's.
+    if let Some(n) = routed.served.cap_notice() {
+        if let Ok(v) = HeaderValue::from_str(&n) {
+            headers.insert("x-clawgate-notice", v);
+        }
+    }
     // PERF-5: the gateway's own time so far (the whole answer for a
     // non-streamed one; up to the response head for a stream).
     let us = u64::try_from(routed.overhead().as_micros()).unwrap_or(u64::MAX);

@@ -158,6 +158,8 @@ pub(crate) struct Answer {
     pub routed: clawgate_router::Routed,
     /// Context notices of a session turn (preflight, compaction).
     pub notices: Vec<String>,
+    /// A session turn's estimate of the prompt it sent, in tokens.
+    pub prompt_estimate: Option<u64>,
     session: Option<clawgate_session::session::SessionTurn>,
     keep: Option<KeepResponse>,
 }
@@ -245,6 +247,7 @@ impl Answer {
         let Answer {
             routed,
             notices: _,
+            prompt_estimate: _,
             session,
             keep,
         } = self;
@@ -346,6 +349,10 @@ pub(crate) async fn route(
             (routed, None)
         }
     };
+    let prompt_estimate = session
+        .as_ref()
+        .filter(|_| !routed.local)
+        .map(|s| s.prompt_estimate());
     // A chat command's reply is not a model call: nothing to count.
     if !routed.local {
         routed.observe(state.telemetry.clone());
@@ -356,6 +363,7 @@ pub(crate) async fn route(
             .as_ref()
             .map(|s| s.notices.clone())
             .unwrap_or_default(),
+        prompt_estimate,
         session,
         keep: None,
     })

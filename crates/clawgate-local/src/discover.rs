@@ -82,6 +82,7 @@ impl Found {
                 let mut v = json!({ "id": m.id });
                 if let Some(ctx) = m.context.or(m.max_context) {
                     v["contextWindow"] = ctx.into();
+                    v["maxTokens"] = output_cap(ctx).into();
                 }
                 v
             })
@@ -111,8 +112,9 @@ impl Found {
             };
             match ctx {
                 Some(c) => out.push_str(&format!(
-                    "    {{ id: {:?}, contextWindow: {c} }},{loaded}\n",
-                    m.id
+                    "    {{ id: {:?}, contextWindow: {c}, maxTokens: {} }},{loaded}\n",
+                    m.id,
+                    output_cap(c)
                 )),
                 None => out.push_str(&format!("    {{ id: {:?} }},{loaded}\n", m.id)),
             }
@@ -120,6 +122,13 @@ impl Found {
         out.push_str("  ],\n},\n");
         out
     }
+}
+
+/// The output cap written for a discovered model: the usual 8 192, never
+/// more than half its window (an answer as long as the window would
+/// leave no room for the prompt).
+pub fn output_cap(context: u64) -> u64 {
+    (context / 2).clamp(1, 8_192)
 }
 
 /// A provider id as a JSON5 key (quoted unless it is an identifier).

@@ -151,6 +151,21 @@ pub struct Served {
     pub profile: String,
     /// The model's price table (USD per million tokens; local = 0).
     pub cost: clawgate_config::Cost,
+    /// The client asked for more output than the model's `maxTokens`:
+    /// `(asked, sent)`. Said to the client, never silent.
+    pub capped: Option<(u64, u64)>,
+}
+
+impl Served {
+    /// The notice for a lowered output cap, when it was lowered.
+    pub fn cap_notice(&self) -> Option<String> {
+        self.capped.map(|(asked, sent)| {
+            format!(
+                "max_tokens {asked} lowered to {sent}: {}'s maxTokens is {sent} (raise models.providers.{}.models[].maxTokens if the model can write more)",
+                self.reference, self.provider
+            )
+        })
+    }
 }
 
 /// A failure after output started: the turn ends here (FO-5).
@@ -876,6 +891,9 @@ impl Runner {
                 let req = &mut turn.request;
                 let model_before = std::mem::replace(&mut req.model, model.id.clone());
                 let max_before = req.max_tokens;
+                let capped = max_before
+                    .filter(|m| *m > model.max_tokens)
+                    .map(|m| (m, model.max_tokens));
                 req.max_tokens = Some(
                     req.max_tokens
                         .unwrap_or(model.max_tokens)
@@ -912,6 +930,9 @@ impl Runner {
                         }
                         let host = url_host(&ep.base_url);
                         tracing::info!(candidate = %reference, host = %host, "first output");
+                        if let Some((asked, sent)) = capped {
+                            tracing::info!(candidate = %reference, asked, sent, "max_tokens lowered to the model's maxTokens");
+                        }
                         return Ok(Some((
                             RoutedStream {
                                 first,
@@ -934,6 +955,7 @@ impl Runner {
                                 api: ep.api.as_str().to_string(),
                                 profile: cred.profile.clone(),
                                 cost: model.cost,
+                                capped,
                             },
                         )));
                     }

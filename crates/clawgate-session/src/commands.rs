@@ -83,6 +83,7 @@ pub fn served() -> Served {
         api: "clawgate".into(),
         profile: String::new(),
         cost: Default::default(),
+        capped: None,
     }
 }
 

@@ -262,9 +262,33 @@ pub async fn begin(
     })
 }
 
-/// The kept tail of each compaction attempt, as a fraction of the room
-/// (a quarter, an eighth, then none: all of the history summarized).
-const TAILS: [u64; 3] = [4, 8, u64::MAX];
+/// Compaction attempts in one room check: each keeps a smaller tail
+/// (the last keeps none: all of the history summarized).
+const ATTEMPTS: usize = 3;
+
+/// The summary's share of a window: an eighth at most (so a compaction
+/// leaves room for several turns), its identifier list a thirty-second.
+fn summary_cap(window: u64) -> u64 {
+    (window / 8).clamp(64, 4_096)
+}
+
+fn identifier_cap(window: u64) -> u64 {
+    window / 32
+}
+
+/// The verbatim tail a compaction keeps on attempt `step`: what still
+/// leaves room, after the summary and the new message, for two more
+/// turns the size of this one (`turn`: the new message and the last
+/// answer), so compactions stay rare; at most a quarter of the room and
+/// `keepRecentTokens`; half that on the next attempt; none on the last.
+fn tail_budget(room: u64, window: u64, new: u64, turn: u64, keep_recent: u64, step: usize) -> u64 {
+    if step + 1 >= ATTEMPTS {
+        return 0;
+    }
+    let fixed = summary_cap(window) + identifier_cap(window) + new + 2 * turn;
+    let base = room.saturating_sub(fixed).min(room / 4).min(keep_recent);
+    base >> step
+}
 
 /// The server's count of the prompt it refused and its real window, when
 /// its message says.
@@ -275,6 +299,17 @@ fn overflow_detail(e: &TurnError) -> (Option<u64>, Option<u64>) {
             _ => (None, None),
         },
         _ => (None, None),
+    }
+}
+
+/// The model whose server refused the prompt.
+fn refused_by(e: &TurnError) -> Option<String> {
+    match e {
+        TurnError::Run(r) => match &**r {
+            RunError::Surfaced { reference, .. } => Some(reference.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -341,6 +376,12 @@ fn usage_row(
 }
 
 impl SessionTurn {
+    /// The estimate of the prompt last sent, in tokens (what the room
+    /// check judged; the server's count comes back as its usage).
+    pub fn prompt_estimate(&self) -> u64 {
+        self.prompt_estimate
+    }
+
     /// The store this session lives in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -590,6 +631,31 @@ impl SessionTurn {
             let (counted, served) = overflow_detail(&e);
             if let Some(r) = counted.and_then(|c| shape.ratio(c)) {
                 self.tokens = Tokens::learned(Some(r));
+                // Kept at once: the next turn must not send the same
+                // misjudged request to learn it again.
+                let text = counted.and_then(|c| shape.text_tokens(c));
+                if let (Some(tokens), Some(model)) = (text, refused_by(&e)) {
+                    let kept = self
+                        .store
+                        .commit(TurnCommit {
+                            session: self.session.id,
+                            entries: Vec::new(),
+                            usage: Vec::new(),
+                            sticky: None,
+                            response: None,
+                            context: None,
+                            calibration: Some(Calibration {
+                                model,
+                                bytes: shape.bytes,
+                                tokens,
+                            }),
+                            at_ms: now_ms,
+                        })
+                        .await;
+                    if let Err(ce) = kept {
+                        tracing::warn!(session = %self.session.key, error = %ce, "the calibration from an overflow could not be stored");
+                    }
+                }
             }
             if let Some(n) = served.filter(|n| *n < window.tokens && *n > 0) {
                 window.tokens = n;
@@ -700,14 +766,37 @@ impl SessionTurn {
     ) -> Result<Estimate, TurnError> {
         let room = window.tokens.saturating_sub(reserve.tokens);
         let must = estimate.tokens > room || force;
-        let early = settings.auto && estimate.tokens > room - room / 10;
+        // Early, when compaction is on: within a twentieth of the room
+        // while the figures are the heuristic's, a fiftieth once they are
+        // calibrated (a compaction more is a model call more).
+        let margin = if self.tokens.calibrated() {
+            room / 50
+        } else {
+            room / 20
+        };
+        let early = settings.auto && estimate.tokens > room - margin;
         if !must && !early {
             return Ok(estimate);
         }
         let mut failed = None;
         let before = estimate;
-        for share in TAILS.iter().skip(attempt) {
-            let keep = (room / share).min(settings.keep_recent_tokens);
+        let new = self.tokens.messages(&self.template.messages);
+        let last_answer = self
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.kind == EntryKind::Assistant)
+            .map_or(0, |e| self.tokens.entry(e));
+        let turn = new + last_answer;
+        for step in attempt..ATTEMPTS {
+            let keep = tail_budget(
+                room,
+                window.tokens,
+                new,
+                turn,
+                settings.keep_recent_tokens,
+                step,
+            );
             match self
                 .compact(
                     runner, registry, chain, agent, window, keep, None, settings, now_ms,
@@ -728,7 +817,8 @@ impl SessionTurn {
                         break;
                     }
                 }
-                Ok(None) => break,
+                // Nothing to summarize with this tail: a smaller one may.
+                Ok(None) => {}
                 Err(e) => {
                     failed = Some(e.to_string());
                     break;
@@ -795,8 +885,14 @@ impl SessionTurn {
             first.resolved.model.max_tokens,
             settings.reserve,
         );
-        let keep = (window.tokens.saturating_sub(reserve.tokens) / TAILS[0])
-            .min(settings.keep_recent_tokens);
+        let keep = tail_budget(
+            window.tokens.saturating_sub(reserve.tokens),
+            window.tokens,
+            0,
+            0,
+            settings.keep_recent_tokens,
+            0,
+        );
         self.compact(
             runner,
             registry,
@@ -868,7 +964,7 @@ impl SessionTurn {
         // compaction frees room for several turns), and an eighth of the
         // summarizer's window; each call reads at most half of that
         // window.
-        let max_tokens = (window.tokens / 8)
+        let max_tokens = summary_cap(window.tokens)
             .min(sum_window.tokens / 8)
             .clamp(64, 4_096);
         let overhead = sum_tokens.text(compact::INSTRUCTIONS) + 64;
@@ -948,10 +1044,10 @@ impl SessionTurn {
         let written = summary.unwrap_or_default();
         // Every identifier of what was summarized — and of the summary
         // before, so a second compaction keeps the first one's — is in
-        // the summary; the list takes at most a sixteenth of the window.
+        // the summary; the list takes at most a thirty-second of the window.
         let missing = compact::missing(&old, previous.as_deref(), &written);
-        let list_bytes =
-            ((window.tokens / 16) as f64 * self.tokens.bytes_per_token.unwrap_or(4.0)) as usize;
+        let list_bytes = (identifier_cap(window.tokens) as f64
+            * self.tokens.bytes_per_token.unwrap_or(4.0)) as usize;
         let text = compact::guard(&written, &missing, list_bytes);
         self.store
             .commit(TurnCommit {

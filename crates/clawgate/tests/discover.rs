@@ -84,11 +84,12 @@ async fn discover_prints_json5_and_writes_the_config_keeping_comments() {
         "{text}"
     );
     assert!(
-        text.contains("{ id: \"qwen3-8b\", contextWindow: 8192 }, // loaded"),
+        text.contains("{ id: \"qwen3-8b\", contextWindow: 8192, maxTokens: 4096 }, // loaded"),
         "{text}"
     );
     assert!(
-        text.contains("llamacpp: {") && text.contains("{ id: \"tiny\", contextWindow: 1024 }"),
+        text.contains("llamacpp: {")
+            && text.contains("{ id: \"tiny\", contextWindow: 1024, maxTokens: 512 }"),
         "{text}"
     );
     // The printed block is valid JSON5 under models.providers.
@@ -128,6 +129,11 @@ async fn discover_prints_json5_and_writes_the_config_keeping_comments() {
     assert!(
         l.contains("lmstudio/qwen3-8b") && l.contains("llamacpp/tiny"),
         "{l}"
+    );
+    // The output cap written is never above half the window.
+    assert!(
+        written.contains("\"maxTokens\": 512") || written.contains("maxTokens: 512"),
+        "{written}"
     );
     // A second --write leaves configured providers alone.
     let again = clawgate(dir.path(), &write);

@@ -245,6 +245,7 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                     "host": served.host,
                     "api": served.api,
                     "fallback": notice,
+                    "capNotice": served.cap_notice(),
                     "attempts": attempts_json(&attempts),
                     "text": c.text,
                     "reasoning": c.reasoning,
@@ -269,6 +270,9 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
                 emit("\n")?;
                 if let Some(n) = &notice {
                     eprintln!("↪ {n}");
+                }
+                if let Some(n) = served.cap_notice() {
+                    eprintln!("note: {n}");
                 }
                 eprintln!(
                     "[{} via {} at {} in {latency_ms} ms]",
