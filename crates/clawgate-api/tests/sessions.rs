@@ -475,3 +475,149 @@ async fn concurrent_turns_of_one_session_run_one_after_the_other() {
         assert_eq!(pair, [EntryKind::User, EntryKind::Assistant]);
     }
 }
+
+/// A store whose commits wait for the test's word: what a client sees
+/// while the turn is not yet stored.
+struct HeldStore {
+    inner: SqliteStore,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Store for HeldStore {
+    fn load_turn<'a>(
+        &'a self,
+        key: &'a str,
+        agent: Option<&'a str>,
+        now_ms: i64,
+    ) -> clawgate_store::StoreFuture<'a, clawgate_store::TurnState> {
+        self.inner.load_turn(key, agent, now_ms)
+    }
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> clawgate_store::StoreFuture<'a, Option<clawgate_store::Session>> {
+        self.inner.get(key)
+    }
+    fn transcript(
+        &self,
+        session: i64,
+    ) -> clawgate_store::StoreFuture<'_, Vec<clawgate_store::Entry>> {
+        self.inner.transcript(session)
+    }
+    fn commit(&self, turn: clawgate_store::TurnCommit) -> clawgate_store::StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // One commit per permit the test gives.
+            if let Ok(p) = self.open.acquire().await {
+                p.forget();
+            }
+            self.inner.commit(turn).await
+        })
+    }
+    fn reset(
+        &self,
+        session: i64,
+        model_too: bool,
+        now_ms: i64,
+    ) -> clawgate_store::StoreFuture<'_, ()> {
+        self.inner.reset(session, model_too, now_ms)
+    }
+    fn select_model<'a>(
+        &'a self,
+        session: i64,
+        model: Option<&'a str>,
+        source: clawgate_store::ModelSource,
+        now_ms: i64,
+    ) -> clawgate_store::StoreFuture<'a, ()> {
+        self.inner.select_model(session, model, source, now_ms)
+    }
+    fn response<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> clawgate_store::StoreFuture<'a, Option<clawgate_store::KeptResponse>> {
+        self.inner.response(id)
+    }
+    fn ratio<'a>(&'a self, model: &'a str) -> clawgate_store::StoreFuture<'a, Option<f64>> {
+        self.inner.ratio(model)
+    }
+    fn sessions(
+        &self,
+        limit: usize,
+    ) -> clawgate_store::StoreFuture<'_, Vec<clawgate_store::Session>> {
+        self.inner.sessions(limit)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> clawgate_store::StoreFuture<'a, bool> {
+        self.inner.delete(key)
+    }
+    fn usage(
+        &self,
+        query: UsageQuery,
+    ) -> clawgate_store::StoreFuture<'_, Vec<clawgate_store::UsageTotal>> {
+        self.inner.usage(query)
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_turns_last_frame_waits_for_its_commit() {
+    let a = FakeServer::start(counting_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let store: Arc<dyn Store> = Arc::new(HeldStore {
+        inner: SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap(),
+        open: open.clone(),
+    });
+    let gw = gateway_with_store(
+        &config(&a.base_url(), &a.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    for (i, (path, body, end)) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "default", "stream": true, "user": "held", "messages": [{"role": "user", "content": "one"}]}),
+            "[DONE]",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "default", "stream": true, "user": "held", "input": "two"}),
+            "response.completed",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "default", "stream": true, "max_tokens": 50, "metadata": {"user_id": "x"}, "messages": [{"role": "user", "content": "three"}]}),
+            "message_stop",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut req = http().post(gw.url(path)).json(&body);
+        if path == "/v1/messages" {
+            req = req.header("x-clawgate-session-key", "held");
+        }
+        let mut r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let mut seen = String::new();
+        // The answer's text arrives; its end does not while the commit
+        // is held.
+        let held = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            while let Some(chunk) = r.chunk().await.unwrap() {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains(end) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(held.is_err(), "{path}: the end came before the commit: {seen}");
+        assert!(seen.contains("Hello"), "{path}: the text is not held back: {seen}");
+        open.add_permits(1);
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(seen.contains(end), "{path}: {seen}");
+        let s = store.get("held").await.unwrap().unwrap();
+        assert_eq!(s.turns as usize, i + 1, "{path}");
+    }
+}

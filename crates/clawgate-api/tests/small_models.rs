@@ -15,7 +15,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clawgate_store::{SqliteStore, Store};
+use clawgate_store::{EntryKind, SqliteStore, Store};
 use clawgate_testkit::{FakeServer, Recorded, Reply};
 use common::*;
 use serde_json::{json, Value};
@@ -288,4 +288,405 @@ async fn ctx_2_sessions_on_small_windows_answer_every_turn_that_can_fit() {
         }
     }
     println!("{report}");
+}
+
+/// A server that echoes nothing private: `Hello <n>` with a usage.
+fn plain_server(name: &'static str) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    let n = AtomicUsize::new(0);
+    move |r: &Recorded| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{name} {i}")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": r.body.len() / 4, "completion_tokens": 2}}).to_string())
+    }
+}
+
+fn agents_config(private: &str, public: &str) -> String {
+    format!(
+        r#"{{ agents: {{ defaults: {{ model: "pub/m" }},
+             entries: {{ priv: {{ model: "priv/m", dataPolicy: "local-only" }}, pub: {{ model: "pub/m" }} }} }},
+             models: {{ mode: "replace", providers: {{
+               priv: {{ baseUrl: "{private}", api: "openai-completions", models: [{{ id: "m", contextWindow: 32768 }}] }},
+               pub: {{ baseUrl: "{public}", api: "openai-completions", models: [{{ id: "m", contextWindow: 32768 }}] }} }} }} }}"#
+    )
+}
+
+#[tokio::test]
+async fn ctx_4_a_session_belongs_to_the_agent_that_created_it() {
+    let private = FakeServer::start(plain_server("private")).await;
+    let public = FakeServer::start(plain_server("public")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &agents_config(&private.base_url(), &public.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let secret = "my secret plan is PLAN-7731";
+    let leaked = |what: &str| {
+        let hit = public
+            .requests()
+            .iter()
+            .any(|r| r.body_str().contains("PLAN-7731"));
+        assert!(
+            !hit,
+            "{what}: the public agent's provider saw the private history"
+        );
+    };
+    // Through `user`.
+    let chat = |model: &str, user: &str, text: &str| {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": model, "user": user, "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    assert_eq!(
+        chat("agent/priv", "shared", secret).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        chat("agent/pub", "shared", "and what was my plan?")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    leaked("user");
+    // The default agent is another agent too.
+    assert_eq!(
+        chat("default", "shared", "and now?")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    leaked("default agent");
+    // The owner still has its history.
+    assert_eq!(
+        chat("agent/priv", "shared", "go on")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(private
+        .requests()
+        .last()
+        .unwrap()
+        .body_str()
+        .contains("PLAN-7731"));
+    // Through the session header, on another protocol.
+    let r = http()
+        .post(gw.url("/v1/messages"))
+        .header("x-clawgate-session-key", "shared")
+        .json(&json!({"model": "agent/pub", "max_tokens": 50, "messages": [{"role": "user", "content": "remind me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    leaked("x-clawgate-session-key");
+    let keys: Vec<String> = store
+        .sessions(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}={}", s.key, s.agent.unwrap_or_default()))
+        .collect();
+    assert!(keys.contains(&"shared=priv".to_string()), "{keys:?}");
+    assert!(keys.contains(&"shared@pub=pub".to_string()), "{keys:?}");
+    assert!(keys.contains(&"shared@default=".to_string()), "{keys:?}");
+
+    // Through previous_response_id: a kept answer continues only for its
+    // agent, and is read only by it.
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/priv", "store": true, "input": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    // 128 random bits, not a clock and a counter.
+    assert_eq!(id.len(), "resp_".len() + 32, "{id}");
+    assert!(
+        id["resp_".len()..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/priv", "store": true, "input": "again"}))
+        .send()
+        .await
+        .unwrap();
+    let other: Value = r.json().await.unwrap();
+    let other = other["id"].as_str().unwrap();
+    let common = id
+        .chars()
+        .zip(other.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common < "resp_".len() + 8,
+        "{id} and {other} share {common} characters"
+    );
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/pub", "previous_response_id": id, "input": "continue"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "previous_response_not_found");
+    leaked("previous_response_id");
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/priv", "previous_response_id": id, "input": "continue"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(private
+        .requests()
+        .last()
+        .unwrap()
+        .body_str()
+        .contains("PLAN-7731"));
+    for (agent, want) in [(None, 404), (Some("pub"), 404), (Some("priv"), 200)] {
+        let mut req = http().get(gw.url(&format!("/v1/responses/{id}")));
+        if let Some(a) = agent {
+            req = req.header("x-clawgate-agent", a);
+        }
+        assert_eq!(req.send().await.unwrap().status(), want, "{agent:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_lowered_output_cap_is_said() {
+    let seen = Arc::new(Seen::default());
+    let up = FakeServer::start(tokenizing_server(4, 32_768, seen)).await;
+    let gw = gateway_with(
+        &config(&up.base_url(), 32_768, 1_000, ""),
+        no_auth(),
+        Default::default(),
+    )
+    .await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "default", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "default", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "default", "max_output_tokens": 32000, "input": "hi"}),
+        ),
+    ] {
+        let r = http().post(gw.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let n = r
+            .headers()
+            .get("x-clawgate-notice")
+            .map(|h| h.to_str().unwrap().to_string());
+        assert_eq!(
+            n.as_deref(),
+            Some("max_tokens 32000 lowered to 1000: a/m's maxTokens is 1000 (raise models.providers.a.models[].maxTokens if the model can write more)"),
+            "{path}"
+        );
+        let sent = body_of_last(&up);
+        assert_eq!(sent["max_tokens"], 1000, "{path}");
+    }
+    // Within the cap: nothing to say.
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-clawgate-notice").is_none());
+}
+
+fn body_of_last(up: &FakeServer) -> Value {
+    body(up.requests().last().unwrap())
+}
+
+/// A summarizer that keeps no identifier at all.
+fn forgetful_server(bpt: u64) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |r: &Recorded| {
+        let v = body(r);
+        let prompt = count(&v, bpt);
+        let text = if is_summarizer(&v) {
+            "They talked about some files."
+        } else {
+            "Noted."
+        };
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": 2}}).to_string())
+    }
+}
+
+#[tokio::test]
+async fn ctx_3_a_second_compaction_keeps_what_the_first_summary_kept() {
+    let up = FakeServer::start(forgetful_server(4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&up.base_url(), 8_192, 256, ""),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let filler = "lorem ipsum dolor sit amet ".repeat(200);
+    let mut summaries = 0;
+    for i in 0..30 {
+        let text = format!(
+            "Look at /srv/app/mod_{i}.rs and ticket OPS-{}. {filler}",
+            5000 + i
+        );
+        let r = say(&gw, "twice", &text).await;
+        assert_eq!(r.status(), 200);
+        let s = store.get("twice").await.unwrap().unwrap();
+        summaries = s.compactions;
+        if summaries >= 2 {
+            break;
+        }
+    }
+    assert!(summaries >= 2, "two compactions ({summaries})");
+    let s = store.get("twice").await.unwrap().unwrap();
+    let all = store.transcript(s.id).await.unwrap();
+    let last = all
+        .iter()
+        .rev()
+        .find(|e| e.kind == EntryKind::Summary)
+        .unwrap();
+    // The first turn's identifiers went into the first summary (the model
+    // dropped them, the guard put them back); the second summary, made
+    // from the first and newer turns, still has them.
+    for id in ["/srv/app/mod_0.rs", "OPS-5000"] {
+        assert!(last.text.contains(id), "{id} in {}", last.text);
+    }
+}
+
+/// A server that reports no usage: the gateway's figures stay the
+/// heuristic's (four bytes of ASCII a token), which the test can aim at.
+fn no_usage_server() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |r: &Recorded| {
+        let text = if is_summarizer(&body(r)) {
+            "Summary."
+        } else {
+            "Noted."
+        };
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).to_string())
+    }
+}
+
+/// Runs turns whose sizes are chosen so that one prompt lands just under
+/// the room (3 840 of a 4 096 window with 256 for the answer) but past
+/// the early-compaction line; returns the turn of the first compaction.
+async fn aim_at_the_line(compaction: &str) -> Option<usize> {
+    let up = FakeServer::start(no_usage_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let cfg = config(&up.base_url(), 4_096, 256, compaction);
+    let gw = gateway_with_store(&cfg, no_auth(), store).await;
+    let room = 4_096 - 256;
+    let mut last = 0u64;
+    for i in 0..12 {
+        // About 900 tokens a turn, then exactly what lands 40 tokens under
+        // the room (the early line is 192 under it).
+        let left = (room - 40u64).saturating_sub(last + 6 + 4);
+        let tokens = if left > 1_400 { 900 } else { left };
+        let text = "word".repeat(tokens as usize);
+        let r = say(&gw, "aim", &text).await;
+        assert_eq!(r.status(), 200);
+        last = r.headers()["x-clawgate-prompt-estimate"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = r
+            .headers()
+            .get("x-clawgate-context")
+            .map(|h| h.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        if n.contains("context: compacted") {
+            return Some(i);
+        }
+        if tokens < 900 {
+            // The aimed turn passed without a compaction: it fit.
+            assert!(
+                last <= room && last > room - 192,
+                "aimed at the line: {last}"
+            );
+            return None;
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn ctx_3_with_compaction_off_a_turn_is_compacted_only_when_it_would_not_fit() {
+    // On: the aimed turn is past the early line, so it is compacted.
+    assert_eq!(aim_at_the_line("").await, Some(3));
+    // Off: the same turn fits, so it is sent as it is.
+    assert_eq!(
+        aim_at_the_line(", compaction: { enabled: false }").await,
+        None
+    );
+    // Off, and a turn that does not fit: compacted even so (OpenClaw's
+    // `enabled: false` turns off only the early compaction).
+    let up = FakeServer::start(no_usage_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let cfg = config(
+        &up.base_url(),
+        4_096,
+        256,
+        ", compaction: { enabled: false }",
+    );
+    let gw = gateway_with_store(&cfg, no_auth(), store.clone()).await;
+    for i in 0..6 {
+        let r = say(&gw, "off", &"word".repeat(900)).await;
+        assert_eq!(r.status(), 200, "turn {i}");
+    }
+    let s = store.get("off").await.unwrap().unwrap();
+    assert!(s.compactions >= 1);
+}
+
+#[tokio::test]
+async fn ctx_2_the_refusal_is_at_the_room_line_itself() {
+    let seen = Arc::new(Seen::default());
+    let up = FakeServer::start(tokenizing_server(4, 16_000, seen)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(&config(&up.base_url(), 16_000, 8_192, ""), no_auth(), store).await;
+    // 12 000 tokens of message fit the 16 000 window, but not with the
+    // 4 000 the client asks to keep for the answer: refused, in numbers,
+    // before anything is sent.
+    let text = "abcd".repeat(12_000);
+    let ask = |max: u64, key: &'static str| {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "default", "user": key, "max_tokens": max, "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    let r = ask(4_000, "line").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with(
+            "prompt is too long: the new message with the system prompt and tools is about 1200"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("a/m's window is 16000 tokens (config:contextWindow) and 4000 must stay free for the answer (the request's max_tokens 4000)"), "{m}");
+    assert!(up.requests().is_empty());
+    // With a smaller answer it fits: answered.
+    let r = ask(2_000, "line2").await.unwrap();
+    assert_eq!(r.status(), 200);
 }
