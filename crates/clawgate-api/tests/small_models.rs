@@ -690,3 +690,57 @@ async fn ctx_2_the_refusal_is_at_the_room_line_itself() {
     let r = ask(2_000, "line2").await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A tokenizer fake whose summaries are long (a small model that does not
+/// stop): 1 byte a token.
+fn wordy_summarizer(window: u64) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |r: &Recorded| {
+        let v = body(r);
+        let prompt = count(&v, 1);
+        if prompt > window {
+            return Reply::json(400, &json!({"error": {"code": 400,
+                "message": format!("request ({prompt} tokens) exceeds the available context size ({window} tokens), try increasing it"),
+                "type": "exceed_context_size_error", "n_prompt_tokens": prompt, "n_ctx": window}}).to_string());
+        }
+        let text = if is_summarizer(&v) {
+            "summary words ".repeat(40)
+        } else {
+            "ok".to_string()
+        };
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": text.len()}}).to_string())
+    }
+}
+
+#[tokio::test]
+async fn ctx_2_a_message_that_leaves_no_room_for_the_summary_is_answered_without_it() {
+    let up = FakeServer::start(wordy_summarizer(2_048)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&up.base_url(), 2_048, 64, ""),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let mut cut = 0;
+    for t in 0..4 {
+        // 1 500 tokens of a 1 984-token room: the summary does not fit
+        // beside it whole.
+        let r = say(&gw, "full", &format!("{t} {}", "x".repeat(1_500))).await;
+        let notice = r
+            .headers()
+            .get("x-clawgate-context")
+            .map(|h| h.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert_eq!(r.status(), 200, "turn {t}: {}", r.text().await.unwrap());
+        if notice.contains("left out of this turn") || notice.contains("was cut to") {
+            cut += 1;
+        }
+    }
+    assert!(cut >= 2, "{cut}");
+    // Every request the server answered fit its window.
+    assert!(up.requests().iter().all(|r| count(&body(r), 1) <= 2_048));
+    let s = store.get("full").await.unwrap().unwrap();
+    assert!(s.compactions >= 2);
+}

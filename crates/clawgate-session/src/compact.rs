@@ -211,7 +211,7 @@ pub fn as_data(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// `s` cut to about `max` bytes: head and tail kept (on character
 /// boundaries) around a marker.
-fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= max {
         return s.into();
     }

@@ -183,6 +183,9 @@ pub struct SessionTurn {
     /// The shape of the last request sent, to learn from the server's
     /// count of it.
     sent_shape: Option<Shape>,
+    /// This turn's cut of the summary, in bytes (`Some(0)`: left out),
+    /// when the new message leaves it less than its size.
+    summary_bytes: Option<usize>,
     /// A summary was made during this turn (the stored calibration no
     /// longer describes the history).
     compacted: bool,
@@ -254,6 +257,7 @@ pub async fn begin(
         prompt_estimate: 0,
         tokens: Tokens::default(),
         sent_shape: None,
+        summary_bytes: None,
         compacted: false,
         pinned: loaded.pins,
         notices: Vec::new(),
@@ -467,7 +471,12 @@ impl SessionTurn {
         if with_new {
             messages.extend(self.template.messages.iter().cloned());
         }
-        if let Some(summary) = history.summary {
+        let summary = match (history.summary, self.summary_bytes) {
+            (_, Some(0)) => None,
+            (Some(s), Some(max)) => Some(compact::clip(&s, max).into_owned()),
+            (s, _) => s,
+        };
+        if let Some(summary) = summary {
             let block = format!(
                 "<{SUMMARY_TAG}>\n{SUMMARY_HEADING}\n{}\n</{SUMMARY_TAG}>",
                 compact::as_data(&summary)
@@ -828,6 +837,46 @@ impl SessionTurn {
         if estimate.tokens <= room {
             return Ok(estimate);
         }
+        // Still over with nothing left verbatim: the summary itself is cut
+        // to the room the new message leaves (left out when there is
+        // none), rather than the turn refused while the message fits.
+        let only_summary = self
+            .history
+            .iter()
+            .all(|e| matches!(e.kind, EntryKind::Summary | EntryKind::Notice));
+        if must && only_summary && self.history.iter().any(|e| e.kind == EntryKind::Summary) {
+            let without = {
+                self.summary_bytes = Some(0);
+                let r = self.build();
+                self.estimate(&r)
+            };
+            if without.tokens <= room {
+                let frame =
+                    self.tokens.text(SUMMARY_HEADING) + self.tokens.text(SUMMARY_TAG) * 2 + 16;
+                let spare = room.saturating_sub(without.tokens + frame);
+                let bytes =
+                    (spare as f64 * self.tokens.bytes_per_token.unwrap_or(4.0) * 0.9) as usize;
+                self.summary_bytes = Some(bytes);
+                *request = self.build();
+                estimate = self.estimate(request);
+                if estimate.tokens > room || bytes < 64 {
+                    self.summary_bytes = Some(0);
+                    *request = self.build();
+                    estimate = self.estimate(request);
+                }
+                self.notice(
+                    if self.summary_bytes == Some(0) {
+                        format!("context: the new message leaves no room in {}'s {}-token window for the summary of the earlier conversation; it is left out of this turn (it stays stored)", window.reference, window.tokens)
+                    } else {
+                        format!("context: the summary of the earlier conversation was cut to {bytes} bytes for this turn to fit {}'s {}-token window (it stays stored whole)", window.reference, window.tokens)
+                    },
+                    on_notice,
+                );
+                return Ok(estimate);
+            }
+            self.summary_bytes = None;
+            *request = self.build();
+        }
         if !must {
             if let Some(e) = failed {
                 self.notice(
@@ -1081,6 +1130,7 @@ impl SessionTurn {
         self.history = history;
         self.messages = None;
         self.compacted = true;
+        self.summary_bytes = None;
         self.session.compactions += 1;
         Ok(Some(Compacted {
             entries: old.len(),
