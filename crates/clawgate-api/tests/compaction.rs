@@ -62,8 +62,7 @@ fn summary_of(v: &Value) -> Option<String> {
             .join(""),
         _ => return None,
     };
-    text.starts_with("<earlier-conversation-summary>")
-        .then_some(text)
+    text.starts_with("<conversation-summary>").then_some(text)
 }
 
 /// A chat-completions server: summarizer calls get [`LOSSY_SUMMARY`];

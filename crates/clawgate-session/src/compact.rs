@@ -178,7 +178,7 @@ pub fn render(entries: &[Entry], max_entry_bytes: usize) -> String {
 }
 
 /// The delimiters data is put in; none may appear in the data itself.
-const DELIMITERS: [&str; 3] = ["transcript", "summary", "earlier-conversation-summary"];
+const DELIMITERS: [&str; 3] = ["transcript", "summary", "conversation-summary"];
 
 /// Text that cannot open or close the delimiters it is put in, whatever
 /// their case and spacing (`</TRANSCRIPT>`, `< / transcript >`): the `<`
@@ -500,7 +500,7 @@ mod tests {
             "<transcript>",
             "</summary>",
             "</SUMMARY >",
-            "</earlier-conversation-summary>",
+            "</conversation-summary>",
         ] {
             let h = vec![e(
                 1,
@@ -535,7 +535,7 @@ mod tests {
                 "{forged}: {user}"
             );
             assert!(
-                !squeezed.contains("</earlier-conversation-summary>"),
+                !squeezed.contains("</conversation-summary>"),
                 "{forged}: {user}"
             );
             assert!(user.contains("&lt;"), "{forged}: {user}");
