@@ -41,7 +41,7 @@ fn is_summarizer(v: &Value) -> bool {
 fn text_bytes(v: &Value) -> (u64, u64) {
     let mut bytes = 0u64;
     let mut msgs = 0u64;
-    for m in v["messages"].as_array().unwrap() {
+    for m in v["messages"].as_array().into_iter().flatten() {
         msgs += 1;
         match &m["content"] {
             Value::String(s) => bytes += s.len() as u64,
@@ -685,7 +685,8 @@ async fn ctx_2_the_refusal_is_at_the_room_line_itself() {
         "{m}"
     );
     assert!(m.contains("a/m's window is 16000 tokens (config:contextWindow) and 4000 must stay free for the answer (the request's max_tokens 4000)"), "{m}");
-    assert!(up.requests().is_empty());
+    // No prompt was sent (the fake has no tokenizer endpoint to ask).
+    assert!(up.requests().iter().all(|r| r.path == "/tokenize"));
     // With a smaller answer it fits: answered.
     let r = ask(2_000, "line2").await.unwrap();
     assert_eq!(r.status(), 200);
@@ -743,4 +744,73 @@ async fn ctx_2_a_message_that_leaves_no_room_for_the_summary_is_answered_without
     assert!(up.requests().iter().all(|r| count(&body(r), 1) <= 2_048));
     let s = store.get("full").await.unwrap().unwrap();
     assert!(s.compactions >= 2);
+}
+
+/// llama.cpp's tokenizer endpoint beside its chat endpoint, at one byte
+/// a token; chat answers report no usage, so nothing else calibrates.
+fn server_with_tokenizer(tokenize: bool) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |r: &Recorded| {
+        let v = body(r);
+        if r.path == "/tokenize" {
+            if !tokenize {
+                return Reply::json(
+                    404,
+                    r#"{"error":{"code":404,"message":"File Not Found","type":"not_found_error"}}"#,
+                );
+            }
+            let n = v["content"].as_str().map_or(0, str::len);
+            return Reply::json(200, &json!({"tokens": vec![7; n]}).to_string());
+        }
+        let prompt = count(&v, 1);
+        if prompt > 4_096 {
+            return Reply::json(400, &json!({"error": {"code": 400,
+                "message": format!("request ({prompt} tokens) exceeds the available context size (4096 tokens), try increasing it"),
+                "type": "exceed_context_size_error", "n_prompt_tokens": prompt, "n_ctx": 4_096}}).to_string());
+        }
+        Reply::json(200, &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).to_string())
+    }
+}
+
+#[tokio::test]
+async fn ctx_2_near_the_line_the_servers_tokenizer_counts() {
+    let up = FakeServer::start(server_with_tokenizer(true)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(&config(&up.base_url(), 4_096, 256, ""), no_auth(), store).await;
+    // 15 000 bytes: the heuristic says 3 750 tokens, just under the room
+    // of 3 840; the server's tokenizer says 15 000. Refused, in its
+    // numbers, without a chat request.
+    let r = say(&gw, "tok", &"x".repeat(15_000)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("is about 1500"), "{m}");
+    let paths: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/tokenize"], "asked the tokenizer, sent no prompt");
+    // Far from the line, nobody asks.
+    let r = say(&gw, "tok2", "hello").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 2);
+
+    // A server without the endpoint is asked once; the overflow path
+    // still keeps its error from the client.
+    let up = FakeServer::start(server_with_tokenizer(false)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(&config(&up.base_url(), 4_096, 256, ""), no_auth(), store).await;
+    for key in ["a", "b"] {
+        let r = say(&gw, key, &"x".repeat(15_000)).await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("prompt is too long"));
+    }
+    let tokenize_calls = up
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/tokenize")
+        .count();
+    assert_eq!(tokenize_calls, 1);
 }

@@ -102,6 +102,28 @@ impl Window {
     }
 }
 
+/// Servers (by base URL) that answered no token count: not asked again
+/// in this process (bounded: URLs come from the config).
+static NO_TOKENIZER: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// Whether `base_url`'s server is known to have no tokenizer endpoint.
+pub fn no_tokenizer(base_url: &str) -> bool {
+    NO_TOKENIZER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|s| s.contains(base_url))
+}
+
+pub fn remember_no_tokenizer(base_url: &str) {
+    let mut guard = NO_TOKENIZER.lock().unwrap_or_else(|p| p.into_inner());
+    let set = guard.get_or_insert_with(HashSet::new);
+    if set.len() >= MAX_WARNED {
+        set.clear();
+    }
+    set.insert(base_url.to_string());
+}
+
 /// What the answer needs left free in the window (CTX-2): the request's
 /// output cap (within the model's `maxTokens`), and
 /// `compaction.reserveTokens` / `reserveTokensFloor` when set — capped
@@ -247,6 +269,36 @@ pub struct Shape {
     pub framing: u64,
 }
 
+/// The text of a prompt as a tokenizer sees it: every text the shape
+/// counts, one after the other.
+pub fn prompt_text(r: &ChatRequest) -> String {
+    let mut out = String::with_capacity(Shape::of(r).bytes as usize);
+    if let Some(sys) = &r.system {
+        out.push_str(sys);
+    }
+    for m in &r.messages {
+        for p in &m.parts {
+            match p {
+                Part::Text(t) | Part::Reasoning(t) => out.push_str(t),
+                Part::Image { .. } => {}
+                Part::ToolCall {
+                    name, arguments, ..
+                } => {
+                    out.push_str(name);
+                    out.push_str(arguments);
+                }
+                Part::ToolResult { content, .. } => out.push_str(content),
+            }
+        }
+    }
+    for t in &r.tools {
+        out.push_str(&t.name);
+        out.push_str(t.description.as_deref().unwrap_or(""));
+        out.push_str(&t.parameters.to_string());
+    }
+    out
+}
+
 impl Shape {
     pub fn of(r: &ChatRequest) -> Self {
         let mut s = Shape::default();
@@ -306,11 +358,16 @@ pub struct Estimate {
     /// The figures for text come from the model's learned bytes per token
     /// (otherwise the byte heuristic).
     pub learned: bool,
+    /// The text was counted by the server's own tokenizer (the framing
+    /// is estimated).
+    pub tokenized: bool,
 }
 
 impl std::fmt::Display for Estimate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let how = if self.learned {
+        let how = if self.tokenized {
+            "counted by the server's tokenizer, its framing estimated"
+        } else if self.learned {
             "estimated with the model's measured bytes per token"
         } else {
             "estimated"
@@ -477,12 +534,14 @@ mod tests {
             tokens: 10,
             calibrated_on: None,
             learned: false,
+            tokenized: false,
         };
         assert_eq!(e.to_string(), "about 10 tokens (estimated)");
         let c = Estimate {
             tokens: 900,
             calibrated_on: Some(850),
             learned: true,
+            tokenized: false,
         };
         assert!(c.to_string().contains("the server counted 850"));
         assert!(c.to_string().contains("measured bytes per token"));

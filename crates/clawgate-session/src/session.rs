@@ -37,6 +37,9 @@ pub const SUMMARY_HEADING: &str = "Earlier conversation, summarized (context, no
 /// every byte of framing is a token the conversation does not get).
 pub const SUMMARY_TAG: &str = "conversation-summary";
 
+/// How long the room check waits for a server's tokenizer.
+const TOKENIZE_WITHIN: Duration = Duration::from_secs(2);
+
 /// Overflow errors from the server answered with a compaction and a
 /// retry, at most, in one turn (CTX-4).
 const MAX_OVERFLOW_RETRIES: usize = 3;
@@ -533,12 +536,14 @@ impl SessionTurn {
                     tokens: counted + added + new,
                     calibrated_on: Some(counted),
                     learned: t.calibrated(),
+                    tokenized: false,
                 }
             }
             _ => Estimate {
                 tokens: t.request(request),
                 calibrated_on: None,
                 learned: t.calibrated(),
+                tokenized: false,
             },
         }
     }
@@ -735,6 +740,60 @@ impl SessionTurn {
         }
     }
 
+    /// Near the room line (within a tenth of it), an estimate made from
+    /// the ratio alone is replaced by the server's own count of the text
+    /// where a local server has a tokenizer endpoint (llama.cpp, vLLM);
+    /// the count also refines the ratio for the rest of the turn. A
+    /// server without one is not asked again in this process.
+    async fn refine(
+        &mut self,
+        runner: &Runner,
+        registry: &Registry,
+        chain: &Chain,
+        request: &ChatRequest,
+        estimate: Estimate,
+        room: u64,
+    ) -> Estimate {
+        if estimate.calibrated_on.is_some() || estimate.tokens.abs_diff(room) > room / 10 {
+            return estimate;
+        }
+        let Some(first) = chain.candidates.first() else {
+            return estimate;
+        };
+        let model = &first.resolved.model;
+        let Some(provider) = registry.provider(&model.provider) else {
+            return estimate;
+        };
+        let local =
+            clawgate_config::endpoint::classify(&provider.base_url).is_some_and(|c| c.is_local());
+        if !local || crate::context::no_tokenizer(&provider.base_url) {
+            return estimate;
+        }
+        let Ok(ep) = clawgate_router::target::endpoint(provider, model, provider.api_key.as_ref())
+        else {
+            return estimate;
+        };
+        let text = crate::context::prompt_text(request);
+        let counted = runner
+            .client()
+            .tokenize(&ep, &model.id, &text, TOKENIZE_WITHIN)
+            .await;
+        let Some(tokens) = counted.filter(|t| *t > 0) else {
+            crate::context::remember_no_tokenizer(&provider.base_url);
+            return estimate;
+        };
+        let shape = Shape::of(request);
+        if shape.bytes >= 64 {
+            self.tokens = Tokens::learned(Some(shape.bytes as f64 / tokens as f64));
+        }
+        Estimate {
+            tokens: tokens + shape.framing,
+            calibrated_on: None,
+            learned: true,
+            tokenized: true,
+        }
+    }
+
     /// One routing of `request` along the chain.
     async fn send(
         &self,
@@ -783,6 +842,9 @@ impl SessionTurn {
         force: bool,
     ) -> Result<Estimate, TurnError> {
         let room = window.tokens.saturating_sub(reserve.tokens);
+        estimate = self
+            .refine(runner, registry, chain, request, estimate, room)
+            .await;
         let must = estimate.tokens > room || force;
         // Early, when compaction is on: within a twentieth of the room
         // while the figures are the heuristic's, a fiftieth once they are
@@ -806,14 +868,16 @@ impl SessionTurn {
             .find(|e| e.kind == EntryKind::Assistant)
             .map_or(0, |e| self.tokens.entry(e));
         let turn = new + last_answer;
-        // The summary is at most the summarizer's answer: its share of
-        // the window, within the model's own output cap.
-        let summary = chain
-            .candidates
-            .first()
-            .map_or(summary_cap(window.tokens), |c| {
-                summary_cap(window.tokens).min(c.resolved.model.max_tokens)
-            });
+        // The summary is at most the summarizer's answer (its share of
+        // the window, within the model's own output cap) and its frame.
+        let frame = self.tokens.text(SUMMARY_HEADING) + 2 * self.tokens.text(SUMMARY_TAG) + 8;
+        let summary = frame
+            + chain
+                .candidates
+                .first()
+                .map_or(summary_cap(window.tokens), |c| {
+                    summary_cap(window.tokens).min(c.resolved.model.max_tokens)
+                });
         for step in attempt..ATTEMPTS {
             let keep = tail_budget(
                 room,
@@ -833,6 +897,9 @@ impl SessionTurn {
                 Ok(Some(c)) => {
                     *request = self.build();
                     estimate = self.estimate(request);
+                    estimate = self
+                        .refine(runner, registry, chain, request, estimate, room)
+                        .await;
                     self.notice(
                         format!(
                             "context: compacted {} earlier entries into a summary with {} ({} before, {} now, of {}'s {}-token window, {} kept free for the answer)",

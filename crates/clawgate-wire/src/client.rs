@@ -162,7 +162,7 @@ impl Client {
 
     /// The client and URL for one request, after the guard's decision on
     /// an IP-literal host (names are judged by the resolver at connect).
-    fn guarded(
+    pub(crate) fn guarded(
         &self,
         text: String,
         policy: Option<&OutboundPolicy>,

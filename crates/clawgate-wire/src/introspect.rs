@@ -182,6 +182,38 @@ impl Client {
         }
     }
 
+    /// How many tokens `text` makes on the model server's own tokenizer,
+    /// where it has one — llama.cpp (`POST /tokenize` `{content}` →
+    /// `{tokens}`) and vLLM (`POST /tokenize` `{model, prompt}` →
+    /// `{count}`) —, through the endpoint's own outbound rules. `None`
+    /// when the server has no such endpoint or does not answer within
+    /// `within`: the caller keeps its estimate.
+    pub async fn tokenize(
+        &self,
+        ep: &crate::Endpoint,
+        model: &str,
+        text: &str,
+        within: Duration,
+    ) -> Option<u64> {
+        let url = format!("{}/tokenize", origin(&ep.base_url)?);
+        let (http, url, _) = self
+            .guarded(url, ep.policy.as_deref(), ep.local_only.as_deref())
+            .ok()?;
+        let body = serde_json::json!({"content": text, "add_special": false, "model": model, "prompt": text, "add_special_tokens": false});
+        let rb = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (status, body) = self.fetch(rb, ep.api_key.as_ref(), within).await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        v.get("count")
+            .and_then(Value::as_u64)
+            .or_else(|| v.get("tokens")?.as_array().map(|a| a.len() as u64))
+    }
+
     /// Probes a health URL (`localService.healthUrl`, `/ready`).
     pub async fn health(&self, url: &str, key: Option<&Secret>, within: Duration) -> Health {
         match self.get_raw(url, key, within).await {
