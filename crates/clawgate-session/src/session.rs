@@ -1263,7 +1263,19 @@ impl SessionTurn {
         }
         entries.extend(transcript::entries_from_answer(answer, incomplete));
         let row = usage_row(served, answer.usage, self.prompt_estimate, answer);
-        let context = answer.usage.map(|u| (u.input, sent));
+        // The next turn starts from the server's own counts: this prompt,
+        // and the answer as it will be sent back (its reasoning is not;
+        // a few tokens of framing are), through the last entry of the
+        // turn. A turn that failed after output is counted up to the
+        // client's messages only (its answer is partial).
+        let context = answer.usage.map(|u| {
+            if incomplete {
+                (u.input, sent)
+            } else {
+                let answer_tokens = u.output.saturating_sub(u.reasoning) + 4;
+                (u.input + answer_tokens, entries.len())
+            }
+        });
         // What the server's count teaches about its tokenizer (CTX-2).
         let calibration = match (answer.usage, self.sent_shape) {
             (Some(u), Some(shape)) => shape.text_tokens(u.input).map(|tokens| Calibration {

@@ -80,6 +80,11 @@ async fn infer_json_against_replayed_llamacpp() {
         body["max_tokens"], 64,
         "maxTokens caps the request (WIRE-8)"
     );
+    // ... and says so, never silently.
+    assert_eq!(
+        v["capNotice"],
+        "max_tokens 100000 lowered to 64: local/tiny's maxTokens is 64 (raise models.providers.local.models[].maxTokens if the model can write more)"
+    );
     assert_eq!(body["top_k"], 20);
     assert_eq!(
         body["chat_template_kwargs"],
