@@ -165,6 +165,18 @@ pub struct Compacted {
     pub model: String,
 }
 
+/// What a turn's room check, compactions and calls work with: the
+/// snapshot, the runner, the chain and the agent's settings.
+struct TurnCtx<'a> {
+    runner: &'a Runner,
+    registry: &'a Registry,
+    chain: &'a Chain,
+    agent: Option<&'a str>,
+    settings: &'a CompactionSettings,
+    on_notice: OnNotice<'a>,
+    now_ms: i64,
+}
+
 /// A turn in session mode, between routing and its commit.
 pub struct SessionTurn {
     store: Arc<dyn Store>,
@@ -574,11 +586,18 @@ impl SessionTurn {
         let chain = crate::chain_for(registry, target)?;
         let agent = target.agent.as_deref();
         let settings = CompactionSettings::of(registry, agent);
+        let cx = TurnCtx {
+            runner,
+            registry,
+            chain: &chain,
+            agent,
+            settings: &settings,
+            on_notice,
+            now_ms,
+        };
         let Some(first) = chain.candidates.first() else {
             let request = self.build();
-            return self
-                .send(runner, registry, &chain, agent, request, on_notice)
-                .await;
+            return self.send(&cx, request).await;
         };
         let mut window = Window::of(registry, runner, agent, &first.resolved);
         let model_cap = first.resolved.model.max_tokens;
@@ -596,21 +615,7 @@ impl SessionTurn {
         let mut request = self.build();
         let before = self.estimate(&request);
         let estimate = self
-            .fit(
-                runner,
-                registry,
-                &chain,
-                agent,
-                &window,
-                &reserve,
-                &settings,
-                on_notice,
-                now_ms,
-                &mut request,
-                before,
-                0,
-                false,
-            )
+            .fit(&cx, &window, &reserve, &mut request, before, 0, false)
             .await?;
         // The notice goes out when the session crosses the line, not on
         // every turn under it.
@@ -640,9 +645,7 @@ impl SessionTurn {
             self.prompt_estimate = self.estimate(&request).tokens;
             let shape = Shape::of(&request);
             self.sent_shape = Some(shape);
-            let result = self
-                .send(runner, registry, &chain, agent, request, on_notice)
-                .await;
+            let result = self.send(&cx, request).await;
             let e = match result {
                 Err(e) if overflowed(&e) && overflows < MAX_OVERFLOW_RETRIES => e,
                 other => return other,
@@ -704,21 +707,7 @@ impl SessionTurn {
             );
             let est = self.estimate(&next);
             let fitted = self
-                .fit(
-                    runner,
-                    registry,
-                    &chain,
-                    agent,
-                    &window,
-                    &reserve,
-                    &settings,
-                    on_notice,
-                    now_ms,
-                    &mut next,
-                    est,
-                    overflows - 1,
-                    true,
-                )
+                .fit(&cx, &window, &reserve, &mut next, est, overflows - 1, true)
                 .await;
             match fitted {
                 Ok(_) if Shape::of(&next).bytes < shape.bytes => request = next,
@@ -747,13 +736,12 @@ impl SessionTurn {
     /// server without one is not asked again in this process.
     async fn refine(
         &mut self,
-        runner: &Runner,
-        registry: &Registry,
-        chain: &Chain,
+        cx: &TurnCtx<'_>,
         request: &ChatRequest,
         estimate: Estimate,
         room: u64,
     ) -> Estimate {
+        let (runner, registry, chain) = (cx.runner, cx.registry, cx.chain);
         if estimate.calibrated_on.is_some() || estimate.tokens.abs_diff(room) > room / 10 {
             return estimate;
         }
@@ -795,24 +783,16 @@ impl SessionTurn {
     }
 
     /// One routing of `request` along the chain.
-    async fn send(
-        &self,
-        runner: &Runner,
-        registry: &Registry,
-        chain: &Chain,
-        agent: Option<&str>,
-        request: ChatRequest,
-        on_notice: OnNotice<'_>,
-    ) -> Result<Routed, TurnError> {
+    async fn send(&self, cx: &TurnCtx<'_>, request: ChatRequest) -> Result<Routed, TurnError> {
         crate::run_chain(
-            runner,
-            registry,
-            chain,
-            agent,
+            cx.runner,
+            cx.registry,
+            cx.chain,
+            cx.agent,
             TurnInput {
                 request,
                 session: None,
-                on_notice,
+                on_notice: cx.on_notice,
                 pinned: self.pinned.clone(),
             },
         )
@@ -827,24 +807,17 @@ impl SessionTurn {
     #[allow(clippy::too_many_arguments)]
     async fn fit(
         &mut self,
-        runner: &Runner,
-        registry: &Registry,
-        chain: &Chain,
-        agent: Option<&str>,
+        cx: &TurnCtx<'_>,
         window: &Window,
         reserve: &Reserve,
-        settings: &CompactionSettings,
-        on_notice: OnNotice<'_>,
-        now_ms: i64,
         request: &mut ChatRequest,
         mut estimate: Estimate,
         attempt: usize,
         force: bool,
     ) -> Result<Estimate, TurnError> {
+        let (chain, settings, on_notice) = (cx.chain, cx.settings, cx.on_notice);
         let room = window.tokens.saturating_sub(reserve.tokens);
-        estimate = self
-            .refine(runner, registry, chain, request, estimate, room)
-            .await;
+        estimate = self.refine(cx, request, estimate, room).await;
         let must = estimate.tokens > room || force;
         // Early, when compaction is on: within a twentieth of the room
         // while the figures are the heuristic's, a fiftieth once they are
@@ -888,18 +861,11 @@ impl SessionTurn {
                 settings.keep_recent_tokens,
                 step,
             );
-            match self
-                .compact(
-                    runner, registry, chain, agent, window, keep, None, settings, now_ms,
-                )
-                .await
-            {
+            match self.compact(cx, window, keep, None).await {
                 Ok(Some(c)) => {
                     *request = self.build();
                     estimate = self.estimate(request);
-                    estimate = self
-                        .refine(runner, registry, chain, request, estimate, room)
-                        .await;
+                    estimate = self.refine(cx, request, estimate, room).await;
                     self.notice(
                         format!(
                             "context: compacted {} earlier entries into a summary with {} ({} before, {} now, of {}'s {}-token window, {} kept free for the answer)",
@@ -1028,37 +994,31 @@ impl SessionTurn {
             settings.keep_recent_tokens,
             0,
         );
-        self.compact(
+        let cx = TurnCtx {
             runner,
             registry,
-            &chain,
+            chain: &chain,
             agent,
-            &window,
-            keep,
-            instructions,
-            &settings,
+            settings: &settings,
+            on_notice: None,
             now_ms,
-        )
-        .await
+        };
+        self.compact(&cx, &window, keep, instructions).await
     }
 
     /// Summarizes the older part of the history into one summary entry,
     /// committed at once (the full history stays stored), and continues
     /// with the summary and a kept tail of at most `keep` tokens. `None`
     /// when nothing can be summarized.
-    #[allow(clippy::too_many_arguments)]
     async fn compact(
         &mut self,
-        runner: &Runner,
-        registry: &Registry,
-        chain: &Chain,
-        agent: Option<&str>,
+        cx: &TurnCtx<'_>,
         window: &Window,
         keep: u64,
         instructions: Option<&str>,
-        settings: &CompactionSettings,
-        now_ms: i64,
     ) -> Result<Option<Compacted>, TurnError> {
+        let (runner, registry, chain, agent) = (cx.runner, cx.registry, cx.chain, cx.agent);
+        let (settings, now_ms) = (cx.settings, cx.now_ms);
         let (previous, rest) = match self.history.first() {
             Some(s) if s.kind == EntryKind::Summary => (
                 (!s.text.is_empty()).then(|| s.text.clone()),
