@@ -102,10 +102,14 @@ def test_clawgate_chat_in_a_pseudo_terminal(upstream, tmp_path):
     t.send("what now?\r")
     assert "Hello from fake" in t.expect("› ")
     last = FakeChat.requests[-1]["body"]
-    system = last["messages"][0]["content"]
-    assert "Summary of the earlier conversation" in system, last
+    # The summary leads the first user message as a delimited block (never
+    # the system prompt: it was written from what the user sent).
+    first = last["messages"][0]
+    assert first["role"] == "user", last
+    assert first["content"].startswith("<conversation-summary>\nEarlier conversation, summarized"), last
+    assert all(m["role"] != "system" for m in last["messages"]), last
     said = [m.get("content") for m in last["messages"]]
-    assert "tell me slowly" in said and said[-1] == "what now?", said
+    assert first["content"].endswith("tell me slowly") and said[-1] == "what now?", said
     assert any(isinstance(s, str) and s.startswith("word0 word1 word2 word3") for s in said), said
 
     t.send("\x04")

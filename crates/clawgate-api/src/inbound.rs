@@ -147,6 +147,9 @@ pub(crate) enum SessionKey {
     Sticky(String),
     /// A session the gateway keeps (OpenAI `user`, GW-2).
     Keep(String),
+    /// The stored key of a session a kept answer belongs to
+    /// (`previous_response_id`): already the owner's, already checked.
+    Stored(String),
 }
 
 /// Builds the stored form of an answer (`id`, JSON) from the whole answer
@@ -294,13 +297,17 @@ pub(crate) async fn route(
         (Some(h), _) => SessionKey::Keep(h.to_string()),
         (None, k) => k,
     };
+    let mut target =
+        Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
     let (keep, sticky) = match key {
         SessionKey::None => (None, None),
+        SessionKey::Stored(k) => (state.store.is_some().then_some(k), None),
         // A pin-only key is a hint: one too long to keep is dropped, never
         // a reason to refuse the request (Claude Code fills it itself).
         SessionKey::Sticky(k) => (None, (k.len() <= MAX_KEY_LEN).then_some(k)),
         SessionKey::Keep(k) => {
             check_key("user", &k)?;
+            reserved(&registry, target.agent.as_deref(), &k)?;
             match state.store {
                 // The store keeps the session's pins: no second copy in
                 // the runner's memory.
@@ -309,8 +316,6 @@ pub(crate) async fn route(
             }
         }
     };
-    let mut target =
-        Target::from_api(&registry, model, override_model).map_err(|e| turn_error(&registry, e))?;
     let (mut routed, session) = match (keep, &state.store) {
         (Some(k), Some(store)) => {
             let mut turn = clawgate_session::session::begin(
@@ -369,6 +374,25 @@ pub(crate) async fn route(
     })
 }
 
+/// A key of the form another agent's own sessions take (`<key>@<agent>`,
+/// `@default` for the default agent) is that agent's: a client of any
+/// other agent cannot create it first and so squat the name it would get
+/// (CTX-4).
+fn reserved(registry: &Registry, agent: Option<&str>, key: &str) -> Result<(), ApiError> {
+    let Some((_, owner)) = key.rsplit_once('@') else {
+        return Ok(());
+    };
+    let own = agent.unwrap_or("default");
+    let is_agent = owner == "default" || registry.config.agents.entries.contains_key(owner);
+    if is_agent && owner != own {
+        return Err(ApiError::bad_request(format!(
+            "session key {key:?} has the form of agent {owner}'s own sessions (<key>@{owner}); use another key"
+        ))
+        .code("session_key_reserved"));
+    }
+    Ok(())
+}
+
 /// A turn's error in the OpenAI shape (each endpoint re-shapes it for its
 /// protocol): 404 with the valid targets, 403 for the policy, the routing
 /// failure's own status.
@@ -385,6 +409,10 @@ pub(crate) fn turn_error(reg: &Registry, e: TurnError) -> ApiError {
             .param("tool_choice"),
         TurnError::Compaction(m) => {
             ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", m).code("compaction_failed")
+        }
+        TurnError::Store(e @ clawgate_store::StoreError::Owner(_)) => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
+                .code("session_key_taken")
         }
         TurnError::Store(e) => {
             tracing::error!(error = %e, "session store");

@@ -361,7 +361,7 @@ async fn session_key(
             // Only the agent that owns the session continues it (CTX-4); to
             // any other the id does not exist.
             Ok(Some(kept)) if kept.agent.as_deref() == agent => {
-                Ok(crate::SessionKey::Keep(kept.key))
+                Ok(crate::SessionKey::Stored(kept.key))
             }
             Ok(_) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,

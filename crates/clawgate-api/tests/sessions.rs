@@ -234,6 +234,7 @@ async fn usage_and_cost_rows_equal_what_the_server_reported() {
     }
     let rows = store
         .usage(UsageQuery {
+            session_id: None,
             session: None,
             since_ms: 0,
             by: GroupBy::Model,
@@ -256,6 +257,7 @@ async fn usage_and_cost_rows_equal_what_the_server_reported() {
     );
     let hosts = store
         .usage(UsageQuery {
+            session_id: None,
             session: None,
             since_ms: 0,
             by: GroupBy::Endpoint,

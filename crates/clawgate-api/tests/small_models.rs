@@ -814,3 +814,159 @@ async fn ctx_2_near_the_line_the_servers_tokenizer_counts() {
         .count();
     assert_eq!(tokenize_calls, 1);
 }
+
+#[tokio::test]
+async fn ctx_4_another_agents_form_of_a_key_cannot_be_squatted() {
+    let private = FakeServer::start(plain_server("private")).await;
+    let public = FakeServer::start(plain_server("public")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &agents_config(&private.base_url(), &public.base_url()),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    let chat = |model: &'static str, user: String| {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": model, "user": user, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    // `pub` cannot take the names `priv` (or the default agent) would get.
+    for key in ["V@priv", "V@priv@priv", "V@default"] {
+        let r = chat("agent/pub", key.to_string()).await.unwrap();
+        assert_eq!(r.status(), 400, "{key}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "session_key_reserved", "{v}");
+    }
+    // ... so `priv` still gets its own session on a key `pub` took.
+    assert_eq!(chat("agent/pub", "V".into()).await.unwrap().status(), 200);
+    assert_eq!(chat("agent/priv", "V".into()).await.unwrap().status(), 200);
+    assert_eq!(
+        store.get("V@priv").await.unwrap().unwrap().agent.as_deref(),
+        Some("priv")
+    );
+    // An agent's own form, and an `@` that names no agent, are fine.
+    assert_eq!(
+        chat("agent/pub", "W@pub".into()).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        chat("agent/pub", "alice@example.com".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A kept answer whose session key is the longest a client may send
+    // plus `@pub` is still continued by its agent.
+    let long = "k".repeat(256);
+    assert_eq!(
+        chat("agent/priv", long.clone()).await.unwrap().status(),
+        200
+    );
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/pub", "user": long, "store": true, "input": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let r = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "agent/pub", "previous_response_id": v["id"], "input": "second"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let s = store.get(&format!("{long}@pub")).await.unwrap().unwrap();
+    assert_eq!(s.turns, 2);
+
+    // `/usage` in a session counts that session only, not an earlier one
+    // (another agent's, deleted) under the same key.
+    assert_eq!(chat("agent/priv", "RK".into()).await.unwrap().status(), 200);
+    assert!(store.delete("RK").await.unwrap());
+    assert_eq!(chat("agent/pub", "RK".into()).await.unwrap().status(), 200);
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "agent/pub", "user": "RK", "messages": [{"role": "user", "content": "/usage"}]}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("pub/m: 1 calls") && !text.contains("priv/m"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ctx_4_turns_reaching_one_session_by_two_keys_run_one_after_the_other() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let public = FakeServer::start(move |_r: &Recorded| {
+        let i = seen.fetch_add(1, Ordering::SeqCst);
+        let body = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("public {i}")}, "finish_reason": "stop"}]}).to_string();
+        let reply = Reply::new(200).header("content-type", "application/json");
+        // The first answer waits for the test.
+        if i == 0 {
+            reply.wait(held.clone()).bytes(body)
+        } else {
+            reply.bytes(body)
+        }
+    })
+    .await;
+    let private = FakeServer::start(plain_server("private")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = Arc::new(
+        gateway_with_store(
+            &agents_config(&private.base_url(), &public.base_url()),
+            no_auth(),
+            store.clone(),
+        )
+        .await,
+    );
+    let turn = |model: &'static str, user: &'static str, text: &'static str| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            http()
+                .post(gw.url("/v1/chat/completions"))
+                .json(&json!({"model": model, "user": user, "messages": [{"role": "user", "content": text}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // `priv` owns L; `pub`'s turns on L go to L@pub.
+    assert_eq!(turn("agent/priv", "L", "mine").await.unwrap(), 200);
+    let first = turn("agent/pub", "L", "one");
+    while n.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The same session by its own name waits for the turn in flight...
+    let second = turn("agent/pub", "L@pub", "two");
+    // ... while another agent's session on the same key does not.
+    assert_eq!(turn("agent/priv", "L", "again").await.unwrap(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(public.requests().len(), 1, "the second turn waited");
+    release.notify_one();
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    // The second turn was built on the first.
+    let last = body(public.requests().last().unwrap());
+    let said: Vec<String> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(said, ["one", "public 0", "two"], "{last}");
+}

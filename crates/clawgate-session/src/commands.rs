@@ -327,7 +327,8 @@ async fn usage_line(turn: &SessionTurn, _now_ms: i64) -> Result<String, TurnErro
         .usage(UsageQuery {
             since_ms: 0,
             by: GroupBy::Model,
-            session: Some(turn.session.key.clone()),
+            session: None,
+            session_id: Some(turn.session.id),
         })
         .await?;
     if rows.is_empty() {

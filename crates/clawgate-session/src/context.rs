@@ -267,7 +267,14 @@ const IMAGE_TOKENS: u64 = 765;
 pub struct Shape {
     pub bytes: u64,
     pub framing: u64,
+    /// Images in it: a server's count of those is no guide to text.
+    pub images: u64,
 }
+
+/// Prompts smaller than this teach nothing about a tokenizer (a chat
+/// template's fixed tokens would pass for text): a client cannot skew a
+/// model's ratio with a run of tiny requests.
+pub const MIN_SAMPLE_BYTES: u64 = 256;
 
 /// The text of a prompt as a tokenizer sees it: every text the shape
 /// counts, one after the other.
@@ -311,7 +318,10 @@ impl Shape {
             for p in &m.parts {
                 match p {
                     Part::Text(t) | Part::Reasoning(t) => s.bytes += t.len() as u64,
-                    Part::Image { .. } => s.framing += IMAGE_TOKENS,
+                    Part::Image { .. } => {
+                        s.framing += IMAGE_TOKENS;
+                        s.images += 1;
+                    }
                     Part::ToolCall {
                         name, arguments, ..
                     } => {
@@ -338,7 +348,10 @@ impl Shape {
     /// says anything about the text (the framing alone does not).
     pub fn text_tokens(&self, counted: u64) -> Option<u64> {
         let text = counted.checked_sub(self.framing)?;
-        (self.bytes >= 64 && text > 0).then_some(text)
+        // Text must be most of what was counted, and there must be
+        // enough of it, with no image whose count is a guess.
+        let enough = self.bytes >= MIN_SAMPLE_BYTES && self.images == 0;
+        (enough && text > 0 && self.framing <= counted / 4).then_some(text)
     }
 
     /// The bytes per token a server count of this prompt implies.
@@ -506,13 +519,25 @@ mod tests {
             shape,
             Shape {
                 bytes: 1_000,
-                framing: 8
+                framing: 8,
+                images: 0
             }
         );
         // A server that counted 1 008 tokens: one byte per token.
         assert_eq!(shape.ratio(1_008), Some(1.0));
         assert_eq!(Tokens::learned(shape.ratio(1_008)).request(&r), 1_008);
         assert_eq!(shape.ratio(5), None, "less than the framing says nothing");
+        // Tiny prompts and prompts with images teach nothing.
+        let tiny = Shape::of(&ChatRequest {
+            messages: vec![Message::user("u".repeat(67))],
+            ..Default::default()
+        });
+        assert_eq!(tiny.ratio(43), None);
+        let mut with_image = r.clone();
+        with_image.messages[0].parts.push(Part::Image {
+            url: "data:image/png;base64,AAAA".into(),
+        });
+        assert_eq!(Shape::of(&with_image).ratio(2_500), None);
     }
 
     #[test]

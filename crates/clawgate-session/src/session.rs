@@ -214,9 +214,10 @@ pub struct SessionTurn {
     /// the transcript (a kept Responses object still does, so a client
     /// can continue from it).
     local: bool,
-    /// This session's turn lock, held until the turn is committed or
-    /// dropped.
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// This session's turn locks (the key asked for and, when another
+    /// agent owns it, the key of this agent's own session), held until
+    /// the turn is committed or dropped.
+    _turn: Vec<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// Opens `key`'s session and prepares the turn: the persisted model
@@ -230,10 +231,19 @@ pub async fn begin(
     mut request: ChatRequest,
     now_ms: i64,
 ) -> Result<SessionTurn, TurnError> {
-    let turn_lock = locks.lock(key).await;
-    let loaded = store
-        .load_turn(key, target.agent.as_deref(), now_ms)
-        .await?;
+    // Locks are per agent and key: another agent's turn on the same key
+    // (a session of its own) does not wait for this one. When the key
+    // leads to this agent's own form of it, that session is locked too
+    // and read again, so a turn naming the key either way sees the last.
+    let agent = target.agent.as_deref();
+    let lock_key = |k: &str| format!("{}\u{0}{k}", agent.unwrap_or(""));
+    let mut turn_lock = vec![locks.lock(&lock_key(key)).await];
+    let mut loaded = store.load_turn(key, agent, now_ms).await?;
+    if loaded.session.key != key {
+        let own = loaded.session.key.clone();
+        turn_lock.push(locks.lock(&lock_key(&own)).await);
+        loaded = store.load_turn(&own, agent, now_ms).await?;
+    }
     let session = loaded.session;
     match &target.requested {
         Some((m, SelectionSource::User)) => {

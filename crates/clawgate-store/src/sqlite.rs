@@ -100,10 +100,12 @@ CREATE TABLE calibration (
 "#,
 ];
 
-/// How much of the earlier samples a new one keeps: the ratio follows a
-/// model that changes (a swapped GGUF under the same id) within a few
-/// turns, and one odd prompt does not decide it.
+/// How much of the earlier samples a new one keeps, per
+/// [`CALIBRATION_SPAN`] bytes of it: the ratio follows a model that
+/// changes (a swapped GGUF under the same id) within a few large turns,
+/// while a run of small requests barely moves it.
 const CALIBRATION_DECAY: f64 = 0.5;
+const CALIBRATION_SPAN: f64 = 8_192.0;
 
 /// Models whose ratio is kept in memory at most (they come from the
 /// config, not from requests; past it the map starts over).
@@ -1022,7 +1024,7 @@ impl Store for SqliteStore {
                             c.bytes as f64,
                             c.tokens as f64,
                             turn.at_ms,
-                            CALIBRATION_DECAY
+                            CALIBRATION_DECAY.powf(c.bytes as f64 / CALIBRATION_SPAN)
                         ],
                         |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?)),
                     )?,
@@ -1177,9 +1179,10 @@ impl Store for SqliteStore {
                 "SELECT {group} AS g, COUNT(*), SUM(input), SUM(output), SUM(cache_read), SUM(cache_write),
                         SUM(reasoning), SUM(cost_usd), SUM(estimated)
                  FROM usage WHERE at_ms >= ?1 AND (?2 IS NULL OR session_key = ?2)
+                   AND (?3 IS NULL OR session_id = ?3)
                  GROUP BY g ORDER BY g"
             ))?;
-            let rows = stmt.query_map(params![query.since_ms, query.session], |r| {
+            let rows = stmt.query_map(params![query.since_ms, query.session, query.session_id], |r| {
                 let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
                 Ok(UsageTotal {
                     group: r.get(0)?,

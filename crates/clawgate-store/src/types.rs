@@ -201,8 +201,12 @@ pub enum GroupBy {
 pub struct UsageQuery {
     pub since_ms: i64,
     pub by: GroupBy,
-    /// Only this session's calls.
+    /// Only the calls recorded under this session key (deleted sessions'
+    /// too: what left the machine stays accounted).
     pub session: Option<String>,
+    /// Only this live session's calls (a chat's own `/usage`: a key
+    /// reused after a delete does not see the old session's rows).
+    pub session_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -250,6 +250,7 @@ async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
         .unwrap();
     let by = |g| {
         store.usage(UsageQuery {
+            session_id: None,
             since_ms: 0,
             by: g,
             session: None,
@@ -294,6 +295,7 @@ async fn usage_totals_add_up_exactly_by_model_session_day_and_endpoint() {
     );
     let recent = store
         .usage(UsageQuery {
+            session_id: None,
             session: None,
             since_ms: nov30 + DAY,
             by: GroupBy::Model,
@@ -830,8 +832,7 @@ async fn ctx_2_a_models_calibration_is_learned_and_survives_a_restart() {
         });
         store.commit(t).await.unwrap();
         assert_eq!(store.ratio("local/tiny").await.unwrap(), Some(1.0));
-        // A second sample moves it, the first one decayed by half:
-        // (500 + 3000) / (500 + 1000).
+        // A second sample moves it.
         let mut t = turn(
             s.id,
             3,
@@ -844,11 +845,49 @@ async fn ctx_2_a_models_calibration_is_learned_and_survives_a_restart() {
             tokens: 1_000,
         });
         store.commit(t).await.unwrap();
+        // The earlier sums decay by half per 8 KiB of the new sample.
+        let d = 0.5f64.powf(3_000.0 / 8_192.0);
+        let want = (1_000.0 * d + 3_000.0) / (1_000.0 * d + 1_000.0);
         let r = store.ratio("local/tiny").await.unwrap().unwrap();
-        assert!((r - 3_500.0 / 1_500.0).abs() < 1e-9, "{r}");
+        assert!((r - want).abs() < 1e-9, "{r}");
+        // After a long session at 4 bytes a token, a run of small samples
+        // at 1 byte a token barely moves it (a client cannot skew it with
+        // tiny requests).
+        let mut t = turn(
+            s.id,
+            9,
+            vec![NewEntry::new(EntryKind::User, "y")],
+            Vec::new(),
+        );
+        t.calibration = Some(clawgate_store::Calibration {
+            model: "local/long".into(),
+            bytes: 100_000,
+            tokens: 25_000,
+        });
+        store.commit(t).await.unwrap();
+        for i in 0..10 {
+            let mut t = turn(
+                s.id,
+                10 + i,
+                vec![NewEntry::new(EntryKind::User, "z")],
+                Vec::new(),
+            );
+            t.calibration = Some(clawgate_store::Calibration {
+                model: "local/long".into(),
+                bytes: 300,
+                tokens: 300,
+            });
+            store.commit(t).await.unwrap();
+        }
+        let moved = store.ratio("local/long").await.unwrap().unwrap();
+        assert!(moved > 3.5, "4.0 -> {moved}");
     }
     let store = SqliteStore::open(&path).unwrap();
     let r = store.ratio("local/tiny").await.unwrap().unwrap();
-    assert!((r - 3_500.0 / 1_500.0).abs() < 1e-9, "{r}");
+    let d = 0.5f64.powf(3_000.0 / 8_192.0);
+    assert!(
+        (r - (1_000.0 * d + 3_000.0) / (1_000.0 * d + 1_000.0)).abs() < 1e-9,
+        "{r}"
+    );
     assert_eq!(store.ratio("other/model").await.unwrap(), None);
 }

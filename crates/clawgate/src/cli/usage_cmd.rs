@@ -104,6 +104,7 @@ pub fn run(args: UsageArgs) -> CliResult {
             SqliteStore::open(&path).map_err(|e| CliError::msg(exit::FAILURE, e.to_string()))?;
         store
             .usage(UsageQuery {
+                session_id: None,
                 session: None,
                 since_ms: since,
                 by,
