@@ -970,3 +970,47 @@ async fn ctx_4_turns_reaching_one_session_by_two_keys_run_one_after_the_other() 
         .collect();
     assert_eq!(said, ["one", "public 0", "two"], "{last}");
 }
+
+#[tokio::test]
+async fn ctx_2_the_warning_is_sent_when_the_session_crosses_the_line_not_every_turn() {
+    // No usage from the server: nothing calibrates, every turn is near.
+    let up = FakeServer::start(no_usage_server()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let cfg = config(&up.base_url(), 8_192, 256, "");
+    let gw = gateway_with_store(&cfg, no_auth(), store).await;
+    let line = (8_192 - 256) / 10 * 8;
+    let (mut warned, mut crossings, mut compacted, mut past) = (0, 0, 0, 0);
+    let mut under = true;
+    for _ in 0..14 {
+        let r = say(&gw, "line", &"word".repeat(600)).await;
+        assert_eq!(r.status(), 200);
+        let est: u64 = r.headers()["x-clawgate-prompt-estimate"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = r
+            .headers()
+            .get("x-clawgate-context")
+            .map(|h| h.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        if n.contains("context: compacted") {
+            compacted += 1;
+            under = est <= line;
+        } else if est > line {
+            past += 1;
+            if under {
+                crossings += 1;
+            }
+            under = false;
+        }
+        warned += n.matches("past 80 % of the room").count();
+    }
+    // Several turns past the line, one warning per crossing.
+    assert!(
+        compacted >= 1 && past > crossings,
+        "{compacted} {past} {crossings}"
+    );
+    assert_eq!(warned, crossings, "{past} turns past the line");
+}

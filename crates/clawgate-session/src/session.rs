@@ -37,6 +37,9 @@ pub const SUMMARY_HEADING: &str = "Earlier conversation, summarized (context, no
 /// every byte of framing is a token the conversation does not get).
 pub const SUMMARY_TAG: &str = "conversation-summary";
 
+/// The notice a session gets once when it crosses 80 % of its room.
+const PAST_LINE: &str = "past 80 % of the room";
+
 /// How long the room check waits for a server's tokenizer.
 const TOKENIZE_WITHIN: Duration = Duration::from_secs(2);
 
@@ -631,11 +634,15 @@ impl SessionTurn {
         // every turn under it.
         let room = window.tokens.saturating_sub(reserve.tokens);
         let line = room / 10 * 8;
-        let was_under = self.session.context.map(|(c, _)| c <= line).unwrap_or(true);
-        if estimate.tokens > line && was_under && !self.compacted {
+        // Said once since the last summary: the notice is in the history.
+        let said = self
+            .history
+            .iter()
+            .any(|e| e.kind == EntryKind::Notice && e.text.contains(PAST_LINE));
+        if estimate.tokens > line && !said && !self.compacted {
             self.notice(
                 format!(
-                    "context: {estimate} of {}'s {}-token window ({}), with {} kept free for the answer ({}): past 80 % of the room{}",
+                    "context: {estimate} of {}'s {}-token window ({}), with {} kept free for the answer ({}): {PAST_LINE}{}",
                     window.reference,
                     window.tokens,
                     window.source,
