@@ -195,6 +195,14 @@ impl Tokens {
         self.bytes_per_token.is_some()
     }
 
+    /// Tokens for `n` bytes of ASCII text (a tool's JSON schema).
+    fn bytes(&self, n: usize) -> u64 {
+        match self.bytes_per_token {
+            Some(r) => (n as f64 / r).ceil() as u64,
+            None => (n as u64).div_ceil(4),
+        }
+    }
+
     pub fn text(&self, s: &str) -> u64 {
         match self.bytes_per_token {
             Some(r) => (s.len() as f64 / r).ceil() as u64,
@@ -248,10 +256,30 @@ impl Tokens {
                 PER_TOOL
                     + self.text(&t.name)
                     + t.description.as_deref().map_or(0, |d| self.text(d))
-                    + self.text(&t.parameters.to_string())
+                    + self.bytes(json_len(&t.parameters))
             })
             .sum();
         system + self.messages(&r.messages) + tools
+    }
+}
+
+/// The length of a JSON value as sent, counted without building the
+/// text (a client's tools are measured on every turn).
+pub fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => 0,
     }
 }
 
@@ -339,7 +367,7 @@ impl Shape {
             s.framing += PER_TOOL;
             s.bytes += (t.name.len()
                 + t.description.as_deref().map_or(0, str::len)
-                + t.parameters.to_string().len()) as u64;
+                + json_len(&t.parameters)) as u64;
         }
         s
     }
@@ -538,6 +566,12 @@ mod tests {
             url: "data:image/png;base64,AAAA".into(),
         });
         assert_eq!(Shape::of(&with_image).ratio(2_500), None);
+    }
+
+    #[test]
+    fn a_schema_is_measured_as_it_is_sent() {
+        let v: serde_json::Value = serde_json::json!({"type": "object", "properties": {"path": {"type": "string", "description": "é \" \n"}}});
+        assert_eq!(json_len(&v), v.to_string().len());
     }
 
     #[test]
