@@ -9,6 +9,7 @@
 //! callers (SPEC section 10). SQLite work runs on one store thread.
 
 mod cache;
+pub mod private;
 mod sqlite;
 mod types;
 

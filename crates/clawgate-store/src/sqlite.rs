@@ -255,10 +255,13 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with a durability level.
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(path, e))?;
-        }
+        // Transcripts are private: the folder 0700, the file (and the
+        // WAL and shared-memory files SQLite makes with its mode) 0600.
+        crate::private::prepare(path).map_err(|e| open_error(path, e))?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        // Before anything that takes a lock: another process opening the
+        // same new file at the same moment is waited for, not an error.
+        conn.busy_timeout(BUSY_WAIT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::ProcessCrash => "NORMAL",
@@ -266,7 +269,6 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(BUSY_WAIT)?;
         // More distinct statements than rusqlite's default cache of 16 run
         // in a turn; an evicted one is parsed again.
         conn.set_prepared_statement_cache_capacity(64);
@@ -622,20 +624,31 @@ fn gone() -> StoreError {
     StoreError::Worker("the store thread has stopped".into())
 }
 
+/// Brings the schema up to [`SCHEMA_VERSION`] once, whoever opens the
+/// file first: the version is read again inside one immediate
+/// transaction (which waits for another process's migration), so a
+/// second process starting at the same moment finds the work done.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            found,
-            known: SCHEMA_VERSION,
-        });
+    let version = |c: &Connection| -> Result<i64, StoreError> {
+        let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(found)
+    };
+    if version(conn)? == SCHEMA_VERSION {
+        return Ok(());
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.savepoint()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    for sql in MIGRATIONS.iter().skip(found as usize) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 

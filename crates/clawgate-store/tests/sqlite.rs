@@ -891,3 +891,70 @@ async fn ctx_2_a_models_calibration_is_learned_and_survives_a_restart() {
     );
     assert_eq!(store.ratio("other/model").await.unwrap(), None);
 }
+
+#[test]
+fn a_new_file_opened_by_several_processes_at_once_is_migrated_once() {
+    // Threads with their own connections lock the file as processes do.
+    for round in 0..25 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("state/s{round}.sqlite3"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for h in handles {
+            let r = h.join().unwrap();
+            assert!(r.is_ok(), "round {round}: {r:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sec_the_session_database_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("home/.clawgate/state/sessions.sqlite3");
+    let store = SqliteStore::open(&path).unwrap();
+    let s = store.load_turn("k", None, 1).await.unwrap().session;
+    store
+        .commit(turn(
+            s.id,
+            2,
+            vec![NewEntry::new(EntryKind::User, "secret")],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    for side in ["-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{side}", path.display()));
+        assert_eq!(mode(&p), 0o600, "{side}");
+    }
+    drop(store);
+    // Files an earlier version left readable are tightened on open.
+    for p in [
+        path.clone(),
+        std::path::PathBuf::from(format!("{}-wal", path.display())),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(
+        path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let _store = SqliteStore::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert!(clawgate_store::private::readable_by_others(path.parent().unwrap()).is_empty());
+}

@@ -195,6 +195,12 @@ async fn infer_failures_are_classified_and_exit_non_zero() {
     let v = out_json(&o);
     assert_eq!(v["error"]["class"], "unreachable");
     assert_eq!(v["attempts"][0]["model"], "local/tiny");
+    // The cooldown it saved is private state: 0700 folder, 0600 file.
+    use std::os::unix::fs::PermissionsExt;
+    let state = dir.path().join(".clawgate/state");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("cooldowns.json")), 0o600);
 }
 
 fn seed(name: &str) -> String {

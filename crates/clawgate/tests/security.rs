@@ -211,3 +211,41 @@ fn an_open_bind_without_auth_and_a_blocked_base_url_are_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cloud metadata address"));
 }
+
+#[test]
+fn sec_state_readable_by_others_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = staged(dir.path(), "clean.json5", 0o600);
+    let state = dir.path().join(".clawgate/state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("sessions.sqlite3"), b"").unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        state.join("sessions.sqlite3"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (_, v) = audit(dir.path(), &cfg, &[]);
+    assert_eq!(
+        checks(&v),
+        [("state.permissions".to_string(), state.display().to_string())],
+        "{v}"
+    );
+    let f = &v["findings"][0];
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("sessions.sqlite3 (644)"),
+        "{f}"
+    );
+    // Private: nothing to say.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        state.join("sessions.sqlite3"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let (_, v) = audit(dir.path(), &cfg, &[]);
+    assert_eq!(checks(&v), Vec::<(String, String)>::new(), "{v}");
+}

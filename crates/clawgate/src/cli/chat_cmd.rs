@@ -371,6 +371,14 @@ pub fn run(ctx: &Ctx, args: ChatArgs) -> CliResult {
         .map_err(|e| CliError::msg(exit::FAILURE, format!("the line editor: {e}")))?;
     let history = super::state::chat_history_file();
     if let Some(h) = &history {
+        // The line history holds what the user typed: private, like the
+        // transcripts.
+        if let Some(dir) = h.parent() {
+            let _ = clawgate_store::private::private_dir(dir);
+        }
+        if let Ok(Some(n)) = clawgate_store::private::private_file(h) {
+            eprintln!("note: {n}");
+        }
         let _ = editor.load_history(h);
     }
     eprintln!(

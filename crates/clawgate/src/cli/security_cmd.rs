@@ -22,6 +22,30 @@ pub struct AuditArgs {
     json: bool,
 }
 
+/// The state directory (transcripts, chat history, cooldowns) readable by
+/// other local users.
+fn state_permissions() -> Option<Finding> {
+    let dir = super::state::state_dir()?;
+    let open = clawgate_store::private::readable_by_others(&dir);
+    if open.is_empty() {
+        return None;
+    }
+    Some(Finding {
+        severity: Severity::Warn,
+        area: "state",
+        check: "state.permissions",
+        subject: dir.display().to_string(),
+        message: format!(
+            "other local users can read the state (every conversation): {}",
+            open.join(", ")
+        ),
+        fix: format!(
+            "chmod 700 {0} && chmod 600 {0}/* (clawgate tightens them itself the next time it opens the session store)",
+            dir.display()
+        ),
+    })
+}
+
 pub fn run(ctx: &Ctx, command: SecurityCommand) -> CliResult {
     let SecurityCommand::Audit(args) = command;
     let findings = match clawgate_catalog::load(ctx.location.file(), &Ctx::env) {
@@ -35,6 +59,7 @@ pub fn run(ctx: &Ctx, command: SecurityCommand) -> CliResult {
         }],
         Ok(snap) => {
             let mut f = clawgate_session::audit::audit(&snap.registry);
+            f.extend(state_permissions());
             f.sort_by_key(|f| f.severity);
             f
         }

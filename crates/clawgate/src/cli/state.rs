@@ -26,6 +26,11 @@ pub fn chat_history_file() -> Option<PathBuf> {
     dir().map(|d| d.join("chat-history.txt"))
 }
 
+/// The state directory (`$CLAWGATE_STATE_DIR` or `~/.clawgate/state`).
+pub fn state_dir() -> Option<PathBuf> {
+    dir()
+}
+
 fn dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("CLAWGATE_STATE_DIR") {
         return Some(PathBuf::from(d));
@@ -100,10 +105,14 @@ pub fn save_cooldowns(saved: &[SavedCooldown]) {
             })
         })
         .collect();
-    if std::fs::create_dir_all(&dir).is_err() {
+    // Private like the rest of the state: 0700 folder, 0600 file.
+    if clawgate_store::private::private_dir(&dir).is_err() {
         return;
     }
     let tmp = dir.join("cooldowns.json.tmp");
+    if clawgate_store::private::private_file(&tmp).is_err() {
+        return;
+    }
     if std::fs::write(&tmp, Value::Array(items).to_string()).is_ok() {
         let _ = std::fs::rename(&tmp, &file);
     }
