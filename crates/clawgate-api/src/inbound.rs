@@ -27,6 +27,14 @@ pub(crate) fn check_key(what: &str, value: &str) -> Result<(), ApiError> {
         ))
         .param(what));
     }
+    // A key reaches logs and terminals: no escape sequence, newline or NUL.
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "{what} contains a control character (U+{:04X}); keys are printable text",
+            c as u32
+        ))
+        .param(what));
+    }
     Ok(())
 }
 
@@ -304,7 +312,10 @@ pub(crate) async fn route(
         SessionKey::Stored(k) => (state.store.is_some().then_some(k), None),
         // A pin-only key is a hint: one too long to keep is dropped, never
         // a reason to refuse the request (Claude Code fills it itself).
-        SessionKey::Sticky(k) => (None, (k.len() <= MAX_KEY_LEN).then_some(k)),
+        SessionKey::Sticky(k) => (
+            None,
+            (k.len() <= MAX_KEY_LEN && !k.chars().any(char::is_control)).then_some(k),
+        ),
         SessionKey::Keep(k) => {
             check_key("user", &k)?;
             reserved(&registry, target.agent.as_deref(), &k)?;

@@ -132,6 +132,15 @@ pub fn watch_config(
                 continue;
             }
             last = now;
+            // An empty file is a write in progress (`cat > file` truncates
+            // first), never a config that drops every provider.
+            let empty = std::fs::read(&path)
+                .map(|b| b.iter().all(u8::is_ascii_whitespace))
+                .unwrap_or(false);
+            if empty {
+                tracing::warn!(path = %path.display(), "config reload skipped: the file is empty (a write in progress?); keeping the previous config");
+                continue;
+            }
             match load(&path) {
                 Ok(reg) => {
                     for what in

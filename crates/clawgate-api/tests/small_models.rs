@@ -1014,3 +1014,42 @@ async fn ctx_2_the_warning_is_sent_when_the_session_crosses_the_line_not_every_t
     );
     assert_eq!(warned, crossings, "{past} turns past the line");
 }
+
+#[tokio::test]
+async fn sec_keys_with_control_characters_are_refused() {
+    let up = FakeServer::start(plain_server("up")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite3")).unwrap());
+    let gw = gateway_with_store(
+        &config(&up.base_url(), 8_192, 256, ""),
+        no_auth(),
+        store.clone(),
+    )
+    .await;
+    for key in [
+        "\u{1b}]0;pwned\u{7}",
+        "a\n2026-12-03T00:00:00Z ERROR forged",
+        "nul\u{0}",
+        "\u{1b}[2J",
+    ] {
+        let r = say(&gw, key, "hi").await;
+        assert_eq!(r.status(), 400, "{key:?}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("control character"),
+            "{v}"
+        );
+        let r = http()
+            .post(gw.url("/v1/responses"))
+            .json(&json!({"model": "default", "previous_response_id": key, "input": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{key:?}");
+    }
+    assert!(store.sessions(10).await.unwrap().is_empty());
+    assert!(up.requests().is_empty());
+}

@@ -193,6 +193,11 @@ async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen, "reloaded within 10 s");
+    // A truncated file (what `cat > clawgate.json5` does first) is a write
+    // in progress: the running config stays.
+    std::fs::write(dir.path().join("clawgate.json5"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(model_ids(&url).await.contains(&"Fast".to_string()));
     // An invalid file is rejected; the running config stays.
     std::fs::write(
         dir.path().join("clawgate.json5"),
@@ -229,6 +234,10 @@ async fn cfg_6_reload_applies_valid_changes_and_keeps_old_on_invalid() {
     let mut log = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("config reload rejected"), "{log}");
+    assert!(
+        log.contains("config reload skipped: the file is empty"),
+        "{log}"
+    );
     assert!(
         log.contains("gateway.port changed; it takes effect only after a restart"),
         "{log}"

@@ -627,3 +627,50 @@ async fn usage_reports_what_the_server_reported_at_the_configured_prices() {
     let o = clawgate(dir.path(), &["usage", "--since", "soon"]).await;
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_sessions_output_never_carries_control_characters() {
+    use clawgate_store::{EntryKind, NewEntry, SqliteStore, Store, TurnCommit};
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "http://127.0.0.1:9/v1", "openai-completions");
+    // A key and a message with escape sequences (an older database, or a
+    // key given on the command line).
+    let key = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    {
+        let store =
+            SqliteStore::open(&dir.path().join(".clawgate/state/sessions.sqlite3")).unwrap();
+        let s = store.load_turn(key, None, 1).await.unwrap().session;
+        store
+            .commit(TurnCommit {
+                session: s.id,
+                entries: vec![NewEntry::new(
+                    EntryKind::User,
+                    "line one\nline two \u{1b}[31mred\u{1b}[0m",
+                )],
+                usage: Vec::new(),
+                sticky: None,
+                response: None,
+                context: None,
+                calibration: None,
+                at_ms: 2,
+            })
+            .await
+            .unwrap();
+    }
+    let o = clawgate(dir.path(), &["sessions", "list"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !o.stdout.contains(&0x1b) && !o.stdout.contains(&0x07),
+        "{:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\\u{1b}]0;pwned\\u{7}"));
+    let o = clawgate(dir.path(), &["sessions", "show", key]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.stdout.contains(&0x1b), "{text:?}");
+    assert!(
+        text.contains("line one\nline two \\u{1b}[31mred"),
+        "{text:?}"
+    );
+}

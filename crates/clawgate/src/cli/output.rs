@@ -24,8 +24,34 @@ pub fn json(value: &serde_json::Value) -> Result<(), CliError> {
     emit(&format!("{text}\n"))
 }
 
+/// Text from outside (a session key, a message) as it may reach a
+/// terminal: control characters shown escaped (`\u{1b}`), so none can
+/// move the cursor, retitle the window or forge a line; newlines and tabs
+/// kept only when `multiline`.
+pub fn printable(s: &str, multiline: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !(multiline && (c == '\n' || c == '\t'));
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Renders rows: padded columns on a terminal, tab-separated otherwise.
+/// Cells are made printable (no control character reaches the terminal).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c, false).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     if !stdout_is_terminal() {
         let mut s = header.join("\t");
         s.push('\n');

@@ -131,7 +131,12 @@ pub fn run(cmd: SessionsCommand) -> CliResult {
                         (k, _) => k.to_string(),
                     };
                     let mark = if e.incomplete { " (incomplete)" } else { "" };
-                    out.push_str(&format!("[{}] {label}{mark}: {}\n", e.turn, e.text));
+                    out.push_str(&format!(
+                        "[{}] {}{mark}: {}\n",
+                        e.turn,
+                        super::output::printable(&label, false),
+                        super::output::printable(&e.text, true)
+                    ));
                 }
                 emit(&out)
             }
@@ -139,7 +144,10 @@ pub fn run(cmd: SessionsCommand) -> CliResult {
                 if !store.delete(&key).await.map_err(fail)? {
                     return Err(CliError::msg(exit::NOT_FOUND, format!("no session {key:?}")));
                 }
-                emit(&format!("deleted session {key}\n"))
+                emit(&format!(
+                    "deleted session {}\n",
+                    super::output::printable(&key, false)
+                ))
             }
             SessionsCommand::Export { key } => {
                 let s = find(key).await?;
