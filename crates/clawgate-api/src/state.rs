@@ -134,8 +134,8 @@ pub fn watch_config(
             last = now;
             // An empty file is a write in progress (`cat > file` truncates
             // first), never a config that drops every provider.
-            let empty = std::fs::read(&path)
-                .map(|b| b.iter().all(u8::is_ascii_whitespace))
+            let empty = clawgate_config::read::read_regular(&path, 4_096)
+                .map(|t| t.trim().is_empty())
                 .unwrap_or(false);
             if empty {
                 tracing::warn!(path = %path.display(), "config reload skipped: the file is empty (a write in progress?); keeping the previous config");

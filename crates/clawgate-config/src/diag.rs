@@ -83,15 +83,16 @@ impl fmt::Display for Diagnostic {
 /// Everything that can go wrong loading or editing a config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    /// (`error` is said in the message, not chained: printed once.)
+    #[error("cannot read config {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write config {path}: {source}")]
+    #[error("cannot write config {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {0} not found")]
     NotFound(PathBuf),

@@ -287,9 +287,9 @@ fn is_secret_path(keys: &[String]) -> bool {
 /// Writes `text` to `path` atomically, keeping the previous content as
 /// `<path>.bak`. Returns the backup path when there was a previous file.
 pub fn write_with_backup(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
-    let write_err = |source| ConfigError::Write {
+    let write_err = |error| ConfigError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;

@@ -185,7 +185,7 @@ impl Expander {
                 );
                 return None;
             }
-            _ => match std::fs::read_to_string(&canonical) {
+            _ => match crate::read::read_regular(&canonical, MAX_FILE) {
                 Ok(t) => t,
                 Err(e) => {
                     self.error(at, format!("included file {}: {e}", path.display()));

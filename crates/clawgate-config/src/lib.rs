@@ -17,6 +17,7 @@ mod include;
 mod keys;
 pub mod model;
 pub mod path;
+pub mod read;
 pub mod secret;
 pub mod secretref;
 pub mod source;
@@ -40,13 +41,13 @@ pub struct Loaded {
 
 /// Reads and decodes a config file.
 pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    let text = read::read_regular(path, read::MAX_CONFIG_FILE).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
             ConfigError::NotFound(path.to_path_buf())
         } else {
             ConfigError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         }
     })?;

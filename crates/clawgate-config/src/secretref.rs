@@ -276,7 +276,8 @@ fn file_value(
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::read::read_regular(&path, MAX_SECRET_FILE)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if single_value {
         if id != "value" {
             return Err("a singleValue file provider takes the id \"value\"".into());

@@ -755,3 +755,59 @@ fn every_command_and_argument_has_help_text() {
     }
     assert!(seen >= 20, "walked {seen} commands");
 }
+
+/// Runs clawgate and kills it after `secs`: a read that never ends is a
+/// failure, not a hung test.
+fn bounded(run: &Run, args: &[&str], secs: u64) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(args)
+        .current_dir(run.dir.path())
+        .env("HOME", run.dir.path())
+        .env_remove("CLAWGATE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let o = child.wait_with_output().unwrap();
+            return (o.status.code(), stderr(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (None, "still running: killed".into())
+}
+
+#[test]
+fn sec_a_config_never_reads_a_device_or_a_fifo() {
+    let run = Run::new();
+    // --config of a device.
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let (code, err) = bounded(&run, &["--config", dev, "config", "validate"], 10);
+        assert_eq!(code, Some(1), "{dev}: {err}");
+        assert_eq!(err.matches("not a regular file").count(), 1, "{dev}: {err}");
+    }
+    // $include of a device and of a FIFO, a file SecretRef of a device.
+    let fifo = run.path("fifo.json5");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for (what, text) in [
+        ("include /dev/zero", r#"{ "$include": "/dev/zero" }"#.to_string()),
+        ("include fifo", format!(r#"{{ "$include": "{}" }}"#, fifo.display())),
+        (
+            "file secret",
+            r#"{ secrets: { providers: { f: { source: "file", path: "/dev/urandom", mode: "singleValue" } } },
+                 models: { providers: { p: { baseUrl: "http://127.0.0.1:1/v1", apiKey: { source: "file", provider: "f", id: "value" }, models: [{ id: "m" }] } } } }"#
+                .to_string(),
+        ),
+    ] {
+        std::fs::write(run.path("clawgate.json5"), text).unwrap();
+        let (code, err) = bounded(&run, &["config", "validate"], 10);
+        assert!(code.is_some(), "{what}: {err}");
+        assert_ne!(code, Some(0), "{what}: {err}");
+        assert!(err.contains("not a regular file"), "{what}: {err}");
+    }
+}

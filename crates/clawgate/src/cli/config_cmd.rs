@@ -197,12 +197,14 @@ fn get(ctx: &Ctx, key: &str, as_json: bool) -> CliResult {
 }
 
 pub fn read(file: &std::path::Path) -> Result<String, CliError> {
-    std::fs::read_to_string(file).map_err(|source| {
-        CliError::from(ConfigError::Read {
-            path: file.to_path_buf(),
-            source,
-        })
-    })
+    clawgate_config::read::read_regular(file, clawgate_config::read::MAX_CONFIG_FILE).map_err(
+        |error| {
+            CliError::from(ConfigError::Read {
+                path: file.to_path_buf(),
+                error,
+            })
+        },
+    )
 }
 
 /// Applies `change` to the config text, checks the result fully, then
