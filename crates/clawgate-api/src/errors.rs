@@ -72,7 +72,11 @@ impl ApiError {
                 a
             }
             RunError::Exhausted(x) => {
-                let last = x.attempts.iter().rev().find_map(|a| a.class);
+                // The primary's failure names the problem (its server is
+                // down); a fallback's (no key for a hosted model) would
+                // send the user hunting for the wrong thing. Every attempt
+                // is in the message.
+                let last = x.attempts.iter().find_map(|a| a.class);
                 let status = match last {
                     Some(ErrorClass::RateLimit) => StatusCode::TOO_MANY_REQUESTS,
                     Some(ErrorClass::Overloaded) => StatusCode::SERVICE_UNAVAILABLE,

@@ -760,6 +760,12 @@ impl crate::sse::Encode for ResponsesEncoder {
         self.close(out);
         let output = std::mem::take(&mut self.output);
         let done = self.shell(output, "completed");
-        self.send(out, "response.completed", json!({"response": done}));
+        // A capped answer ends as OpenAI ends it: `response.incomplete`.
+        let event = if done["status"] == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.send(out, event, json!({"response": done}));
     }
 }

@@ -967,3 +967,30 @@ async fn sec_4_an_agents_tool_allowlist_applies_to_client_tools_on_every_api() {
         .unwrap();
     assert_eq!(sent_tools(3).len(), 4);
 }
+
+#[tokio::test]
+async fn an_exhausted_chain_reports_the_primarys_failure_not_the_last_fallbacks() {
+    // The README's quick start with LM Studio down and no Anthropic key.
+    let port = clawgate_testkit::free_port();
+    let cfg = format!(
+        r#"{{ agents: {{ defaults: {{ model: {{ primary: "lmstudio/m", fallbacks: ["anthropic/claude-sonnet-4-5"] }} }} }},
+             models: {{ mode: "merge", providers: {{
+               lmstudio: {{ baseUrl: "http://127.0.0.1:{port}/v1", apiKey: "lmstudio", api: "openai-responses", models: [{{ id: "m" }}] }} }} }} }}"#
+    );
+    let gw = gateway(&cfg, no_auth()).await;
+    let r = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "Bonjour"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unreachable", "{v}");
+    // Every attempt is still in the message.
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("lmstudio/m") && m.contains("anthropic/claude-sonnet-4-5"),
+        "{m}"
+    );
+}

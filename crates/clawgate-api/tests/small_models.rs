@@ -1053,3 +1053,43 @@ async fn sec_keys_with_control_characters_are_refused() {
     assert!(store.sessions(10).await.unwrap().is_empty());
     assert!(up.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_capped_responses_stream_ends_with_response_incomplete() {
+    let up = FakeServer::start(|_r: &Recorded| {
+        Reply::sse([
+            format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": "cut sho"}}]})),
+            format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 2}})),
+            "data: [DONE]\n\n".to_string(),
+        ])
+    })
+    .await;
+    let gw = gateway_with(
+        &config(&up.base_url(), 8_192, 2, ""),
+        no_auth(),
+        Default::default(),
+    )
+    .await;
+    let text = http()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "default", "stream": true, "input": "hi"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("event: response.completed"), "{text}");
+    let last = text
+        .split("\n\n")
+        .filter(|f| f.contains("event: response.incomplete"))
+        .last()
+        .expect("response.incomplete");
+    let data: Value = serde_json::from_str(last.split("data: ").nth(1).unwrap()).unwrap();
+    assert_eq!(data["type"], "response.incomplete");
+    assert_eq!(data["response"]["status"], "incomplete");
+    assert_eq!(
+        data["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+}

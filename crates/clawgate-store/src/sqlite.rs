@@ -262,13 +262,29 @@ impl SqliteStore {
         // Before anything that takes a lock: another process opening the
         // same new file at the same moment is waited for, not an error.
         conn.busy_timeout(BUSY_WAIT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::ProcessCrash => "NORMAL",
             Durability::PowerLoss => "FULL",
         };
-        conn.pragma_update(None, "synchronous", sync)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Switching a new file to WAL and migrating it can still meet a
+        // lock SQLite does not wait for (another process doing the same at
+        // that instant): tried again, within the same bound.
+        let started = std::time::Instant::now();
+        loop {
+            let set = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(StoreError::from)
+                .and_then(|()| Ok(conn.pragma_update(None, "synchronous", sync)?))
+                .and_then(|()| Ok(conn.pragma_update(None, "foreign_keys", "ON")?))
+                .and_then(|()| migrate(&mut conn));
+            match set {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // More distinct statements than rusqlite's default cache of 16 run
         // in a turn; an evicted one is parsed again.
         conn.set_prepared_statement_cache_capacity(64);
@@ -281,7 +297,6 @@ impl SqliteStore {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
-        migrate(&mut conn)?;
         let ratios: Ratios = Arc::default();
         {
             let mut stmt = conn.prepare("SELECT model, bytes, tokens FROM calibration")?;

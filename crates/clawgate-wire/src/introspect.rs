@@ -277,7 +277,13 @@ impl Client {
                     .get_json(&format!("{origin}/api/v0/models"), key, within)
                     .await
                 {
-                    Ok(v) => merge(&mut info, ServerKind::LmStudio, parse_lmstudio_models(&v)),
+                    // LM Studio only when the answer has LM Studio's own
+                    // fields: another server answering the path (a proxy
+                    // that maps every path to its list) is not it.
+                    Ok(v) => match parse_lmstudio_models(&v) {
+                        m if m.is_empty() => false,
+                        m => merge(&mut info, ServerKind::LmStudio, m),
+                    },
                     Err(_) => false,
                 },
                 ServerKind::Ollama => self.ollama(&mut info, &origin, key, within).await,
@@ -463,6 +469,9 @@ pub fn parse_lmstudio_models(v: &Value) -> Vec<ServedModel> {
         .and_then(Value::as_array)
         .map(|rows| {
             rows.iter()
+                // LM Studio's rows say their state or context; a row
+                // without either is another server's.
+                .filter(|r| r.get("state").is_some() || r.get("max_context_length").is_some())
                 .filter_map(|r| {
                     let id = r.get("id")?.as_str()?.to_string();
                     let state = r.get("state").and_then(Value::as_str);
@@ -583,6 +592,10 @@ mod tests {
         assert_eq!(m[1].loaded, Some(false));
         assert_eq!(m[1].context, None);
         assert_eq!(m[1].max_context, Some(131072));
+        // A plain OpenAI list at that path is not LM Studio's.
+        let plain =
+            json!({"object":"list","data":[{"id":"tiny","object":"model","owned_by":"llamacpp"}]});
+        assert!(parse_lmstudio_models(&plain).is_empty());
     }
 
     #[test]
