@@ -324,6 +324,9 @@ fn exec_value(
         return Err(format!("command {} is outside trustedDirs", real.display()));
     }
     let mut c = Command::new(&real);
+    // Its own process group, so a timeout ends what it started too (a
+    // helper shell's `sleep` would otherwise live on, one per reload).
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     c.args(&x.args)
         .env_clear()
         .stdin(Stdio::piped())
@@ -359,6 +362,12 @@ fn exec_value(
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
@@ -436,5 +445,53 @@ mod tests {
         assert!(valid_id(RefSource::Exec, "a/../b").is_err());
         assert!(valid_id(RefSource::Exec, "a/./b").is_err());
         assert!(valid_id(RefSource::Exec, "-x").is_err());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn sec_an_exec_timeout_ends_what_the_command_started() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = dir.path().join("slow");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh
+sleep 30 &
+echo $! > {}
+wait
+",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let x = ExecProvider {
+            command: script,
+            args: Vec::new(),
+            pass_env: Vec::new(),
+            json_only: true,
+            allow_symlink_command: false,
+            trusted_dirs: Vec::new(),
+            timeout: Duration::from_millis(300),
+            max_output_bytes: 1024,
+        };
+        let e = exec_value(&x, "vault", "k", &|_| None).unwrap_err();
+        assert!(e.contains("did not answer within 300 ms"), "{e}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let proc_dir = format!("/proc/{}", pid.trim());
+        // Killed with its group (a zombie until init reaps it counts as
+        // gone: it no longer runs).
+        let mut gone = false;
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("{proc_dir}/stat")).unwrap_or_default();
+            if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone, "the command's child {} still runs", pid.trim());
     }
 }
