@@ -270,6 +270,24 @@ impl<'a> Decoder<'a> {
 
     fn http_url(&mut self, node: &Node, path: &str) -> Option<String> {
         let s = self.nonempty_string(node, path)?;
+        // Forms that parsers read differently (a backslash, userinfo,
+        // spaces or control characters) are refused: every part of
+        // clawgate must see the one host the user meant.
+        let odd = s.contains('\\') || s.chars().any(|c| c.is_whitespace() || c.is_control());
+        let userinfo = url::Url::parse(&s)
+            .map(|u| !u.username().is_empty() || u.password().is_some())
+            .unwrap_or(false);
+        if odd || userinfo {
+            self.error(
+                node.span,
+                path,
+                format!(
+                    "expected a plain http(s) URL (no backslash, no user@ part, no spaces), got {}; put credentials in apiKey or headers",
+                    node.describe()
+                ),
+            );
+            return None;
+        }
         match url::Url::parse(&s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(s),
             _ => {

@@ -8,27 +8,19 @@ use std::time::Duration;
 
 use clawgate_core::net::{classify_ip, Reach};
 
-/// `host:port` of a base URL (`http://127.0.0.1:1234/v1` → `127.0.0.1:1234`).
+/// `host:port` of a base URL (`http://127.0.0.1:1234/v1` →
+/// `127.0.0.1:1234`), read by the same URL parser the HTTP client uses:
+/// a probe never dials another host than the requests would
+/// (`http://127.0.0.1:1\\@10.1.2.3/` is 127.0.0.1 for both).
 pub fn host_port(base: &str) -> Option<String> {
-    let (scheme, rest) = base.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    if authority.is_empty() {
-        return None;
-    }
-    let has_port = match authority.rfind(']') {
-        Some(end) => authority[end..].contains(':'),
-        None => authority.contains(':'),
+    let url = url::Url::parse(base).ok()?;
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.to_string(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => format!("[{ip}]"),
     };
-    if has_port {
-        return Some(authority.to_string());
-    }
-    let port = if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    };
-    Some(format!("{authority}:{port}"))
+    let port = url.port_or_known_default()?;
+    Some(format!("{host}:{port}"))
 }
 
 /// Whether `base`'s address accepts a TCP connection within `within`,
@@ -85,5 +77,15 @@ mod tests {
             Some("[::1]:8080")
         );
         assert_eq!(host_port("no-scheme"), None);
+        // The client's parser decides: a backslash ends the authority, so
+        // the host is 127.0.0.1, never the part after the `@`.
+        assert_eq!(
+            host_port("http://127.0.0.1:19399\\@10.1.2.3/v1").as_deref(),
+            Some("127.0.0.1:19399")
+        );
+        assert_eq!(
+            host_port("http://user@127.0.0.1:8/v1").as_deref(),
+            Some("127.0.0.1:8")
+        );
     }
 }

@@ -811,3 +811,25 @@ fn sec_a_config_never_reads_a_device_or_a_fifo() {
         assert!(err.contains("not a regular file"), "{what}: {err}");
     }
 }
+
+#[test]
+fn sec_a_base_url_parsers_would_read_differently_is_refused() {
+    let run = Run::new();
+    for url in [
+        r"http://127.0.0.1:19399\\@10.1.2.3/v1",
+        "http://user:pw@127.0.0.1:1234/v1",
+        "http://127.0.0.1:1234/v1 ",
+    ] {
+        std::fs::write(
+            run.path("clawgate.json5"),
+            format!("{{\n  models: {{ providers: {{ p: {{\n    baseUrl: \"{url}\", models: [{{ id: \"m\" }}] }} }} }},\n}}\n"),
+        )
+        .unwrap();
+        let o = run.cmd(&["config", "validate"]);
+        assert_eq!(o.status.code(), Some(3), "{url}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("clawgate.json5:3:"), "{url}: {err}");
+        assert!(err.contains("models.providers.p.baseUrl"), "{url}: {err}");
+        assert!(err.contains("expected a plain http(s) URL"), "{url}: {err}");
+    }
+}
