@@ -110,6 +110,7 @@ pub fn audit(reg: &Registry) -> Vec<Finding> {
     secrets(reg, &mut out);
     files(reg, &mut out);
     providers(reg, &mut out);
+    local_commands(reg, &mut out);
     agents(reg, &mut out);
     out
 }
@@ -307,6 +308,74 @@ fn files(reg: &Registry, out: &mut Vec<Finding>) {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// A `localService.command` runs as the gateway's user: a file or a
+/// folder above it that group or others can write lets any local user
+/// replace it (an error); a symlink runs whatever it points to (a
+/// warning).
+fn local_commands(reg: &Registry, out: &mut Vec<Finding>) {
+    use std::os::unix::fs::PermissionsExt;
+    for (id, p) in &reg.config.models.providers {
+        let Some(ls) = &p.local_service else {
+            continue;
+        };
+        let cmd = &ls.command;
+        // A bare name is found on PATH when it starts: nothing to judge.
+        if !cmd.is_absolute() {
+            continue;
+        }
+        let key = format!("models.providers.{id}.localService.command");
+        if std::fs::symlink_metadata(cmd).is_ok_and(|m| m.file_type().is_symlink()) {
+            let target = std::fs::canonicalize(cmd)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "a missing file".into());
+            out.push(finding(
+                Severity::Warn,
+                "local.command_symlink",
+                key.clone(),
+                format!(
+                    "{} is a symlink to {target}: what runs is whatever it points to",
+                    cmd.display()
+                ),
+                format!("point localService.command at {target} itself"),
+            ));
+        }
+        let mode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
+        if let Some(m) = mode(cmd).filter(|m| m & 0o022 != 0) {
+            out.push(finding(
+                Severity::Error,
+                "local.command_writable",
+                key.clone(),
+                format!(
+                    "{} runs as your user and other users can change it (mode {:o})",
+                    cmd.display(),
+                    m & 0o777
+                ),
+                format!("chmod go-w {}", cmd.display()),
+            ));
+            continue;
+        }
+        // A folder above it writable by others (and not sticky, as /tmp
+        // is) lets them swap the file for another.
+        let open_dir = cmd
+            .ancestors()
+            .skip(1)
+            .find(|d| mode(d).is_some_and(|m| m & 0o022 != 0 && m & 0o1000 == 0));
+        if let Some(d) = open_dir {
+            out.push(finding(
+                Severity::Error,
+                "local.command_dir_writable",
+                key,
+                format!(
+                    "{} is in {}, which other users can write: they can replace what runs as your user",
+                    cmd.display(),
+                    d.display()
+                ),
+                format!("chmod go-w {}", d.display()),
+            ));
         }
     }
 }

@@ -249,3 +249,55 @@ fn sec_state_readable_by_others_is_flagged() {
     let (_, v) = audit(dir.path(), &cfg, &[]);
     assert_eq!(checks(&v), Vec::<(String, String)>::new(), "{v}");
 }
+
+#[test]
+fn sec_a_local_service_command_others_can_replace_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let server = bin.join("llama-server");
+    std::fs::write(&server, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = bin.join("server-link");
+    std::os::unix::fs::symlink(&server, &link).unwrap();
+    let cfg = dir.path().join("clawgate.json5");
+    let write_cfg = |command: &Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{ models: {{ mode: "replace", providers: {{ l: {{ baseUrl: "http://127.0.0.1:18123/v1", apiKey: "local",
+                     localService: {{ command: "{}" }}, models: [{{ id: "m" }}] }} }} }} }}"#,
+                command.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let local_checks = |v: &Value| -> Vec<String> {
+        checks(v)
+            .into_iter()
+            .filter(|(c, _)| c.starts_with("local."))
+            .map(|(c, _)| c)
+            .collect()
+    };
+    // Private: nothing to say.
+    write_cfg(&server);
+    let (_, v) = audit(dir.path(), &cfg, &[]);
+    assert!(local_checks(&v).is_empty(), "{v}");
+    // Writable by the group: an error.
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let (o, v) = audit(dir.path(), &cfg, &[]);
+    assert_eq!(local_checks(&v), ["local.command_writable"], "{v}");
+    assert!(!o.status.success());
+    // The file is private but its folder is open to others.
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, v) = audit(dir.path(), &cfg, &[]);
+    assert_eq!(local_checks(&v), ["local.command_dir_writable"], "{v}");
+    // A symlinked command: a warning.
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write_cfg(&link);
+    let (_, v) = audit(dir.path(), &cfg, &[]);
+    assert_eq!(local_checks(&v), ["local.command_symlink"], "{v}");
+}
