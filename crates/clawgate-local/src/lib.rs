@@ -217,7 +217,9 @@ impl Service {
         }
     }
 
-    /// The failure text with the last lines the server printed.
+    /// The failure text an API client gets: what happened and where to
+    /// look. The last lines the server printed (variable names, paths)
+    /// go to the gateway's log only, never to a client.
     fn failure(&self, what: String) -> String {
         let tail = self
             .tail
@@ -225,10 +227,10 @@ impl Service {
             .map(|t| t.last(FAILURE_TAIL))
             .unwrap_or_default();
         if tail.is_empty() {
-            what
-        } else {
-            format!("{what}; last output: {}", tail.join(" | "))
+            return what;
         }
+        tracing::warn!(provider = %self.provider, "{what}; last output:\n  {}", tail.join("\n  "));
+        format!("{what}; its last output is in the gateway's log")
     }
 
     fn view(&self) -> ServiceView {
