@@ -43,10 +43,17 @@ fn provider_id(port: u16, kind: ServerKind) -> String {
 
 /// Asks `127.0.0.1:<port>/v1` for each port at once; what answers with a
 /// model list, in port order. Ids are unique.
-pub async fn discover(client: &Client, ports: &[u16], within: Duration) -> Vec<Found> {
+pub async fn discover(
+    client: &Client,
+    ports: &[u16],
+    within: Duration,
+    key: Option<&clawgate_core::Secret>,
+) -> Vec<Found> {
     let asks = ports.iter().map(|&port| async move {
         let base = format!("http://127.0.0.1:{port}/v1");
-        let info = client.introspect(&base, None, within).await.ok()?;
+        // A server behind a key (a LiteLLM proxy's master key) answers
+        // its list only with it.
+        let info = client.introspect(&base, key, within).await.ok()?;
         (!info.models.is_empty()).then(|| Found {
             port,
             id: provider_id(port, info.kind),
@@ -67,6 +74,11 @@ pub async fn discover(client: &Client, ports: &[u16], within: Duration) -> Vec<F
         }
     }
     found
+}
+
+/// [`discover`] with no key: what a gateway without providers asks.
+pub async fn discover_without_key(client: &Client, ports: &[u16], within: Duration) -> Vec<Found> {
+    discover(client, ports, within, None).await
 }
 
 impl Found {

@@ -194,3 +194,62 @@ async fn a_gateway_without_providers_serves_what_it_discovers() {
     assert_eq!(body["choices"][0]["message"]["content"], "from lmstudio");
     assert!(served.unwrap().starts_with("lmstudio/qwen3-8b"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_passes_a_key_from_the_environment_and_writes_only_its_name() {
+    const KEY: &str = "sk-litellm-master-0123456789";
+    // A LiteLLM proxy with a master key: nothing without it.
+    let proxy = FakeServer::start(|r| {
+        if r.header("authorization") != Some(&format!("Bearer {KEY}")) {
+            return Reply::json(401, r#"{"error":{"message":"Authentication Error","type":"auth_error"}}"#);
+        }
+        match r.path.as_str() {
+            "/v1/models" => Reply::json(200, r#"{"object":"list","data":[{"id":"local-llama","object":"model","owned_by":"openai"}]}"#),
+            _ => Reply::json(404, r#"{"error":{"message":"not found"}}"#),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clawgate.json5"), "{}\n").unwrap();
+    let port = proxy.addr.port().to_string();
+    let o = clawgate(dir.path(), &["models", "discover", "--port", &port]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no model server answered"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_clawgate"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env_remove("CLAWGATE_CONFIG")
+            .env("LITELLM_KEY", KEY)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "models",
+        "discover",
+        "--port",
+        &port,
+        "--api-key-env",
+        "LITELLM_KEY",
+        "--write",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("local-llama"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+    let written = std::fs::read_to_string(dir.path().join("clawgate.json5")).unwrap();
+    assert!(
+        written.contains("${LITELLM_KEY}") && !written.contains(KEY),
+        "{written}"
+    );
+    // An unset variable is a usage error, not a silent keyless scan.
+    let o = run(&[
+        "models",
+        "discover",
+        "--port",
+        &port,
+        "--api-key-env",
+        "NOPE_UNSET",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -125,7 +125,7 @@ fn with_discovered(ctx: &Ctx, reg: clawgate_catalog::Registry) -> clawgate_catal
             .enable_all()
             .build(),
     ) {
-        (Ok(client), Ok(rt)) => rt.block_on(clawgate_local::discover::discover(
+        (Ok(client), Ok(rt)) => rt.block_on(clawgate_local::discover::discover_without_key(
             &client,
             &ports,
             Duration::from_millis(700),

@@ -188,7 +188,20 @@ pub fn discover(
     timeout_ms: u64,
     write: bool,
     as_json: bool,
+    api_key_env: Option<&str>,
 ) -> CliResult {
+    let key = match api_key_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(clawgate_core::Secret::new(v)),
+            _ => {
+                return Err(CliError::msg(
+                    exit::USAGE,
+                    format!("--api-key-env {var}: the variable {var} is not set"),
+                ))
+            }
+        },
+        None => None,
+    };
     let ports: Vec<u16> = if ports.is_empty() {
         clawgate_local::discover::PORTS
             .iter()
@@ -203,6 +216,7 @@ pub fn discover(
         &client,
         &ports,
         Duration::from_millis(timeout_ms.max(1)),
+        key.as_ref(),
     ));
     if as_json {
         let v: Vec<Value> = found
@@ -262,7 +276,11 @@ pub fn discover(
                     Segment::Key("providers".into()),
                     Segment::Key(f.id.clone()),
                 ];
-                doc.set(&path, &f.provider_value())?;
+                let mut value = f.provider_value();
+                if let Some(var) = api_key_env {
+                    value["apiKey"] = Value::String(format!("${{{var}}}"));
+                }
+                doc.set(&path, &value)?;
             }
             Ok(())
         })?;

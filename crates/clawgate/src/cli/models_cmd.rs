@@ -81,6 +81,11 @@ pub enum ModelsCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// The environment variable holding the servers' API key (a
+        /// LiteLLM proxy's master key); providers written get
+        /// `apiKey: "${VAR}"`, never the key itself.
+        #[arg(long, value_name = "VAR")]
+        api_key_env: Option<String>,
     },
     /// Set the default model (agents.defaults.model.primary).
     Set {
@@ -180,7 +185,8 @@ pub fn run(ctx: &Ctx, cmd: ModelsCommand) -> CliResult {
             timeout,
             write,
             json,
-        } => super::local_cmd::discover(ctx, &ports, timeout, write, json),
+            api_key_env,
+        } => super::local_cmd::discover(ctx, &ports, timeout, write, json, api_key_env.as_deref()),
         ModelsCommand::Set { model } => set(ctx, &model),
         ModelsCommand::Aliases { command } => aliases(ctx, command),
         ModelsCommand::Fallbacks { command } => fallbacks(ctx, command),
