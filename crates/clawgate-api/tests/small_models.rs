@@ -1093,3 +1093,33 @@ async fn a_capped_responses_stream_ends_with_response_incomplete() {
         "max_output_tokens"
     );
 }
+
+#[tokio::test]
+async fn a_server_killed_mid_stream_is_unreachable_not_a_timeout() {
+    let up = FakeServer::start(|_r: &Recorded| {
+        Reply::sse([format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": "half an ans"}}]})
+        )])
+        .close()
+    })
+    .await;
+    let gw = gateway_with(
+        &config(&up.base_url(), 8_192, 256, ""),
+        no_auth(),
+        Default::default(),
+    )
+    .await;
+    let text = http()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("half an ans"), "{text}");
+    assert!(text.contains("\"code\":\"unreachable\""), "{text}");
+    assert!(!text.contains("\"code\":\"timeout\""), "{text}");
+}

@@ -203,9 +203,10 @@ pub fn classify(e: &WireError) -> ErrorClass {
     .to_ascii_lowercase();
     match e.kind {
         WireErrorKind::Connect => return ErrorClass::Unreachable,
-        WireErrorKind::Timeout(_) | WireErrorKind::Idle | WireErrorKind::Truncated => {
-            return ErrorClass::Timeout
-        }
+        WireErrorKind::Timeout(_) | WireErrorKind::Idle => return ErrorClass::Timeout,
+        // The connection closed mid-answer (a killed server): nothing was
+        // slow; the server went away.
+        WireErrorKind::Truncated => return ErrorClass::Unreachable,
         WireErrorKind::Cancelled | WireErrorKind::Request => return ErrorClass::Unknown,
         WireErrorKind::Malformed => return ErrorClass::ServerError,
         WireErrorKind::Blocked => return ErrorClass::Blocked,

@@ -64,9 +64,10 @@ fn fo_2_error_classes() {
         ),
         ("idle stream", kind(K::Idle, "no data for 120s"), C::Timeout),
         (
+            // A killed server: the connection closed, nothing was slow.
             "cut mid-stream",
             kind(K::Truncated, "stream closed mid-frame"),
-            C::Timeout,
+            C::Unreachable,
         ),
         (
             "malformed SSE",

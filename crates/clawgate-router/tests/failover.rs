@@ -181,7 +181,8 @@ const MATRIX: &[(Fault, Option<ErrorClass>, bool)] = &[
     (Fault::Hang, Some(ErrorClass::Timeout), true),
     (Fault::SlowDrip, None, false),
     (Fault::MalformedSse, Some(ErrorClass::ServerError), true),
-    (Fault::EmptyBody, Some(ErrorClass::Timeout), true),
+    // The connection closed without an answer: the server went away.
+    (Fault::EmptyBody, Some(ErrorClass::Unreachable), true),
 ];
 
 fn fault_reply(f: Fault, api: &str) -> Reply {
@@ -283,7 +284,7 @@ async fn fo_2_fault_matrix_on_every_protocol() {
                     match fault {
                         // FO-5: output started, so no switch; the turn ends with an error.
                         Fault::ResetMidStream => {
-                            if c.text != "partial " || failure != Some(ErrorClass::Timeout) {
+                            if c.text != "partial " || failure != Some(ErrorClass::Unreachable) {
                                 failures.push(format!(
                                     "{label}: text {:?} failure {failure:?}",
                                     c.text
@@ -922,7 +923,7 @@ async fn observers_are_told_once_how_each_answer_ended() {
             (
                 "primary/m".to_string(),
                 None,
-                Some(ErrorClass::Timeout),
+                Some(ErrorClass::Unreachable),
                 true
             ),
             ("primary/m".to_string(), None, None, true),
