@@ -103,6 +103,14 @@ pub fn startup(
 /// requests (slowloris) and forgotten connections are closed after it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a new connection may stay silent before its first byte: a
+/// connection that sends nothing holds a descriptor for nothing.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Descriptors kept free below the process limit for everything that is
+/// not a client connection (upstream connections, the store, logs).
+const FD_RESERVE: u64 = 256;
+
 /// Server limits; the defaults are what `clawgate gateway` uses.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -110,14 +118,123 @@ pub struct ServeOptions {
     pub drain: Duration,
     /// See [`HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// See [`FIRST_BYTE_TIMEOUT`].
+    pub first_byte_timeout: Duration,
+    /// Client connections open at once; past it a new one is closed at
+    /// once (the accept loop, and the descriptors, stay healthy).
+    pub max_connections: usize,
+    /// Client connections open at once from one address.
+    pub max_per_peer: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
+        let max = connection_budget();
         Self {
             drain: Duration::from_secs(10),
             header_read_timeout: HEADER_READ_TIMEOUT,
+            first_byte_timeout: FIRST_BYTE_TIMEOUT,
+            max_connections: max,
+            max_per_peer: (max / 2).max(1),
         }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (once per process)
+/// and returns how many client connections fit below it with the
+/// reserve.
+pub fn connection_budget() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(|| {
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            if soft < hard {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
+    });
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1_024, |(s, _)| s);
+    usize::try_from(soft.saturating_sub(FD_RESERVE).max(64)).unwrap_or(usize::MAX)
+}
+
+/// Open client connections, in total and per address; a [`Slot`] holds
+/// one until the connection ends.
+#[derive(Default)]
+struct Conns {
+    total: std::sync::atomic::AtomicUsize,
+    per_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+struct Slot {
+    conns: std::sync::Arc<Conns>,
+    peer: std::net::IpAddr,
+}
+
+impl Conns {
+    fn take(
+        self: &std::sync::Arc<Self>,
+        peer: std::net::IpAddr,
+        opts: &ServeOptions,
+    ) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        let mut map = self
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.total.load(Ordering::Relaxed) >= opts.max_connections {
+            return None;
+        }
+        let n = map.entry(peer).or_insert(0);
+        if *n >= opts.max_per_peer {
+            return None;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            conns: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self
+            .conns
+            .per_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+        self.conns
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A warning said at most once per interval, with how many were held back.
+struct Throttled {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, what: &str, detail: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            self.held += 1;
+            return;
+        }
+        tracing::warn!(error = %detail, held_back = self.held, "{what}");
+        self.last = Some(now);
+        self.held = 0;
     }
 }
 
@@ -157,6 +274,15 @@ pub async fn serve_on(
     http.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout);
     tokio::pin!(stop);
+    let conns = std::sync::Arc::new(Conns::default());
+    let mut accept_failed = Throttled {
+        last: None,
+        held: 0,
+    };
+    let mut refused = Throttled {
+        last: None,
+        held: 0,
+    };
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -164,12 +290,27 @@ pub async fn serve_on(
                 Err(e) => {
                     // Out of descriptors or a connection reset while
                     // queued: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
+                    accept_failed.warn("accept failed", &e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut stop => break,
+        };
+        // Over the limits the connection is closed at once: its
+        // descriptor comes back, and the ones in use keep working.
+        let Some(slot) = conns.take(peer.ip(), &opts) else {
+            refused.warn(
+                "connection limit reached; new connections are closed",
+                &format!(
+                    "{} open (limit {}, {} per address)",
+                    conns.total.load(std::sync::atomic::Ordering::Relaxed),
+                    opts.max_connections,
+                    opts.max_per_peer
+                ),
+            );
+            drop(tcp);
+            continue;
         };
         // PERF-2: no Nagle delay on small responses and stream chunks.
         let _ = tcp.set_nodelay(true);
@@ -181,8 +322,19 @@ pub async fn serve_on(
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
             });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let first_byte = opts.first_byte_timeout;
+        let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            // A connection that sends nothing is closed sooner than one
+            // that started a request (the header timeout).
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(first_byte, tcp.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(tcp), service));
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

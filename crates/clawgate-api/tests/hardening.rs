@@ -994,3 +994,47 @@ async fn an_exhausted_chain_reports_the_primarys_failure_not_the_last_fallbacks(
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_and_silent_ones_do_not_hold_on() {
+    use tokio::io::AsyncReadExt;
+    let up = FakeServer::start(|_| chat_stream("ok")).await;
+    let opts = ServeOptions {
+        max_connections: 16,
+        max_per_peer: 16,
+        first_byte_timeout: std::time::Duration::from_millis(300),
+        ..ServeOptions::default()
+    };
+    let gw = gateway_with(
+        &one_provider(&up.base_url(), "openai-completions", ""),
+        no_auth(),
+        opts,
+    )
+    .await;
+    // Sixteen connections that send nothing take every slot...
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // ... so a seventeenth is closed at once (not queued, not an
+    // accept loop out of descriptors).
+    let mut extra = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The silent ones are closed after the first-byte timeout, well before
+    // the 30 s header timeout, and the gateway answers again.
+    for c in &mut idle {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .expect("a silent connection is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let r = http().get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
