@@ -42,8 +42,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const FAILURE_MEMORY: Duration = Duration::from_secs(10);
 /// How often a start or swap that is still going is reported.
 const NOTICE_EVERY: Duration = Duration::from_secs(5);
-/// How long a server someone else runs is trusted without a new probe.
-const EXTERNAL_RECHECK: Duration = Duration::from_secs(10);
+/// How long a server someone else runs is trusted without a new probe:
+/// short, so that when it goes away this provider's own `localService`
+/// takes over within a second instead of requests failing into a
+/// cooldown ladder (one health probe a second at most while it answers).
+const EXTERNAL_RECHECK: Duration = Duration::from_secs(1);
 /// Lines of child output quoted in a start failure (the log has more).
 const FAILURE_TAIL: usize = 3;
 

@@ -639,3 +639,41 @@ async fn the_default_queue_depth_is_what_each_server_runs_at_once() {
         "hosted: no limit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_server_that_vanishes_is_replaced_by_this_providers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    // Each answer closes its connection: once it is dropped, nothing of
+    // it answers any more (no pooled connection lives on).
+    let theirs = FakeServer::start(|req| {
+        if req.path.ends_with("/models") {
+            return Reply::json(200, r#"{"object":"list","data":[{"id":"m"}]}"#)
+                .header("connection", "close");
+        }
+        Reply::sse([
+            "data: {\"choices\":[{\"delta\":{\"content\":\"from theirs\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        ])
+        .header("connection", "close")
+    })
+    .await;
+    let port = theirs.addr.port();
+    let reg = registry(&service("alpha", port, &log, &[], "", ""), "alpha/m", &[]);
+    let (sup, runner) = setup();
+    let r = route(&runner, &reg, None, None).await.unwrap();
+    assert_eq!(text_of(r).await, "from theirs");
+    assert_eq!(sup.running()[0].state, "external");
+    // Whoever ran it stops it.
+    drop(theirs);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The next request finds it gone and starts this provider's own,
+    // instead of failing into a cooldown.
+    let r = route(&runner, &reg, None, None)
+        .await
+        .expect("answered by the provider's own server");
+    let text = text_of(r).await;
+    assert!(!text.contains("from theirs"), "{text}");
+    assert_eq!(spawned(&log).len(), 1);
+    assert_eq!(sup.running()[0].state, "running");
+}
