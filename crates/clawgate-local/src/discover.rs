@@ -76,11 +76,6 @@ pub async fn discover(
     found
 }
 
-/// [`discover`] with no key: what a gateway without providers asks.
-pub async fn discover_without_key(client: &Client, ports: &[u16], within: Duration) -> Vec<Found> {
-    discover(client, ports, within, None).await
-}
-
 impl Found {
     /// `models.providers.<id>` as a value: `baseUrl`, and each model with
     /// the context the server reports (its loaded context, else its

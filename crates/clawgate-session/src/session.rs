@@ -658,8 +658,10 @@ impl SessionTurn {
             );
         }
         let mut overflows = 0;
+        // The room check's figure for the request about to be sent.
+        let mut sending = estimate.tokens;
         loop {
-            self.prompt_estimate = self.estimate(&request).tokens;
+            self.prompt_estimate = sending;
             let shape = Shape::of(&request);
             self.sent_shape = Some(shape);
             let result = self.send(&cx, request).await;
@@ -727,7 +729,10 @@ impl SessionTurn {
                 .fit(&cx, &window, &reserve, &mut next, est, overflows - 1, true)
                 .await;
             match fitted {
-                Ok(_) if Shape::of(&next).bytes < shape.bytes => request = next,
+                Ok(est) if Shape::of(&next).bytes < shape.bytes => {
+                    sending = est.tokens;
+                    request = next;
+                }
                 // Nothing smaller can be sent: the same request again
                 // would fail the same way.
                 Ok(_) => {

@@ -125,10 +125,11 @@ fn with_discovered(ctx: &Ctx, reg: clawgate_catalog::Registry) -> clawgate_catal
             .enable_all()
             .build(),
     ) {
-        (Ok(client), Ok(rt)) => rt.block_on(clawgate_local::discover::discover_without_key(
+        (Ok(client), Ok(rt)) => rt.block_on(clawgate_local::discover::discover(
             &client,
             &ports,
             Duration::from_millis(700),
+            None,
         )),
         _ => Vec::new(),
     };
