@@ -802,8 +802,17 @@ impl Gate for Supervisor {
                 None
             };
             let began = Instant::now();
+            // A server clawgate starts says how many requests it runs at
+            // once only when it is up: its lease (start, then what it
+            // serves) comes before its queue slot, so the first burst
+            // queues on the slots it reports, not on the default.
+            let lease = match p.local_service.as_ref().and_then(|ls| self.service(p, ls)) {
+                Some(svc) => Some(self.lease(&svc, &entry, spill).await?),
+                None => None,
+            };
+            let spill_left = spill.map(|d| d.saturating_sub(began.elapsed()));
             let slot = match self.concurrency_limit(p).and_then(|n| self.queue(p, n)) {
-                Some(q) => match q.slot(spill).await {
+                Some(q) => match q.slot(spill_left).await {
                     Ok((permit, waited)) => Some((permit, waited)),
                     Err(queue::Wait::Spilled(w)) => {
                         return Err(Refusal::Spill(format!(
@@ -817,11 +826,6 @@ impl Gate for Supervisor {
                 None => None,
             };
             let queued = slot.as_ref().map_or(Duration::ZERO, |(_, w)| *w);
-            let spill_left = spill.map(|d| d.saturating_sub(began.elapsed()));
-            let lease = match p.local_service.as_ref().and_then(|ls| self.service(p, ls)) {
-                Some(svc) => Some(self.lease(&svc, &entry, spill_left).await?),
-                None => None,
-            };
             let starting = lease.as_ref().map_or(Duration::ZERO, |(_, w)| *w);
             Ok(Permit::new(
                 (slot.map(|(p, _)| p), lease.map(|(l, _)| l)),

@@ -677,3 +677,72 @@ async fn an_adopted_server_that_vanishes_is_replaced_by_this_providers_own() {
     assert_eq!(spawned(&log).len(), 1);
     assert_eq!(sup.running()[0].state, "running");
 }
+
+/// Issue 22 (10): the first requests to a llama.cpp server behind a
+/// `localService` queue on the slots `/props` reports (2), not on the
+/// default of 4 taken before the server said how many it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_burst_to_a_started_server_queues_on_its_reported_slots() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (a, rel) = (arrived.clone(), release.clone());
+    let server = FakeServer::start(move |r| match r.path.as_str() {
+        "/props" => Reply::json(
+            200,
+            r#"{"default_generation_settings":{"n_ctx":4096},"total_slots":2}"#,
+        ),
+        "/v1/models" => Reply::json(
+            200,
+            r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"llamacpp","meta":{"n_ctx":4096}}]}"#,
+        ),
+        "/v1/chat/completions" => {
+            a.fetch_add(1, Ordering::SeqCst);
+            Reply::new(200)
+                .header("content-type", "text/event-stream")
+                .wait(rel.clone())
+                .bytes("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+        }
+        _ => Reply::json(404, "{}"),
+    })
+    .await;
+    // The server already answers: the localService is never spawned, but
+    // the provider is one clawgate would start (default limit 4 until the
+    // server says).
+    let providers = format!(
+        r#"llama: {{ baseUrl: "{}", localService: {{ command: "/bin/false" }}, models: [{{ id: "m" }}] }},"#,
+        server.base_url()
+    );
+    let reg = registry(&providers, "llama/m", &[]);
+    let (_sup, runner) = setup();
+    let (reg, runner) = (Arc::new(reg), Arc::new(runner));
+    let all = tokio::spawn({
+        let (reg, runner) = (reg.clone(), runner.clone());
+        async move {
+            let burst = (0..6).map(|_| async {
+                let r = route(&runner, &reg, None, None).await.unwrap();
+                text_of(r).await
+            });
+            futures_util::future::join_all(burst).await
+        }
+    });
+    eventually("two requests reached the server", || {
+        arrived.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    // Time enough for any more to arrive if the queue let them through.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        arrived.load(Ordering::SeqCst),
+        2,
+        "requests in flight beyond the server's 2 slots"
+    );
+    // Let them all finish, two at a time.
+    while !all.is_finished() {
+        release.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let texts = all.await.unwrap();
+    assert!(texts.iter().all(|t| t == "ok"), "{texts:?}");
+    assert_eq!(arrived.load(Ordering::SeqCst), 6);
+}
