@@ -77,4 +77,42 @@ if out=$("$BIN" --config "$work/clawgate.json5" infer --model chat/tiny --prompt
 else
   echo "ok   chat/tiny overflow: $(python3 -c 'import json,sys; e=json.load(sys.stdin)["error"]; print(e["status"], e["class"])' <<<"$out")"
 fi
+
+# Issue 22 (6): a gateway killed with SIGKILL leaves its localService
+# llama-servers running; the next gateway takes back the one it would
+# run (no second start), swaps within the group as if it had started it,
+# and stops everything on SIGTERM.
+CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clawgate-realpeers}
+GPORT=${GPORT:-18935}; P1=${P1:-18936}; P2=${P2:-18937}
+server() { echo "command: \"$CACHE/bin/llama-server\", args: [\"-m\", \"$CACHE/tiny.gguf\", \"--host\", \"127.0.0.1\", \"--port\", \"$1\", \"-c\", \"2048\", \"-np\", \"2\", \"--alias\", \"tiny\", \"--no-webui\"], env: { LD_LIBRARY_PATH: \"$CACHE/bin\" }, group: \"gpu\", idleStopMs: 600000"; }
+cat > "$work/gw.json5" <<JSON5
+{
+  gateway: { port: $GPORT, auth: { mode: "none" } },
+  agents: { defaults: { params: { extra_body: { ignore_eos: true } } } },
+  models: { mode: "replace", providers: {
+    one: { baseUrl: "http://127.0.0.1:$P1/v1", localService: { $(server $P1) }, models: [{ id: "tiny", maxTokens: 8 }] },
+    two: { baseUrl: "http://127.0.0.1:$P2/v1", localService: { $(server $P2) }, models: [{ id: "tiny", maxTokens: 8 }] },
+  } },
+}
+JSON5
+state="$work/state"
+gw() { CLAWGATE_STATE_DIR=$state "$BIN" --config "$work/gw.json5" gateway >>"$work/gw.log" 2>&1 & echo $!; }
+ask() { curl -s -o /dev/null -w '%{http_code}' -m 120 "http://127.0.0.1:$GPORT/v1/chat/completions" -H 'content-type: application/json' -d "{\"model\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"; }
+up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GPORT/health" >/dev/null && return 0; sleep 0.1; done; return 1; }
+srv() { pgrep -f "llama-server.*--port $1" || true; }
+check() { if eval "$2"; then echo "ok   sigkill: $1"; else echo "FAIL sigkill: $1"; tail -5 "$work/gw.log"; status=1; fi; }
+g1=$(gw); pids+=("$g1"); up
+check "first gateway answers on one/tiny" '[[ $(ask one/tiny) == 200 ]]'
+s1=$(srv $P1)
+kill -9 "$g1"; wait "$g1" 2>/dev/null || true
+check "its llama-server (pid $s1) outlives a SIGKILL" '[[ -n $s1 ]] && kill -0 $s1 2>/dev/null'
+t0=$(date +%s%N)
+g2=$(gw); pids+=("$g2"); up
+check "the next gateway takes it back" 'grep -q "pid $s1) left running by an earlier clawgate: taken back" "$work/gw.log"'
+check "and answers on it without a second start" '[[ $(ask one/tiny) == 200 && $(srv $P1) == "$s1" ]]'
+echo "     restart to first answer on the taken-back server: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+check "a swap to two/tiny stops it (one member of the group at a time)" '[[ $(ask two/tiny) == 200 && -z $(srv $P1) && -n $(srv $P2) ]]'
+kill -TERM "$g2"; wait "$g2" 2>/dev/null || true
+check "SIGTERM leaves no llama-server behind" '[[ -z $(srv $P1) && -z $(srv $P2) ]]'
+check "and no record in the state directory" '[[ -z $(ls -A "$state/local-servers") ]]'
 exit $status

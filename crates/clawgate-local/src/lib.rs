@@ -13,6 +13,7 @@
 
 pub mod discover;
 pub mod facts;
+pub mod ledger;
 mod process;
 pub mod queue;
 
@@ -57,6 +58,9 @@ pub struct Supervisor {
     closing: AtomicBool,
     /// What each local server really serves (LOC-3).
     facts: Arc<facts::Facts>,
+    /// Where started servers are written down, so that a successor can
+    /// take back what a killed gateway left running.
+    ledger: Option<Arc<ledger::Ledger>>,
 }
 
 #[derive(Default)]
@@ -297,7 +301,88 @@ impl Supervisor {
             inner: Mutex::new(Inner::default()),
             closing: AtomicBool::new(false),
             facts: Arc::default(),
+            ledger: None,
         }
+    }
+
+    /// Records every server it starts under `state_dir` (see
+    /// [`ledger`]); without it a SIGKILLed gateway's servers are lost to
+    /// its successor.
+    pub fn with_ledger(mut self, state_dir: &std::path::Path) -> Self {
+        match ledger::Ledger::open(state_dir) {
+            Ok(l) => self.ledger = Some(Arc::new(l)),
+            Err(e) => {
+                tracing::warn!(dir = %state_dir.display(), "local servers are not recorded: {e}")
+            }
+        }
+        self
+    }
+
+    /// At start: the servers a clawgate process that is gone (SIGKILL, a
+    /// crash) left running. One whose service is configured unchanged is
+    /// taken back — used, and stopped by the idle rule, `models unload`
+    /// or exit as if this process had started it (one per swap group);
+    /// any other is stopped, so two members of a swap group never run
+    /// at once. Returns one line per server, for the log.
+    pub async fn reclaim(&self, registry: &Registry) -> Vec<String> {
+        let Some(ledger) = self.ledger.clone() else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        let mut stops = Vec::new();
+        for rec in ledger.orphans() {
+            let wanted = registry.providers.values().find_map(|p| {
+                let ls = p.local_service.as_ref()?;
+                (service_key(p, ls) == rec.service).then_some((p, ls))
+            });
+            let svc = wanted.and_then(|(p, ls)| self.service(p, ls));
+            let taken = svc.as_ref().is_some_and(|svc| {
+                let Ok(mut st) = svc.group.state.lock() else {
+                    return false;
+                };
+                if st.active.is_some() {
+                    return false;
+                }
+                let Ok(mut run) = svc.run.lock() else {
+                    return false;
+                };
+                *run = Run::Owned(Child::reclaim(&rec, ledger.clone()));
+                st.active = Some(svc.key.clone());
+                true
+            });
+            match (taken, svc, wanted) {
+                (true, Some(svc), Some((p, _))) => {
+                    let line = format!(
+                        "local server for {} (pid {}) left running by an earlier clawgate: taken back",
+                        rec.provider, rec.pid
+                    );
+                    tracing::warn!("{line}");
+                    lines.push(line);
+                    self.facts.learn(&self.client, p).await;
+                    // As if its last request just ended: the idle rule
+                    // applies from now.
+                    svc.leases.fetch_add(1, Ordering::AcqRel);
+                    drop(Lease(svc));
+                }
+                (_, _, wanted) => {
+                    let why = if wanted.is_some() {
+                        "another member of its swap group runs"
+                    } else {
+                        "no longer configured so"
+                    };
+                    let line = format!(
+                        "local server for {} (pid {}, {}) left running by an earlier clawgate, {why}: stopped",
+                        rec.provider, rec.pid, rec.command
+                    );
+                    tracing::warn!("{line}");
+                    lines.push(line);
+                    let child = Child::reclaim(&rec, ledger.clone());
+                    stops.push(async move { child.stop().await });
+                }
+            }
+        }
+        futures_util::future::join_all(stops).await;
+        lines
     }
 
     fn service(&self, p: &Provider, ls: &LocalService) -> Option<Arc<Service>> {
@@ -544,9 +629,11 @@ impl Supervisor {
             svc.stop().await;
             let child = Child::spawn(
                 &svc.provider,
+                &svc.key,
                 &svc.spec,
                 svc.tail.clone(),
                 entry.registry.redactor.clone(),
+                self.ledger.clone(),
             )?;
             svc.starts.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut r) = svc.run.lock() {

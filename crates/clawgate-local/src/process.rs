@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clawgate_config::LocalService;
 use clawgate_core::Redactor;
+
+use crate::ledger::{self, Ledger};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
@@ -20,6 +22,9 @@ const TAIL_LINES: usize = 40;
 const LINE_MAX: usize = 512;
 /// How long a stopped server gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often a taken-back server (not our child: no exit to wait for)
+/// is looked up in `/proc`.
+const RECLAIMED_POLL: Duration = Duration::from_millis(200);
 
 /// The last lines a child printed, already redacted.
 #[derive(Default)]
@@ -42,7 +47,8 @@ impl Tail {
     }
 }
 
-/// A running child.
+/// A running child: one this process spawned, or one a killed
+/// predecessor spawned and this process took back from the ledger.
 pub struct Child {
     pub pid: u32,
     /// `Some(how it ended)` once it exited.
@@ -55,11 +61,14 @@ pub struct Child {
 impl Child {
     /// Spawns `spec.command` with `spec.args` (no shell), `spec.cwd`, and
     /// `spec.env` merged over clawgate's environment.
+    /// Recorded in `ledger` (when there is one) until it ends.
     pub fn spawn(
         provider: &str,
+        service: &str,
         spec: &LocalService,
         tail: Arc<Mutex<Tail>>,
         redactor: Arc<Redactor>,
+        ledger: Option<Arc<Ledger>>,
     ) -> Result<Child, String> {
         let mut cmd = tokio::process::Command::new(&spec.command);
         cmd.args(&spec.args)
@@ -90,6 +99,9 @@ impl Child {
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", spec.command.display()))?;
         let pid = child.id().unwrap_or(0);
+        if let Some(l) = &ledger {
+            l.record(pid, provider, service, &spec.command.display().to_string());
+        }
         if let Some(out) = child.stdout.take() {
             tokio::spawn(read_lines(
                 out,
@@ -117,6 +129,9 @@ impl Child {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("unknown ({e})"),
             };
+            if let Some(l) = &ledger {
+                l.forget(pid);
+            }
             if !flag.load(std::sync::atomic::Ordering::Acquire) {
                 let last = tail.lock().map(|t| t.last(10)).unwrap_or_default();
                 tracing::warn!(provider = %name, pid, status = %how, "local server exited on its own; last output:\n  {}", last.join("\n  "));
@@ -131,6 +146,32 @@ impl Child {
             exited: rx,
             stopping,
         })
+    }
+
+    /// Takes back `rec`'s process, which a clawgate process that is gone
+    /// started: not our child (its exit status and output are out of
+    /// reach), so whether it still runs is read from `/proc`.
+    pub fn reclaim(rec: &ledger::Record, ledger: Arc<Ledger>) -> Child {
+        ledger.record(rec.pid, &rec.provider, &rec.service, &rec.command);
+        let (tx, rx) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopping.clone();
+        let (pid, start, name) = (rec.pid, rec.start, rec.provider.clone());
+        tokio::spawn(async move {
+            while ledger::is_same(pid, start) {
+                tokio::time::sleep(RECLAIMED_POLL).await;
+            }
+            ledger.forget(pid);
+            if !flag.load(std::sync::atomic::Ordering::Acquire) {
+                tracing::warn!(provider = %name, pid, "local server (taken back from an earlier gateway) exited on its own");
+            }
+            let _ = tx.send(Some("exited".to_string()));
+        });
+        Child {
+            pid,
+            exited: rx,
+            stopping,
+        }
     }
 
     /// `Some(how it ended)` once the child exited.

@@ -343,7 +343,8 @@ pub fn run(ctx: &Ctx, args: ChatArgs) -> CliResult {
         .build()
         .map_err(|e| CliError::new(exit::FAILURE, e))?;
     let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
-    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+    let local = Arc::new(super::state::supervisor(client.clone()));
+    rt.block_on(local.reclaim(&snap.registry));
     let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
     runner.import_cooldowns(&super::state::load_cooldowns(), super::state::now_unix_ms());
     let key = args

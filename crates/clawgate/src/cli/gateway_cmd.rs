@@ -57,7 +57,10 @@ pub fn run(ctx: &Ctx, args: GatewayArgs) -> CliResult {
         let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
         // Local servers (localService) and per-backend queues: the gate
         // before every upstream call.
-        let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+        let local = Arc::new(super::state::supervisor(client.clone()));
+        // What a killed predecessor left running: taken back or stopped
+        // before anything else starts a server.
+        local.reclaim(&reg).await;
         let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
         // Named sessions live in one SQLite file under the state directory
         // (created on first use; no server to start).

@@ -129,8 +129,9 @@ pub fn run(ctx: &Ctx, args: InferArgs) -> CliResult {
     let notice = |n: &str| eprintln!("{n}");
     let client = Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
     // A local server this run starts (localService) stops when it ends.
-    let local = Arc::new(clawgate_local::Supervisor::new(client.clone()));
+    let local = Arc::new(super::state::supervisor(client.clone()));
     let outcome = rt.block_on(async {
+        local.reclaim(&snap.registry).await;
         let runner = Runner::new(client, Arc::new(TokioClock::default())).with_gate(local.clone());
         runner.import_cooldowns(&super::state::load_cooldowns(), super::state::now_unix_ms());
         let save = |r: &Runner| {

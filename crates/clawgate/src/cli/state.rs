@@ -26,6 +26,17 @@ pub fn chat_history_file() -> Option<PathBuf> {
     dir().map(|d| d.join("chat-history.txt"))
 }
 
+/// The local-server supervisor of this process, writing down what it
+/// starts in the state directory (so that a successor of a killed
+/// gateway takes it back).
+pub fn supervisor(client: clawgate_wire::Client) -> clawgate_local::Supervisor {
+    let sup = clawgate_local::Supervisor::new(client);
+    match dir() {
+        Some(d) => sup.with_ledger(&d),
+        None => sup,
+    }
+}
+
 /// The state directory (`$CLAWGATE_STATE_DIR` or `~/.clawgate/state`).
 pub fn state_dir() -> Option<PathBuf> {
     dir()
