@@ -28,6 +28,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Response {
                 "leases": s.leases,
                 "starts": s.starts,
                 "idle_stop_in_ms": s.idle_stop_in.map(|d| d.as_millis() as u64),
+                "last_output": s.last_output,
             })
         })
         .collect();

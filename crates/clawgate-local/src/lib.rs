@@ -48,6 +48,8 @@ const NOTICE_EVERY: Duration = Duration::from_secs(5);
 /// takes over within a second instead of requests failing into a
 /// cooldown ladder (one health probe a second at most while it answers).
 const EXTERNAL_RECHECK: Duration = Duration::from_secs(1);
+/// What a start failure tells an API client about the server's output.
+pub const OUTPUT_IN_LOG: &str = "; its last output is in the gateway's log";
 /// Lines of child output quoted in a start failure (the log has more).
 const FAILURE_TAIL: usize = 3;
 
@@ -177,6 +179,9 @@ pub struct ServiceView {
     pub starts: u64,
     /// Time left before an idle stop, when one is pending.
     pub idle_stop_in: Option<Duration>,
+    /// The last lines the server printed (redacted), for `models
+    /// running` and `doctor`; never sent to an API client.
+    pub last_output: Vec<String>,
 }
 
 impl Service {
@@ -237,7 +242,7 @@ impl Service {
             return what;
         }
         tracing::warn!(provider = %self.provider, "{what}; last output:\n  {}", tail.join("\n  "));
-        format!("{what}; its last output is in the gateway's log")
+        format!("{what}{OUTPUT_IN_LOG}")
     }
 
     fn view(&self) -> ServiceView {
@@ -261,6 +266,7 @@ impl Service {
             leases,
             starts: self.starts.load(Ordering::Relaxed),
             idle_stop_in,
+            last_output: self.tail.lock().map(|t| t.last(10)).unwrap_or_default(),
         }
     }
 }
@@ -732,6 +738,44 @@ impl Supervisor {
                     Err(e) => tracing::warn!(provider = %svc.provider, "warm-up failed: {e:?}"),
                 }
             });
+        }
+    }
+
+    /// Makes `provider`'s `localService` answer now, as its first request
+    /// would (a probe of a server clawgate starts on demand). `Ok(Some(
+    /// time to ready))` when this call started it, `Ok(None)` when it
+    /// already answered. The idle rule applies afterwards, and
+    /// [`Supervisor::shutdown`] stops it.
+    pub async fn start_now(
+        &self,
+        registry: &Registry,
+        provider: &str,
+    ) -> Result<Option<Duration>, String> {
+        let p = registry
+            .provider(provider)
+            .ok_or_else(|| format!("no provider {provider}"))?;
+        let ls = p
+            .local_service
+            .as_ref()
+            .ok_or_else(|| format!("{provider} has no localService"))?;
+        let svc = self
+            .service(p, ls)
+            .ok_or_else(|| "the supervisor is unusable".to_string())?;
+        let before = svc.starts.load(Ordering::Relaxed);
+        let reference = format!("{}/*", p.id);
+        let entry = Entry {
+            registry,
+            provider: p,
+            reference: &reference,
+            may_spill: false,
+            on_notice: None,
+        };
+        match self.lease(&svc, &entry, None).await {
+            Ok((lease, waited)) => {
+                drop(lease);
+                Ok((svc.starts.load(Ordering::Relaxed) > before).then_some(waited))
+            }
+            Err(Refusal::Failed { detail, .. } | Refusal::Spill(detail)) => Err(detail),
         }
     }
 

@@ -40,6 +40,24 @@ pub struct ProviderCheck {
     /// llama.cpp's parallel slots.
     pub slots: Option<u64>,
     pub models: Vec<ModelCheck>,
+    /// What clawgate did with the provider's `localService` for this
+    /// check (set by the caller that starts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_service: Option<LocalStart>,
+}
+
+/// A `localService` started for a probe.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum LocalStart {
+    /// Started by the check, ready after `ready_ms`, stopped afterwards.
+    Started { ready_ms: u64 },
+    /// It did not become ready: why, and the last lines it printed
+    /// (redacted).
+    Failed {
+        message: String,
+        last_output: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,6 +189,7 @@ pub async fn check(
                     .map(|e| reg.redactor.redact(&e.message).into_owned()),
                 slots: served.and_then(|s| s.slots),
                 models,
+                local_service: None,
             }
         }
     });

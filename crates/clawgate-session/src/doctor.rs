@@ -8,7 +8,7 @@ use clawgate_catalog::{Provider, Registry};
 use clawgate_config::Diagnostic;
 use serde::Serialize;
 
-use crate::check::ProviderCheck;
+use crate::check::{LocalStart, ProviderCheck};
 use crate::status::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -208,7 +208,35 @@ pub fn findings(
         let Some(p) = reg.provider(&s.id) else {
             continue;
         };
-        if s.reachable == Some(false) {
+        match &s.local_service {
+            Some(LocalStart::Failed {
+                message,
+                last_output,
+            }) => out.push(finding(
+                serious(&s.id),
+                "localService",
+                format!("models.providers.{}.localService", s.id),
+                if last_output.is_empty() {
+                    format!("started for the probe, it did not become ready: {message}")
+                } else {
+                    format!(
+                        "started for the probe, it did not become ready: {message}; its last output:\n        {}",
+                        last_output.join("\n        ")
+                    )
+                },
+                format!("check models.providers.{}.localService (command, args, env, readyTimeoutMs); run the command by hand to see it fail", s.id),
+            )),
+            Some(LocalStart::Started { ready_ms }) => out.push(finding(
+                Severity::Info,
+                "localService",
+                format!("models.providers.{}.localService", s.id),
+                format!("it was not running: started for the probe (ready in {ready_ms} ms) and stopped again"),
+                "nothing to do: clawgate starts it on the first request",
+            )),
+            None => {}
+        }
+        let start_failed = matches!(s.local_service, Some(LocalStart::Failed { .. }));
+        if s.reachable == Some(false) && !start_failed {
             let (sev, fix) = if p.local_service.is_some() {
                 (
                     Severity::Info,
@@ -281,6 +309,8 @@ pub fn findings(
                     "rate_limit" => "wait, add a second key as an auth profile, or add a fallback".to_string(),
                     "timeout" => format!("the server is slow or stuck: check it, or raise models.providers.{}.timeoutSeconds", s.id),
                     "format" => "the server rejected the request shape: check models.providers.<id>.api and the model's compat flags".to_string(),
+                    _ if start_failed => format!("its localService did not start: see the models.providers.{}.localService finding", s.id),
+                    _ if s.reachable == Some(false) && p.local_service.is_some() => "clawgate starts its localService on the first request; run `clawgate doctor` (which starts it for the probe) to see whether it starts".to_string(),
                     _ if s.reachable == Some(false) => start_hint(p),
                     _ => "see the detail; `clawgate infer --model <ref> --prompt hi` reproduces it".to_string(),
                 };

@@ -114,6 +114,12 @@ async fn the_gateway_starts_lists_unloads_and_on_sigterm_stops_its_local_server(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!alive(pids[0]), "unload left the server running");
+    // What it printed stays for `models running` (redacted), not for
+    // API clients.
+    let out = clawgate(dir.path(), &["models", "running"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("last output of llama:"), "{text}");
+    assert!(text.contains("fake server llama starting"), "{text}");
     let out = clawgate(dir.path(), &["models", "unload", "llama"]);
     assert_eq!(
         out.status.code(),

@@ -330,3 +330,102 @@ async fn doctor_finds_each_problem_with_a_fix_and_passes_a_clean_setup() {
         "{out}"
     );
 }
+
+/// Issue 22 (8): a probe of a `localService` that is not running starts
+/// it (saying so) and stops it when the command ends; one that cannot
+/// start is reported with its own output and a fix that matches the
+/// config, never "add a localService".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_start_a_local_service_that_is_not_running_and_stop_it_after() {
+    let bin = clawgate_testkit::fake_server_bin()
+        .expect("clawgate-fake-server is not built: cargo build -p clawgate-testkit --bins");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spawns.log");
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("clawgate.json5"),
+        format!(
+            r#"{{ models: {{ mode: "merge", providers: {{
+  llama: {{ baseUrl: "http://127.0.0.1:{port}/v1",
+    localService: {{ command: {cmd:?}, args: ["--port", "{port}", "--name", "m", "--load-ms", "200", "--spawn-log", {log:?}] }},
+    models: [{{ id: "m" }}] }},
+  broken: {{ baseUrl: "http://127.0.0.1:{down}/v1",
+    localService: {{ command: "/usr/bin/env", args: ["sh", "-c", "echo fatal: out of memory >&2; exit 3"] }},
+    models: [{{ id: "m" }}] }},
+}} }},
+  agents: {{ defaults: {{ model: {{ primary: "llama/m" }} }} }} }}"#,
+            cmd = bin.display().to_string(),
+            log = log.display().to_string(),
+            down = free_port(),
+        ),
+    )
+    .unwrap();
+    let pids = || -> Vec<u32> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect()
+    };
+
+    let (_, out, err) = doctor(dir.path(), &[]);
+    assert!(
+        err.contains("started llama's local server (localService) for the probe"),
+        "{err}"
+    );
+    assert!(
+        out.contains("it was not running: started for the probe (ready in"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("[probe] llama/m"),
+        "llama/m answered its probe: {out}"
+    );
+    assert_eq!(pids().len(), 1, "{out}");
+    assert!(
+        !clawgate_testkit::process_alive(pids()[0]),
+        "the server started for the probe outlived doctor"
+    );
+    // The broken one: its own output, a fix for its localService.
+    let broken = out
+        .split("\nerror")
+        .chain(out.split("\nwarn"))
+        .find(|f| f.contains("models.providers.broken.localService: started for the probe"))
+        .unwrap_or_else(|| panic!("no finding for the broken service: {out}"));
+    assert!(broken.contains("fatal: out of memory"), "{broken}");
+    assert!(
+        broken.contains("fix: check models.providers.broken.localService"),
+        "{broken}"
+    );
+    assert!(
+        !out.contains("or add models.providers.broken.localService"),
+        "{out}"
+    );
+
+    // `models status --probe`: the same start, and the table shows it up.
+    let out = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args([
+            "models",
+            "status",
+            "--probe",
+            "--probe-provider",
+            "llama",
+            "--json",
+        ])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env_remove("CLAWGATE_CONFIG")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let llama = v["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "llama"))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(llama["reachable"], true, "{llama}");
+    assert_eq!(llama["localService"]["outcome"], "started", "{llama}");
+    assert_eq!(llama["models"][0]["probe"]["bucket"], "ok", "{llama}");
+    assert_eq!(pids().len(), 2);
+    assert!(!clawgate_testkit::process_alive(pids()[1]));
+}

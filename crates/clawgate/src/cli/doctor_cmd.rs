@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> CliResult {
                 .map_err(|e| CliError::new(exit::FAILURE, e))?;
             let client =
                 clawgate_wire::Client::new().map_err(|e| CliError::new(exit::FAILURE, e))?;
-            let servers = rt.block_on(clawgate_session::check::check(
+            let servers = rt.block_on(super::local_cmd::check_with_local(
                 reg,
                 &client,
                 &opts,
@@ -96,8 +96,9 @@ pub fn print_findings(findings: &[Finding], as_json: bool) -> Result<usize, CliE
                 "{:<5} [{}] {}: {}\n      fix: {}\n",
                 f.severity.as_str(),
                 if f.check.is_empty() { f.area } else { f.check },
-                f.subject,
-                f.message,
+                super::output::printable(&f.subject, false),
+                // Server output and upstream text may hold escapes.
+                super::output::printable(&f.message, true),
                 f.fix
             ));
         }

@@ -122,6 +122,21 @@ pub fn running(ctx: &Ctx, url: Option<&str>, as_json: bool) -> CliResult {
             &rows,
         ));
     }
+    // A server that is not running: what it printed last (why it
+    // stopped or never became ready).
+    for x in services.iter().filter(|x| s(x, "state") == "stopped") {
+        let lines: Vec<&str> = x
+            .get("last_output")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !lines.is_empty() {
+            out.push_str(&format!("\nlast output of {}:\n", s(x, "provider")));
+            for l in lines {
+                out.push_str(&format!("  {}\n", super::output::printable(l, false)));
+            }
+        }
+    }
     if !queues.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = queues
@@ -288,4 +303,81 @@ pub fn discover(
         eprintln!("added {} to {}", ids.join(", "), file.display());
     }
     Ok(())
+}
+
+/// The server checks of `models status --probe` and `doctor`, with the
+/// servers clawgate would start on demand running: each `localService`
+/// that does not answer is started first (said on stderr, as a request
+/// would start it), probed, and stopped again when the check ends.
+pub async fn check_with_local(
+    reg: &clawgate_catalog::Registry,
+    client: &Client,
+    opts: &clawgate_session::check::CheckOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<clawgate_session::check::ProviderCheck> {
+    use clawgate_session::check::LocalStart;
+    let mut started = std::collections::HashMap::new();
+    let sup = super::state::supervisor(client.clone());
+    if opts.probe {
+        let mut ids: Vec<&String> = reg
+            .providers
+            .iter()
+            .filter(|(id, p)| {
+                p.local_service.is_some()
+                    && opts
+                        .provider
+                        .as_deref()
+                        .is_none_or(|want| want.eq_ignore_ascii_case(id))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        for id in ids {
+            match sup.start_now(reg, id).await {
+                Ok(None) => {}
+                Ok(Some(ready)) => {
+                    eprintln!(
+                        "started {id}'s local server (localService) for the probe: ready in {} ms; it stops when the probe ends",
+                        ready.as_millis()
+                    );
+                    started.insert(
+                        id.clone(),
+                        LocalStart::Started {
+                            ready_ms: ready.as_millis() as u64,
+                        },
+                    );
+                }
+                Err(message) => {
+                    // Here its output is shown, not left to a log.
+                    let message = message
+                        .strip_suffix(clawgate_local::OUTPUT_IN_LOG)
+                        .unwrap_or(&message)
+                        .to_string();
+                    let last_output = sup
+                        .running()
+                        .into_iter()
+                        .find(|v| v.provider == *id)
+                        .map(|v| v.last_output)
+                        .unwrap_or_default();
+                    eprintln!("{id}'s local server (localService) did not start: {message}");
+                    for line in &last_output {
+                        eprintln!("  {}", super::output::printable(line, false));
+                    }
+                    started.insert(
+                        id.clone(),
+                        LocalStart::Failed {
+                            message,
+                            last_output,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut checks = clawgate_session::check::check(reg, client, opts, progress).await;
+    for c in &mut checks {
+        c.local_service = started.remove(&c.id);
+    }
+    sup.shutdown().await;
+    checks
 }

@@ -778,7 +778,7 @@ fn check_servers(
             }
         }
     };
-    Ok(rt.block_on(clawgate_session::check::check(
+    Ok(rt.block_on(super::local_cmd::check_with_local(
         reg, &client, opts, &progress,
     )))
 }
