@@ -50,6 +50,10 @@ pub struct Client {
     h1: Arc<crate::h1::H1Pools>,
     /// An environment proxy for `http://` targets (public hosts only).
     http_proxy: bool,
+    /// An environment proxy is set (`HTTP_PROXY`, `HTTPS_PROXY` …).
+    env_proxy: bool,
+    /// Names that resolve to the user's own network bypass that proxy.
+    bypass: Arc<guard::ProxyBypass>,
     hooks: Hooks,
     proxy_hosts: Arc<[String]>,
     /// Parsed upstream URLs: parsing (with IDNA) was a visible share of
@@ -81,6 +85,9 @@ impl Client {
             pools: Arc::new(Default::default()),
             h1: Arc::new(Default::default()),
             http_proxy: hooks.proxy.is_some() || guard::env_proxy("http").is_some(),
+            env_proxy: hooks.proxy.is_none()
+                && (guard::env_proxy("http").is_some() || guard::env_proxy("https").is_some()),
+            bypass: Arc::default(),
             hooks,
             proxy_hosts: guard::env_proxy_hosts().into(),
             urls: Default::default(),
@@ -100,7 +107,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy()
             .dns_resolver(Arc::new(self.resolver(reach)));
-        if let Some(p) = guard::proxy(&self.hooks) {
+        if let Some(p) = guard::proxy(&self.hooks, self.bypass.clone()) {
             b = b.proxy(p);
         }
         b.build().map_err(|e| e.to_string())
@@ -162,14 +169,26 @@ impl Client {
 
     /// The client and URL for one request, after the guard's decision on
     /// an IP-literal host (names are judged by the resolver at connect).
-    pub(crate) fn guarded(
+    pub(crate) async fn guarded(
         &self,
         text: String,
         policy: Option<&OutboundPolicy>,
         local_only: Option<&str>,
     ) -> Result<(&reqwest::Client, reqwest::Url, Reach), WireError> {
         let (t, reach) = self.checked(text, policy, local_only)?;
+        self.proxy_route(&t).await;
         Ok((self.pool(reach)?, t.url.clone(), reach))
+    }
+
+    /// With an environment proxy, a host name that looks public is
+    /// resolved first: one of the user's own servers goes direct.
+    async fn proxy_route(&self, t: &Target) {
+        if !self.env_proxy || !t.public {
+            return;
+        }
+        if let Some(url::Host::Domain(host)) = t.url.host() {
+            self.bypass.learn(host, &self.hooks).await;
+        }
     }
 
     /// The parsed target and its reach, after the guard's decision on an
@@ -196,8 +215,13 @@ impl Client {
 
     /// The common client and a checked URL (introspection, health probes,
     /// the CLI asking its own gateway): configured origins only.
-    pub(crate) fn plain(&self, url: &str) -> Result<(&reqwest::Client, reqwest::Url), WireError> {
-        let (c, u, _) = self.guarded(url.to_string(), self.scope.as_deref(), None)?;
+    pub(crate) async fn plain(
+        &self,
+        url: &str,
+    ) -> Result<(&reqwest::Client, reqwest::Url), WireError> {
+        let (c, u, _) = self
+            .guarded(url.to_string(), self.scope.as_deref(), None)
+            .await?;
         Ok((c, u))
     }
 
@@ -222,6 +246,7 @@ impl Client {
         let bytes = body.map_err(|e| WireError::new(WireErrorKind::Request, e.to_string()))?;
         let (target, reach) =
             self.checked(ep.url(), ep.policy.as_deref(), ep.local_only.as_deref())?;
+        self.proxy_route(&target).await;
         let head = match self.h1_for(&target, reach) {
             Some((h1, uri)) => self.send_h1(h1, uri, ep, req, bytes, deadline).await?,
             None => {

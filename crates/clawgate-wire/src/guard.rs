@@ -160,9 +160,77 @@ pub(crate) fn env_proxy_hosts() -> Vec<String> {
         .collect()
 }
 
+/// How long a host name's proxy decision holds before DNS is asked again.
+const BYPASS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most host names remembered (a config names a handful).
+const BYPASS_MAX: usize = 256;
+/// Longest wait for the DNS answer behind a proxy decision.
+const BYPASS_LOOKUP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Which host names that look public resolve to the user's own network
+/// (`lan.example.test` → 10.x): with an environment proxy, those go
+/// direct, decided by the resolved address as for an IP literal. Filled
+/// before a request is sent ([`ProxyBypass::learn`]) and read by the
+/// proxy decision, which cannot wait for DNS itself.
+#[derive(Default)]
+pub(crate) struct ProxyBypass {
+    hosts: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
+}
+
+impl ProxyBypass {
+    /// Whether `host` resolved to non-public addresses only (lately).
+    fn direct(&self, host: &str) -> bool {
+        self.hosts.lock().is_ok_and(|m| {
+            m.get(&host.to_ascii_lowercase())
+                .is_some_and(|(direct, at)| *direct && at.elapsed() < BYPASS_TTL)
+        })
+    }
+
+    /// Resolves `host` (unless its decision is fresh) and records whether
+    /// every address it has is the user's own (private, loopback …).
+    pub(crate) async fn learn(&self, host: &str, hooks: &Hooks) {
+        let host = host.to_ascii_lowercase();
+        let fresh = self.hosts.lock().is_ok_and(|m| {
+            m.get(&host)
+                .is_some_and(|(_, at)| at.elapsed() < BYPASS_TTL)
+        });
+        if fresh {
+            return;
+        }
+        let found: Vec<IpAddr> = match &hooks.lookup {
+            Some(f) => f(&host).unwrap_or_default(),
+            None => {
+                match tokio::time::timeout(
+                    BYPASS_LOOKUP,
+                    tokio::net::lookup_host((host.as_str(), 0)),
+                )
+                .await
+                {
+                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                    // No answer: the proxy decides (it may know names we
+                    // do not).
+                    _ => Vec::new(),
+                }
+            }
+        };
+        let direct =
+            !found.is_empty() && found.iter().all(|ip| classify_ip(*ip) != AddrClass::Public);
+        if let Ok(mut m) = self.hosts.lock() {
+            if m.len() >= BYPASS_MAX && !m.contains_key(&host) {
+                m.retain(|_, (_, at)| at.elapsed() < BYPASS_TTL);
+                if m.len() >= BYPASS_MAX {
+                    m.clear();
+                }
+            }
+            m.insert(host, (direct, std::time::Instant::now()));
+        }
+    }
+}
+
 /// Environment proxies apply to public hosts only: a proxy never sees
-/// traffic to the user's own servers (and `NO_PROXY` is honoured).
-pub(crate) fn proxy(hooks: &Hooks) -> Option<reqwest::Proxy> {
+/// traffic to the user's own servers, named by address or by a name
+/// that resolves to one (and `NO_PROXY` is honoured).
+pub(crate) fn proxy(hooks: &Hooks, bypass: Arc<ProxyBypass>) -> Option<reqwest::Proxy> {
     if let Some(p) = &hooks.proxy {
         return reqwest::Proxy::all(p.as_str()).ok();
     }
@@ -172,7 +240,7 @@ pub(crate) fn proxy(hooks: &Hooks) -> Option<reqwest::Proxy> {
     let no_proxy = reqwest::NoProxy::from_env();
     let p = reqwest::Proxy::custom(move |url| {
         let host = url.host_str()?;
-        if classify_name(host) != AddrClass::Public {
+        if classify_name(host) != AddrClass::Public || bypass.direct(host) {
             return None;
         }
         let target = env_proxy(url.scheme())?;

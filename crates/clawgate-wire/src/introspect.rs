@@ -121,7 +121,7 @@ impl Client {
         key: Option<&Secret>,
         within: Duration,
     ) -> Result<(u16, Vec<u8>), WireError> {
-        let (http, url) = self.plain(url)?;
+        let (http, url) = self.plain(url).await?;
         self.fetch(http.get(url), key, within).await
     }
 
@@ -133,7 +133,7 @@ impl Client {
         body: &Value,
         within: Duration,
     ) -> Result<(u16, Vec<u8>), WireError> {
-        let (http, url) = self.plain(url)?;
+        let (http, url) = self.plain(url).await?;
         let rb = http
             .post(url)
             .header("content-type", "application/json")
@@ -198,6 +198,7 @@ impl Client {
         let url = format!("{}/tokenize", origin(&ep.base_url)?);
         let (http, url, _) = self
             .guarded(url, ep.policy.as_deref(), ep.local_only.as_deref())
+            .await
             .ok()?;
         let body = serde_json::json!({"content": text, "add_special": false, "model": model, "prompt": text, "add_special_tokens": false});
         let rb = http
